@@ -1,0 +1,1 @@
+"""The ``vidfast`` command line: parses options and calls the library (``vidfast``)."""

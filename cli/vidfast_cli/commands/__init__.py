@@ -1,0 +1,1 @@
+"""One module per command (group); each imports the library lazily inside the command."""
