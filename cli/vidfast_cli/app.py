@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vidfast_cli.commands import bench, data, evaluate, export, info, predict, train
+from vidfast_cli.commands import bench, data, demo, evaluate, export, info, predict, train
 from vidfast_cli.errors import ErrorReportingGroup
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("info")(info.info)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:
