@@ -37,6 +37,10 @@ pybind11::dict build_info() {
   info["cuda_arch_list"] = std::string("");
 #endif
   info["kernels"] = kernels;
+  // Native kernels compiled per op (torch.ops.vidfast.<op>), by device.
+  pybind11::dict ops;
+  ops["cube_crop"] = kernels;
+  info["ops"] = ops;
   info["torch_version"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
                           std::to_string(TORCH_VERSION_PATCH);
   return info;

@@ -34,3 +34,7 @@ app.command("demo")(demo.demo)
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

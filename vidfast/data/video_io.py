@@ -17,10 +17,99 @@ CODECS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _rate(fps: float | Fraction) -> Fraction:
+    """A frame rate as an exact fraction (29.97... -> 30000/1001)."""
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    return rate
+
+
+class VideoWriter:
+    """Streams frames into a video file with PyAV (context manager).
+
+    ``write`` takes uint8 ``[H, W, 3]`` RGB arrays or ``av.VideoFrame`` objects of the writer's size; ``gop``
+    sets the keyframe interval (None: the encoder's default), ``crf`` the quality for h264/vp9.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: float | Fraction = 25,
+        codec: str = "h264",
+        gop: int | None = None,
+        crf: int | None = None,
+    ) -> None:
+        import av
+
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise ValueError(f"width and height must be positive and even, got {width}x{height}")
+        encoder, pix_fmt, _ = CODECS[codec]
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.width, self.height, self.pix_fmt = int(width), int(height), pix_fmt
+        options: dict[str, str] = {}
+        if crf is not None and codec in ("h264", "vp9"):
+            options["crf"] = str(crf)
+        if codec == "vp9":
+            options.setdefault("deadline", "realtime")
+            options.setdefault("cpu-used", "8")
+        self.container = av.open(str(self.path), mode="w")
+        self.rate = _rate(fps)
+        self.stream = self.container.add_stream(encoder, rate=self.rate)
+        self.stream.width = self.width
+        self.stream.height = self.height
+        self.stream.pix_fmt = pix_fmt
+        if gop is not None:
+            self.stream.codec_context.gop_size = int(gop)
+        if codec == "h264":
+            options.setdefault("preset", "veryfast")
+            if gop is not None:
+                options["x264-params"] = f"keyint={int(gop)}:min-keyint={int(gop)}:scenecut=0"
+        self.stream.options = options
+        self.frames_written = 0
+
+    def write(self, frame) -> None:
+        """Encode one frame: uint8 ``[H, W, 3]`` RGB array or ``av.VideoFrame`` (re-timed here)."""
+        import av
+
+        if isinstance(frame, np.ndarray):
+            if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"frames must be uint8 [{self.height}, {self.width}, 3], "
+                                 f"got {frame.dtype} {tuple(frame.shape)}")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.rate
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file."""
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray,
-    fps: int = 25,
+    fps: float | Fraction = 25,
     codec: str = "h264",
     gop: int | None = None,
     crf: int | None = None,
@@ -29,37 +118,13 @@ def write_video(
 
     ``gop`` sets the keyframe interval (None: the encoder's default); ``crf`` the quality for h264/vp9.
     """
-    import av
-
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
     frames = np.ascontiguousarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
-    encoder, pix_fmt, _ = CODECS[codec]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, str] = {}
-    if crf is not None and codec in ("h264", "vp9"):
-        options["crf"] = str(crf)
-    if codec == "vp9":
-        options.setdefault("deadline", "realtime")
-        options.setdefault("cpu-used", "8")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(encoder, rate=Fraction(fps))
-        stream.width = int(frames.shape[2])
-        stream.height = int(frames.shape[1])
-        stream.pix_fmt = pix_fmt
-        if gop is not None:
-            stream.codec_context.gop_size = int(gop)
-        if codec == "h264":
-            options.setdefault("preset", "veryfast")
-            if gop is not None:
-                options["x264-params"] = f"keyint={int(gop)}:min-keyint={int(gop)}:scenecut=0"
-        stream.options = options
+    with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=fps, codec=codec, gop=gop,
+                     crf=crf) as writer:
         for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            writer.write(image)
+    return writer.path

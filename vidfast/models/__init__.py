@@ -1,1 +1,37 @@
-"""vidfast.models"""
+"""vidfast.models: the 3D-CNN model zoo (Hara et al. CVPR 2018 families, C3D), checkpoints, cubic-puzzle network.
+
+Importing this package registers every model; build one with ``create_model(name, num_classes, **options)``.
+"""
+
+from vidfast.models import c3d, densenet, r2plus1d, resnet  # noqa: F401  (register the families)
+from vidfast.models.base import VideoClassifier
+from vidfast.models.checkpoint import load_checkpoint, read_checkpoint
+from vidfast.models.finetune import finetune_param_groups
+from vidfast.models.inflate import inflate_from_2d
+from vidfast.models.puzzle import PuzzleNet, PuzzleOutput
+from vidfast.models.registry import (
+    ModelCard,
+    create_model,
+    is_model,
+    list_models,
+    model_card,
+    model_options,
+    register_model,
+)
+
+__all__ = [
+    "ModelCard",
+    "PuzzleNet",
+    "PuzzleOutput",
+    "VideoClassifier",
+    "create_model",
+    "finetune_param_groups",
+    "inflate_from_2d",
+    "is_model",
+    "list_models",
+    "load_checkpoint",
+    "model_card",
+    "model_options",
+    "read_checkpoint",
+    "register_model",
+]

@@ -1,18 +1,73 @@
-"""``vidfast pretrain|train|finetune`` (placeholder until the engine work lands)."""
+"""``vidfast pretrain|train|finetune``: parse options, resolve the run config, call ``vidfast.engine.fit``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
 
-def pretrain() -> None:
-    """Self-supervised Space-Time Cubic Puzzle pretraining."""
-    raise NotImplementedError("pretrain is not built yet")
+import typer
+
+from vidfast_cli.options import (
+    TRAINING_OPTIONS,
+    FromCheckpoint,
+    FtBeginModule,
+    ManifestArg,
+    RotationWeight,
+    overrides_from_options,
+    with_options,
+)
+
+EXIT_INTERRUPTED = 130
 
 
-def train() -> None:
-    """Supervised training from scratch."""
-    raise NotImplementedError("train is not built yet")
+def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) -> None:
+    """Resolve defaults <- --config <- options, train, print where the results are."""
+    from vidfast.engine import fit, resolve_config
+
+    given = dict(given)
+    config_file = given.pop("config")
+    overrides = overrides_from_options(**given, **task_options)
+    overrides.setdefault("data", {})["manifest"] = str(manifest)
+    cfg = resolve_config(task, config_file, overrides)  # type: ignore[arg-type]
+    result = fit(cfg)
+    if result.status == "interrupted":
+        typer.echo(
+            f"interrupted: saved {result.last_checkpoint}; continue with the same command and --resume",
+            err=True,
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    metric = "puzzle accuracy" if task == "puzzle" else "accuracy"
+    best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
+    typer.echo(
+        f"done: {result.epochs_completed} epochs, {result.steps} steps, best {metric} {best}; "
+        f"checkpoints {result.last_checkpoint} and {result.best_checkpoint}; plots and metrics in "
+        f"{result.run_dir}"
+    )
 
 
-def finetune() -> None:
-    """Fine-tune from a puzzle or classifier checkpoint."""
-    raise NotImplementedError("finetune is not built yet")
+@with_options(TRAINING_OPTIONS)
+def pretrain(manifest: ManifestArg, given: dict[str, Any], rotation_weight: RotationWeight = None) -> None:
+    """Self-supervised Space-Time Cubic Puzzle pretraining (Kim et al., AAAI 2019) -> RUN/last.pt,
+    RUN/best.pt.
+
+    Labels are not used; the network learns to order four shuffled spatio-temporal cubes (and their rotation).
+    """
+    _run("puzzle", manifest, given, rotation_weight=rotation_weight)
+
+
+@with_options(TRAINING_OPTIONS)
+def train(manifest: ManifestArg, given: dict[str, Any]) -> None:
+    """Supervised training from scratch; the number of classes comes from the manifest."""
+    _run("classify", manifest, given)
+
+
+@with_options(TRAINING_OPTIONS)
+def finetune(
+    manifest: ManifestArg,
+    from_checkpoint: FromCheckpoint,
+    given: dict[str, Any],
+    ft_begin_module: FtBeginModule = None,
+) -> None:
+    """Fine-tune a pretrained network (puzzle, classifier or CVPR 2018 checkpoint) on the manifest's
+    classes."""
+    _run("classify", manifest, given, from_checkpoint=from_checkpoint, ft_begin_module=ft_begin_module)

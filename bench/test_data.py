@@ -1,0 +1,223 @@
+"""Data pipeline benchmark: decode frames/s and loader clips/s for 16x112x112 training clips.
+
+Inputs: 96-frame 320x240 videos (H.264 as encoded by default, H.264 and VP9 with a keyframe every 16 frames,
+as ``vidfast data transcode --gop 16`` writes them) and the same videos as JPEG frame folders. Loaders: 2
+workers, batch 8, multi-scale corner crop + flip, normalised float output.
+
+- ``naive``: decode the whole video with PyAV, then crop/resize in NumPy;
+- ``jpeg``: the CVPR 2018 code's way, pre-extracted JPEG frames read one by one with PIL, PIL crop/resize;
+- ``vidfast-*``: ``make_loader`` (keyframe seek, only the needed frames, ``cube_crop``), per backend/codec.
+
+Run: ``.venv/bin/python -m pytest bench/test_data.py -q -s`` (``--benchmark-disable`` skips pytest-benchmark
+statistics). Ratios are printed at the end and written to ``bench/results/data.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidfast.data.decoders import dali_import_error, open_video
+from vidfast.data.loader import make_loader
+from vidfast.data.manifest import ManifestRow, write_manifest
+from vidfast.data.samplers import SpatialConfig, sample_box
+from vidfast.data.synth import MOTIONS, render_motion_video
+from vidfast.data.video_io import write_video
+from vidfast.ops import KINETICS_MEAN, KINETICS_STD
+
+FRAMES, HEIGHT, WIDTH = 96, 240, 320
+CLIP, SIZE, BATCH, WORKERS = 16, 112, 8, 2
+VIDEOS = int(os.environ.get("VIDFAST_BENCH_VIDEOS", "16"))
+EPOCHS = int(os.environ.get("VIDFAST_BENCH_EPOCHS", "3"))
+VARIANTS = {"h264": ("h264", None, ".mp4"), "h264_gop16": ("h264", 16, ".mp4"), "vp9_gop16": ("vp9", 16, ".webm")}
+RESULTS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Per variant a manifest of ``VIDEOS`` videos, plus ``jpeg``: a list file of frame folders."""
+    root = tmp_path_factory.mktemp("bench_data")
+    rows: dict[str, list[ManifestRow]] = {name: [] for name in VARIANTS}
+    folders = []
+    for i in range(VIDEOS):
+        frames = render_motion_video(MOTIONS[i % len(MOTIONS)], FRAMES, (HEIGHT, WIDTH), np.random.default_rng(i))
+        for name, (codec, gop, suffix) in VARIANTS.items():
+            path = write_video(root / name / f"v{i:03d}{suffix}", frames, codec=codec, gop=gop, crf=23)
+            rows[name].append(ManifestRow(str(path), i % len(MOTIONS), MOTIONS[i % len(MOTIONS)].name, "train",
+                                          None, None, FRAMES, 25.0, WIDTH, HEIGHT, "ok", ""))
+        folder = root / "jpeg" / f"v{i:03d}"
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(frames):
+            Image.fromarray(frame).save(folder / f"image_{t + 1:05d}.jpg", quality=90)
+        folders.append(folder)
+    out = {name: write_manifest(root / f"{name}.csv", r) for name, r in rows.items()}
+    out["jpeg"] = root / "jpeg.txt"
+    out["jpeg"].write_text("\n".join(map(str, folders)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+class _BaselineDataset(torch.utils.data.Dataset):
+    """Random 16-frame clip, multi-scale corner crop, flip, resize to 112, normalise: the training transform."""
+
+    def __init__(self, paths: list[str], load: Callable[[str, np.random.Generator], tuple[list, int, int]]):
+        self.paths, self.load = paths, load
+        self.mean = torch.tensor(KINETICS_MEAN).view(3, 1, 1, 1)
+        self.std = torch.tensor(KINETICS_STD).view(3, 1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rng = np.random.default_rng(i)
+        clip = torch.from_numpy(np.stack(self.load(self.paths[i], rng)))  # [t, S, S, 3] uint8
+        return (clip.permute(3, 0, 1, 2).float() / 255 - self.mean) / self.std
+
+
+def _naive_load(path: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """Decode every frame with PyAV, then crop and resize (nearest) in NumPy."""
+    with av.open(path) as container:
+        video = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    start = rng.integers(0, len(video) - CLIP + 1)
+    (y, x, h, w), flip = sample_box(HEIGHT, WIDTH, SpatialConfig(), rng)
+    rows = y + (np.arange(SIZE) * h) // SIZE
+    cols = x + (np.arange(SIZE) * w) // SIZE
+    cols = cols[::-1] if flip else cols
+    return list(video[start:start + CLIP][:, rows][:, :, cols])
+
+
+def _jpeg_load(folder: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """The CVPR 2018 code's path: open image_XXXXX.jpg one by one with PIL, crop, resize, flip."""
+    start = rng.integers(0, FRAMES - CLIP + 1)
+    (y, x, h, w), flip = sample_box(HEIGHT, WIDTH, SpatialConfig(), rng)
+    out = []
+    for t in range(start, start + CLIP):
+        with Image.open(os.path.join(folder, f"image_{t + 1:05d}.jpg")) as image:
+            crop = image.convert("RGB").crop((x, y, x + w, y + h)).resize((SIZE, SIZE), Image.BILINEAR)
+        out.append(np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop))
+    return out
+
+
+def _baseline_loader(paths: list[str], load) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(_BaselineDataset(paths, load), batch_size=BATCH, shuffle=True,
+                                       num_workers=WORKERS, persistent_workers=True)
+
+
+def _clips_per_second(loader: Iterable, set_epoch: Callable[[int], None] | None = None) -> float:
+    """Clips/s over ``EPOCHS`` epochs after one warm-up epoch (worker start-up excluded)."""
+    clips, elapsed = 0, 0.0
+    for epoch in range(EPOCHS + 1):
+        if set_epoch is not None:
+            set_epoch(epoch)
+        start = time.perf_counter()
+        n = sum(int(b["video"].shape[0] if isinstance(b, dict) else b.shape[0]) for b in loader)
+        if epoch:
+            clips, elapsed = clips + n, elapsed + time.perf_counter() - start
+    return clips / elapsed
+
+
+def _record(benchmark, name: str, value: float, unit: str) -> None:
+    RESULTS[name] = value
+    benchmark.extra_info[unit] = value
+    print(f"\n{name}: {value:.1f} {unit}")
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+
+@pytest.mark.parametrize("variant", ["h264", "h264_gop16", "vp9_gop16"])
+def test_decode_full_video(benchmark, dataset, variant: str) -> None:
+    """Frames/s of decoding a whole video to RGB with PyAV, one thread (the naive baseline's decode)."""
+    path = str(next((dataset[variant].parent / variant).iterdir()))
+
+    def run() -> int:
+        with av.open(path) as container:
+            return sum(1 for f in container.decode(video=0) if f.to_ndarray(format="rgb24") is not None)
+
+    frames = benchmark.pedantic(run, rounds=3, iterations=1)
+    _record(benchmark, f"decode_full/{variant}", frames / benchmark.stats.stats.min, "frames/s")
+
+
+@pytest.mark.parametrize("backend,variant", [("pyav", "h264"), ("pyav", "h264_gop16"), ("pyav", "vp9_gop16"),
+                                             ("dali", "vp9_gop16")])
+def test_decode_random_clips(benchmark, dataset, backend: str, variant: str) -> None:
+    """Returned frames/s of ``get_frames`` for random 16-frame clips (open, seek, decode, close)."""
+    if backend == "dali" and dali_import_error():
+        pytest.skip(dali_import_error())
+    paths = sorted((dataset[variant].parent / variant).iterdir())
+    rng = np.random.default_rng(0)
+
+    def run() -> int:
+        for path in paths:
+            start = int(rng.integers(0, FRAMES - CLIP + 1))
+            with open_video(path, backend=backend) as video:
+                video.get_frames(range(start, start + CLIP))
+        return len(paths) * CLIP
+
+    frames = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, f"decode_clips/{backend}/{variant}", frames / benchmark.stats.stats.min, "frames/s")
+
+
+# ------------------------------------------------------------------------------------------ loaders
+
+
+def test_loader_naive(benchmark, dataset) -> None:
+    paths = [str(p) for p in sorted((dataset["h264"].parent / "h264").iterdir())]
+    loader = _baseline_loader(paths, _naive_load)
+    _record(benchmark, "loader/naive", benchmark.pedantic(_clips_per_second, (loader,), rounds=1), "clips/s")
+
+
+def test_loader_jpeg(benchmark, dataset) -> None:
+    loader = _baseline_loader(dataset["jpeg"].read_text().split("\n"), _jpeg_load)
+    _record(benchmark, "loader/jpeg", benchmark.pedantic(_clips_per_second, (loader,), rounds=1), "clips/s")
+
+
+@pytest.mark.parametrize("backend,variant,crop_in", [
+    ("pyav", "h264", "worker"), ("pyav", "h264_gop16", "worker"), ("pyav", "h264_gop16", "main"),
+    ("pyav", "vp9_gop16", "worker"), ("dali", "vp9_gop16", "worker"),
+])
+def test_loader_vidfast(benchmark, dataset, backend: str, variant: str, crop_in: str) -> None:
+    if backend == "dali" and dali_import_error():
+        pytest.skip(dali_import_error())
+    loader = make_loader(dataset[variant], clip_len=CLIP, size=SIZE, batch_size=BATCH, workers=WORKERS,
+                         backend=backend, crop_in=crop_in)
+    value = benchmark.pedantic(_clips_per_second, (loader, loader.set_epoch), rounds=1)
+    _record(benchmark, f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}", value, "clips/s")
+
+
+@pytest.mark.cuda
+def test_loader_dali_gpu(benchmark, dataset) -> None:
+    if not torch.cuda.is_available() or dali_import_error():
+        pytest.skip("needs CUDA and DALI")
+    loader = make_loader(dataset["h264_gop16"], clip_len=CLIP, size=SIZE, batch_size=BATCH, workers=WORKERS,
+                         backend="dali", device="cuda")
+    value = benchmark.pedantic(_clips_per_second, (loader, loader.set_epoch), rounds=1)
+    _record(benchmark, "loader/vidfast-dali-gpu/h264_gop16", value, "clips/s")
+
+
+def test_report() -> None:
+    """Ratios against the two baselines (needs the loader benchmarks above in the same run)."""
+    if "loader/naive" not in RESULTS or "loader/jpeg" not in RESULTS:
+        pytest.skip("run the whole file")
+    ratios = {name: {"clips/s": value, "vs_naive": value / RESULTS["loader/naive"],
+                     "vs_jpeg": value / RESULTS["loader/jpeg"]}
+              for name, value in RESULTS.items() if name.startswith("loader/")}
+    report = {"device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+              "cpu_cores": os.cpu_count(), "videos": VIDEOS, "epochs": EPOCHS, "results": RESULTS,
+              "loader_ratios": ratios}
+    out = Path(__file__).parent / "results" / "data.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print("\n" + "\n".join(f"{k:55s} {v['clips/s']:7.1f} clips/s  x{v['vs_naive']:.2f} naive  "
+                           f"x{v['vs_jpeg']:.2f} jpeg" for k, v in ratios.items()))

@@ -1,0 +1,342 @@
+"""Typer option definitions shared by the training commands (and usable by eval/predict/bench).
+
+Every option defaults to ``None`` = "not given on the command line", so the value falls back to the
+``--config`` file and then to the library defaults (``vidfast.engine.config``). ``CONFIG_KEYS`` maps each
+option's parameter name to its dotted key in the run config; ``overrides_from_options`` turns the given ones
+into a nested override dict.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+_MODEL = "Model"
+_DATA = "Data"
+_OPTIM = "Optimization"
+_RUNTIME = "Runtime"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ManifestArg = Annotated[
+    Path,
+    typer.Argument(help="Manifest CSV written by `vidfast data index` (only rows with status ok are used)."),
+]
+
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Backbone architecture from the model registry, e.g. resnet18, r2plus1d_18, c3d.",
+        rich_help_panel=_MODEL,
+    ),
+]
+WidenFactor = Annotated[
+    float | None,
+    typer.Option(
+        "--widen-factor",
+        min=0.0,
+        help="Scale every channel width of the ResNet families (0.25 = tiny).",
+        rich_help_panel=_MODEL,
+    ),
+]
+ClipLen = Annotated[
+    int | None, typer.Option("--clip-len", min=1, help="Frames per training clip (T).", rich_help_panel=_DATA)
+]
+Size = Annotated[
+    int | None,
+    typer.Option("--size", min=1, help="Side of the square spatial crop in pixels.", rich_help_panel=_DATA),
+]
+FrameStep = Annotated[
+    int | None,
+    typer.Option(
+        "--frame-step", min=1, help="Temporal stride between sampled frames.", rich_help_panel=_DATA
+    ),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size", min=1, help="Clips per batch (per process under torchrun).", rich_help_panel=_DATA
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Data-loading worker processes (0 = load in the main process).",
+        rich_help_panel=_DATA,
+    ),
+]
+Epochs = Annotated[
+    int | None, typer.Option("--epochs", min=1, help="Number of training epochs.", rich_help_panel=_OPTIM)
+]
+Lr = Annotated[
+    float | None,
+    typer.Option(
+        "--lr", min=0.0, help="Base learning rate (after warmup, before decay).", rich_help_panel=_OPTIM
+    ),
+]
+Optimizer = Annotated[
+    str | None,
+    typer.Option("--optimizer", help="sgd (momentum, optional Nesterov) or adamw.", rich_help_panel=_OPTIM),
+]
+Schedule = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule",
+        help="Learning-rate schedule: constant, step, multistep, cosine or plateau.",
+        rich_help_panel=_OPTIM,
+    ),
+]
+WarmupEpochs = Annotated[
+    float | None,
+    typer.Option(
+        "--warmup-epochs",
+        min=0.0,
+        help="Linear learning-rate warmup length in epochs.",
+        rich_help_panel=_OPTIM,
+    ),
+]
+WeightDecay = Annotated[
+    float | None,
+    typer.Option(
+        "--weight-decay", min=0.0, help="Weight decay (decoupled for adamw).", rich_help_panel=_OPTIM
+    ),
+]
+Momentum = Annotated[
+    float | None, typer.Option("--momentum", min=0.0, help="SGD momentum.", rich_help_panel=_OPTIM)
+]
+Nesterov = Annotated[
+    bool | None,
+    typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum for SGD.", rich_help_panel=_OPTIM),
+]
+Milestones = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--milestone",
+        help="Epoch at which the multistep schedule divides the rate (repeatable).",
+        rich_help_panel=_OPTIM,
+    ),
+]
+LabelSmoothing = Annotated[
+    float | None,
+    typer.Option(
+        "--label-smoothing",
+        min=0.0,
+        max=1.0,
+        help="Label smoothing of the cross-entropy.",
+        rich_help_panel=_OPTIM,
+    ),
+]
+ClipGrad = Annotated[
+    float | None,
+    typer.Option(
+        "--clip-grad", min=0.0, help="Clip the gradient norm to this value (0 = off).", rich_help_panel=_OPTIM
+    ),
+]
+Device = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu, cuda (fails without a GPU) or auto.", rich_help_panel=_RUNTIME),
+]
+Amp = Annotated[
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Mixed precision: bf16 autocast on CPU, fp16 + GradScaler or bf16 on CUDA.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+ChannelsLast = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last/--no-channels-last",
+        help="channels_last_3d memory format for model and inputs.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+Compile = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile", help="torch.compile the model (slow first steps).", rich_help_panel=_RUNTIME
+    ),
+]
+Deterministic = Annotated[
+    bool | None,
+    typer.Option(
+        "--deterministic/--no-deterministic",
+        help="Deterministic algorithms (exactly reproducible runs, slower).",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed of the run.", rich_help_panel=_RUNTIME)]
+RunDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        help="Run directory: checkpoints, config.yaml, metrics.csv, TensorBoard logs, plots.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML or TOML config file (sections model, data, optim, puzzle, runtime, "
+        "finetune; command-line options override it).",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+Resume = Annotated[
+    bool | None,
+    typer.Option(
+        "--resume/--no-resume",
+        help="Continue the run in --run-dir exactly from its last.pt.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+RotationWeight = Annotated[
+    float | None,
+    typer.Option(
+        "--rotation-weight",
+        min=0.0,
+        help="Weight of the rotation loss added to the permutation loss.",
+        rich_help_panel=_OPTIM,
+    ),
+]
+FromCheckpoint = Annotated[
+    Path,
+    typer.Option(
+        "--from",
+        help="Checkpoint to start from: a vidfast puzzle or classifier checkpoint, or one "
+        "published with the CVPR 2018 3D-ResNets code (then --arch names its model).",
+        rich_help_panel=_MODEL,
+    ),
+]
+FtBeginModule = Annotated[
+    str | None,
+    typer.Option(
+        "--ft-begin-module",
+        help="Train only from this module on (e.g. layer4, fc); earlier ones are "
+        "frozen. Default: train everything.",
+        rich_help_panel=_MODEL,
+    ),
+]
+
+# the options every training command takes, in --help order
+TRAINING_OPTIONS: dict[str, Any] = {
+    "arch": Arch,
+    "widen_factor": WidenFactor,
+    "clip_len": ClipLen,
+    "size": Size,
+    "frame_step": FrameStep,
+    "batch_size": BatchSize,
+    "workers": Workers,
+    "epochs": Epochs,
+    "lr": Lr,
+    "optimizer": Optimizer,
+    "schedule": Schedule,
+    "milestones": Milestones,
+    "warmup_epochs": WarmupEpochs,
+    "weight_decay": WeightDecay,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "label_smoothing": LabelSmoothing,
+    "clip_grad": ClipGrad,
+    "device": Device,
+    "amp": Amp,
+    "channels_last": ChannelsLast,
+    "compile": Compile,
+    "deterministic": Deterministic,
+    "seed": Seed,
+    "run_dir": RunDir,
+    "resume": Resume,
+    "config": ConfigFile,
+}
+
+# option parameter name -> dotted key of the run config (vidfast.engine.config.TrainConfig)
+CONFIG_KEYS: dict[str, str] = {
+    "arch": "model.arch",
+    "widen_factor": "model.widen_factor",
+    "clip_len": "data.clip_len",
+    "size": "data.size",
+    "frame_step": "data.frame_step",
+    "batch_size": "data.batch_size",
+    "workers": "data.workers",
+    "epochs": "epochs",
+    "lr": "optim.lr",
+    "optimizer": "optim.optimizer",
+    "schedule": "optim.schedule",
+    "warmup_epochs": "optim.warmup_epochs",
+    "weight_decay": "optim.weight_decay",
+    "momentum": "optim.momentum",
+    "nesterov": "optim.nesterov",
+    "milestones": "optim.milestones",
+    "label_smoothing": "optim.label_smoothing",
+    "clip_grad": "optim.clip_grad_norm",
+    "device": "runtime.device",
+    "amp": "runtime.amp",
+    "channels_last": "runtime.channels_last",
+    "compile": "runtime.compile",
+    "deterministic": "runtime.deterministic",
+    "seed": "runtime.seed",
+    "run_dir": "runtime.run_dir",
+    "resume": "runtime.resume",
+    "rotation_weight": "puzzle.rotation_weight",
+    "from_checkpoint": "finetune.checkpoint",
+    "ft_begin_module": "finetune.begin_module",
+}
+
+
+def overrides_from_options(**values: Any) -> dict[str, Any]:
+    """Nested config overrides from option values given on the command line (``None`` = not given).
+
+    ``overrides_from_options(lr=0.01, arch=None)`` -> ``{"optim": {"lr": 0.01}}``. Paths become strings.
+    """
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in CONFIG_KEYS:
+            raise KeyError(name)
+        *sections, leaf = CONFIG_KEYS[name].split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    return nested
+
+
+def with_options(options: dict[str, Any]) -> Callable[[F], F]:
+    """Decorator adding ``options`` (parameter name -> ``Annotated`` option type, default None) to a Typer
+    command.
+
+    The command function declares its own parameters plus ``given: dict``; it receives the shared options'
+    values in ``given`` (None = not given), e.g. ``@with_options(TRAINING_OPTIONS) def train(manifest, given):
+    ...``.
+    """
+
+    def wrap(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "given"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+            for name, annotation in options.items()
+        ]
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name, None) for name in options}
+            return func(*args, given=given, **kwargs)
+
+        command.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in own + added}
+        del command.__wrapped__  # type: ignore[attr-defined]
+        return command  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,275 @@
+"""Unit tests of the engine parts that need no model zoo or loader: config, optim/schedules, checkpoint,
+logging."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
+from vidfast.engine.config import (
+    ConfigError,
+    OptimConfig,
+    TrainConfig,
+    config_from_dict,
+    resolve_config,
+    save_config,
+)
+from vidfast.engine.distributed import DistInfo, all_reduce_sum, any_rank
+from vidfast.engine.logging import RunLogger, read_metrics
+from vidfast.engine.optim import Schedule, build_optimizer
+
+# --- config -------------------------------------------------------------------------------------------------
+
+
+def test_config_precedence_defaults_file_cli(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("epochs: 7\noptim:\n  lr: 0.05\n  milestones: [3, 5]\nmodel:\n  arch: resnet10\n")
+    cfg = resolve_config("classify", yaml_file, {"optim": {"lr": 0.2}, "runtime": {"amp": False}})
+    assert cfg.epochs == 7  # file over default
+    assert cfg.optim.lr == 0.2  # CLI over file
+    assert cfg.optim.milestones == [3, 5]
+    assert cfg.model.arch == "resnet10"
+    assert cfg.runtime.amp is False
+    assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1e-3  # CVPR 2018 defaults untouched
+
+    toml_file = tmp_path / "run.toml"
+    toml_file.write_text('epochs = 3\n[data]\nclip_len = 8\nsize = "32"\n[runtime]\nchannels_last = false\n')
+    cfg = resolve_config("puzzle", toml_file)
+    assert (cfg.task, cfg.epochs, cfg.data.clip_len, cfg.data.size) == ("puzzle", 3, 8, 32)
+    assert cfg.runtime.channels_last is False
+
+
+def test_config_roundtrip_through_yaml_and_dict(tmp_path):
+    cfg = resolve_config("classify", None, {"model": {"widen_factor": 0.25, "kwargs": {"dropout": 0.1}}})
+    save_config(cfg, tmp_path / "config.yaml")
+    again = resolve_config("classify", tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert cfg.model.model_kwargs() == {"dropout": 0.1, "widen_factor": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("optim:\n  lrr: 0.1\n", "optim.lrr"),
+        ("epochs: many\n", "epochs"),
+        ("runtime:\n  amp: maybe\n", "runtime.amp"),
+        ("optim: 3\n", "optim"),
+        ("optim:\n  optimizer: adagrad\n", "adagrad"),
+        ("- a\n- b\n", "mapping"),
+        ("optim: [unclosed\n", "cannot parse"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("classify", path)
+
+
+def test_config_missing_and_unknown_suffix(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config("classify", tmp_path / "nope.yaml")
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ConfigError, match="yaml"):
+        resolve_config("classify", tmp_path / "c.json")
+
+
+# --- optimizers and schedules -------------------------------------------------------------------------------
+
+
+def _opt(**kw) -> tuple[torch.optim.Optimizer, OptimConfig]:
+    cfg = OptimConfig(**kw)
+    model = nn.Linear(3, 2)
+    return build_optimizer(model.parameters(), cfg), cfg
+
+
+def test_build_optimizer_sgd_and_adamw():
+    opt, _ = _opt(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    assert isinstance(opt, torch.optim.SGD)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (
+        0.1,
+        0.9,
+        True,
+        1e-3,
+    )
+    opt, _ = _opt(optimizer="adamw", lr=1e-3, weight_decay=0.05, betas=[0.8, 0.99])
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.8, 0.99)
+
+
+def test_build_optimizer_keeps_group_rates_and_drops_frozen():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    a.weight.requires_grad_(False)
+    opt = build_optimizer(
+        [{"params": list(a.parameters()), "lr": 0.01}, {"params": list(b.parameters())}], OptimConfig(lr=0.1)
+    )
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.1]
+    assert len(opt.param_groups[0]["params"]) == 1  # frozen weight dropped
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        build_optimizer(frozen.parameters(), OptimConfig())
+
+
+def _lrs(schedule: Schedule, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(schedule.lr)
+        schedule.step()
+    return out
+
+
+def test_schedule_warmup_then_multistep():
+    opt, cfg = _opt(
+        lr=1.0, schedule="multistep", milestones=[2, 3], gamma=0.1, warmup_epochs=1, warmup_start_factor=0.0
+    )
+    lrs = _lrs(Schedule(opt, cfg, steps_per_epoch=4, epochs=4), 16)
+    assert lrs[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])  # linear warmup over epoch 0
+    assert lrs[4:8] == pytest.approx([1.0] * 4)
+    assert lrs[8:12] == pytest.approx([0.1] * 4) and lrs[12:] == pytest.approx([0.01] * 4)
+
+
+def test_schedule_step_and_cosine():
+    opt, cfg = _opt(lr=1.0, schedule="step", step_size=2, gamma=0.5)
+    assert _lrs(Schedule(opt, cfg, 1, 6), 6) == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+    opt, cfg = _opt(lr=1.0, schedule="cosine", min_lr=0.1)
+    lrs = _lrs(Schedule(opt, cfg, 2, 2), 5)
+    assert lrs[0] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(0.1 + 0.9 * 0.5)  # half way
+    assert lrs[4] == pytest.approx(0.1)  # floor at the end
+    assert all(x >= y for x, y in zip(lrs, lrs[1:], strict=False))
+
+
+def test_schedule_plateau_and_state_roundtrip():
+    opt, cfg = _opt(lr=1.0, schedule="plateau", plateau_patience=1, gamma=0.1)
+    sched = Schedule(opt, cfg, 1, 10)
+    for metric in [1.0, 0.5, 0.6, 0.6]:  # improves, then 2 bad epochs > patience 1
+        sched.epoch_end(metric)
+    assert sched.lr == pytest.approx(0.1)
+    state = sched.state_dict()
+    opt2, _ = _opt(lr=1.0)
+    restored = Schedule(opt2, cfg, 1, 10)
+    restored.load_state_dict(state)
+    assert restored.lr == pytest.approx(0.1) and restored.state_dict() == state
+    restored.epoch_end(math.nan)  # ignored
+    assert restored.state_dict() == state
+
+
+# --- checkpoint ---------------------------------------------------------------------------------------------
+
+
+def test_atomic_save_replaces_and_loads_weights_only(tmp_path):
+    path = tmp_path / "sub" / "last.pt"
+    atomic_save({"a": torch.arange(3), "epoch": 1, "names": ["x"]}, path)
+    atomic_save({"a": torch.arange(4), "epoch": 2, "names": ["y"], "rng": capture_rng_state()}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["epoch"] == 2 and loaded["a"].tolist() == [0, 1, 2, 3]
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_atomic_save_failure_keeps_previous_file(tmp_path):
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - a lambda cannot be pickled by torch.save
+        atomic_save({"epoch": 2, "bad": lambda: 0}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_rng_state_roundtrip_through_file(tmp_path):
+    seed_everything(123)
+    state = capture_rng_state()
+    atomic_save({"rng": state}, tmp_path / "r.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(2).tolist())
+    seed_everything(7)  # scramble
+    restore_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == expected
+
+
+# --- distributed helpers (single process) -------------------------------------------------------------------
+
+
+def test_single_process_reductions_are_identity():
+    info = DistInfo()
+    assert not info.enabled and info.is_main
+    assert all_reduce_sum([1.0, 2.5], torch.device("cpu"), info) == [1.0, 2.5]
+    assert any_rank([True, False], torch.device("cpu"), info) == [True, False]
+
+
+# --- logging ------------------------------------------------------------------------------------------------
+
+
+def test_run_logger_csv_plain_progress_and_curves(tmp_path, capsys):
+    logger = RunLogger(tmp_path, progress="plain", tensorboard=True, log_every=2)
+    for epoch in (1, 2):
+        bar = logger.epoch_progress(f"epoch {epoch}/2", total_steps=4)
+        for _ in range(4):
+            bar.update(8, loss=1.0 / epoch, acc=0.5)
+        bar.close()
+        logger.write_metrics(
+            {
+                "epoch": epoch,
+                "step": 4 * epoch,
+                "train_loss": 1.0 / epoch,
+                "train_acc": 0.5,
+                "val_acc": 0.4 + 0.1 * epoch,
+            }
+        )
+    png = logger.close(plots=True)
+    out = capsys.readouterr().out
+    assert "epoch 1/2 step 2/4 loss 1.0000 acc 0.500" in out and "clips/s" in out and "eta" in out
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1.0, 2.0] and rows[1]["val_acc"] == pytest.approx(0.6)
+    assert rows[0]["val_loss"] is None
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+    assert "epoch 2/2 step 4/4" in (tmp_path / "train.log").read_text()
+    # resuming appends to the CSV
+    logger = RunLogger(tmp_path, progress="none", tensorboard=False, append=True)
+    logger.write_metrics({"epoch": 3, "train_loss": 0.3})
+    logger.close(plots=False)
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 3
+    with pytest.raises(KeyError):
+        RunLogger(tmp_path / "x", progress="none", tensorboard=False).write_metrics({"bogus": 1})
+
+
+def test_inactive_logger_writes_nothing(tmp_path):
+    logger = RunLogger(tmp_path / "run", active=False)
+    logger.info("hello")
+    logger.write_metrics({"epoch": 1})
+    assert logger.close() is None
+    assert not (tmp_path / "run").exists()
+
+
+def test_stop_request_turns_signals_into_a_flag():
+    from vidfast.engine.trainer import _StopRequest
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGTERM)  # repeated: still a graceful stop
+        assert stop.requested == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C while already stopping aborts at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_train_config_defaults_are_the_cvpr2018_setup():
+    cfg = TrainConfig()
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-3,
+    )
+    assert cfg.data.clip_len == 16 and cfg.data.size == 112
+    assert cfg.runtime.amp and cfg.runtime.channels_last

@@ -1,0 +1,247 @@
+"""Manifest CSV read/write, stratified splits, probing of bad files, and the probe cache (resume)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidfast.data import probe
+from vidfast.data.manifest import (
+    HEADER,
+    Manifest,
+    ManifestRow,
+    build_manifest,
+    cache_path_for,
+    class_names_of,
+    read_manifest,
+    skipped_by_reason,
+    split_entries,
+    summarize,
+    write_manifest,
+)
+from vidfast.data.sources import SourceEntry
+from vidfast.data.video_io import write_video
+from vidfast.errors import DataError
+
+
+def _frames(n: int = 12, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _row(path: str, label: int = 0, name: str = "a", split: str = "train", status: str = "ok",
+         **kw) -> ManifestRow:
+    fields = dict(start=None, end=None, num_frames=10, fps=25.0, width=32, height=32, reason="")
+    fields.update(kw)
+    return ManifestRow(path=path, label=label, label_name=name, split=split, status=status, **fields)
+
+
+def test_write_read_roundtrip_relative_and_absolute_paths(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "x.mp4"
+    rows = [
+        _row(str(tmp_path / "m" / "cls a" / "v,1.mp4"), label=0, name="cls a"),
+        _row(str(outside), label=2, name="c", split="val", start=1.5, end=3.25),
+        _row(str(tmp_path / "m" / "t.mp4"), label=-1, name="", split="test", status="bad",
+             reason="missing: gone", num_frames=0, fps=0.0, width=0, height=0),
+    ]
+    out = write_manifest(tmp_path / "m" / "manifest.csv", rows)
+    lines = out.read_text().splitlines()
+    assert lines[0] == ",".join(HEADER)
+    assert lines[1].startswith('"cls a/v,1.mp4",0,cls a,train,,,10,25.0,32,32,ok,')
+    assert lines[2].startswith(str(outside))  # outside the manifest's folder: absolute
+    manifest = read_manifest(out)
+    assert manifest.root == (tmp_path / "m").resolve()
+    assert [r.path for r in manifest.rows] == [r.path for r in rows]
+    assert manifest.rows == rows
+    assert manifest.class_names == ["cls a", "class_1", "c"]
+    assert [r.path for r in manifest.select("val")] == [str(outside)]
+    assert manifest.select("test") == []
+    assert len(manifest.select("test", only_ok=False)) == 1
+    assert len(manifest.select()) == 2
+    with pytest.raises(ValueError, match="split"):
+        manifest.select("training")
+
+
+def test_manifest_moves_with_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    write_manifest(tmp_path / "a" / "m.csv", [_row(str(tmp_path / "a" / "v.mp4"))])
+    os.rename(tmp_path / "a", tmp_path / "b")
+    assert read_manifest(tmp_path / "b" / "m.csv").rows[0].path == str((tmp_path / "b" / "v.mp4").resolve())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b,c\n1,2,3\n", "header"),
+        (",".join(HEADER) + "\nv.mp4,x,a,train,,,1,25,2,2,ok,\n", ":2:"),
+        (",".join(HEADER) + "\nv.mp4,0,a,training,,,1,25,2,2,ok,\n", "split"),
+        (",".join(HEADER) + "\nv.mp4,0,a,train,,,1,25,2,2,fine,\n", "status"),
+        (",".join(HEADER) + "\nv.mp4,0,a,train\n", "fields"),
+        (",".join(HEADER) + "\nv.mp4,-3,a,train,,,1,25,2,2,ok,\n", "label"),
+    ],
+)
+def test_read_manifest_rejects_malformed_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_manifest(path)
+
+
+def test_read_manifest_missing_or_binary(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        read_manifest(tmp_path / "nope.csv")
+    (tmp_path / "b.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(DataError):
+        read_manifest(tmp_path / "b.csv")
+
+
+def test_class_names_conflict() -> None:
+    with pytest.raises(DataError, match="two names"):
+        class_names_of([_row("/a", 0, "x"), _row("/b", 0, "y")])
+
+
+def _entries(counts: dict[int, int], split: str = "train") -> list[SourceEntry]:
+    return [SourceEntry(f"/d/{label}/{i:03d}.mp4", label, f"c{label}", split)
+            for label, n in counts.items() for i in range(n)]
+
+
+def test_val_fraction_is_stratified_seeded_and_disjoint() -> None:
+    entries = _entries({0: 10, 1: 20, 2: 1, 3: 2}) + _entries({0: 3}, split="test")
+    out = split_entries(entries, val_fraction=0.3, seed=5)
+    assert sorted(e.path for e in out) == sorted(e.path for e in entries)  # nothing dropped
+    val = Counter(e.label for e in out if e.split == "val")
+    assert val == {0: 3, 1: 6, 3: 1}  # round(n * 0.3), >= 1 per class, never a whole class (label 2 has one)
+    assert [e.split for e in out[-3:]] == ["test"] * 3  # only train rows are held out
+    again = split_entries(entries, val_fraction=0.3, seed=5)
+    assert [e.split for e in again] == [e.split for e in out]
+    other = split_entries(entries, val_fraction=0.3, seed=6)
+    assert [e.split for e in other] != [e.split for e in out]
+
+
+def test_fraction_keeps_stratified_train_subset() -> None:
+    entries = _entries({0: 16, 1: 8, 2: 3}) + _entries({0: 4}, split="val")
+    out = split_entries(entries, fraction=0.25, seed=1)
+    train = Counter(e.label for e in out if e.split == "train")
+    assert train == {0: 4, 1: 2, 2: 1}
+    assert sum(e.split == "val" for e in out) == 4  # other splits untouched
+    assert {e.path for e in out} <= {e.path for e in entries}
+    assert [e.path for e in split_entries(entries, fraction=0.25, seed=1)] == [e.path for e in out]
+    assert [e.path for e in split_entries(entries, fraction=0.25, seed=2)] != [e.path for e in out]
+    # val is held out before the fraction is taken, so the val set does not depend on the fraction
+    a = {e.path for e in split_entries(entries, fraction=0.5, val_fraction=0.25, seed=3) if e.split == "val"}
+    b = {e.path for e in split_entries(entries, fraction=0.25, val_fraction=0.25, seed=3) if e.split == "val"}
+    assert a == b
+    with pytest.raises(ValueError, match="--fraction"):
+        split_entries(entries, fraction=0.0)
+    with pytest.raises(ValueError, match="--val-fraction"):
+        split_entries(entries, val_fraction=1.0)
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """A folder dataset with good videos in four codecs and every kind of bad file."""
+    root = tmp_path / "data"
+    write_video(root / "good" / "h264.mp4", _frames(12), codec="h264")
+    write_video(root / "good" / "mpeg4.avi", _frames(10), codec="mpeg4")
+    write_video(root / "good" / "vp9.webm", _frames(9), codec="vp9")
+    write_video(root / "good" / "mjpeg.avi", _frames(8, 32, 48), codec="mjpeg")
+    bad = root / "bad"
+    bad.mkdir(parents=True)
+    (bad / "zero.mp4").write_bytes(b"")
+    data = write_video(tmp_path / "full.mp4", _frames(30), codec="h264").read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    avi = write_video(tmp_path / "full.avi", _frames(30), codec="mjpeg").read_bytes()
+    (bad / "truncated.avi").write_bytes(avi[: int(len(avi) * 0.6)])
+    garbage = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    (bad / "garbage.avi").write_bytes(garbage)
+    (bad / "notes.txt").write_text("not a video\n" * 20)
+    corrupt = bytearray(data)
+    mdat = corrupt.find(b"mdat")
+    corrupt[mdat + 4: mdat + 4 + len(data) // 3] = bytes(len(data) // 3)
+    (bad / "undecodable.mp4").write_bytes(bytes(corrupt))
+    (bad / ".hidden.mp4").write_bytes(b"ignored")
+    return root
+
+
+def test_probe_reports_every_bad_kind(messy_folder: Path) -> None:
+    good = {p.name: probe.probe_path(p) for p in (messy_folder / "good").iterdir()}
+    assert {n: (r.status, r.num_frames) for n, r in good.items()} == {
+        "h264.mp4": ("ok", 12), "mpeg4.avi": ("ok", 10), "vp9.webm": ("ok", 9), "mjpeg.avi": ("ok", 8)}
+    assert (good["mjpeg.avi"].width, good["mjpeg.avi"].height, good["mjpeg.avi"].fps) == (48, 32, 25.0)
+    bad = {p.name: probe.probe_path(p).reason for p in (messy_folder / "bad").iterdir()}
+    categories = {n: probe.reason_category(r) for n, r in bad.items()}
+    assert categories == {
+        "zero.mp4": "empty", "truncated.mp4": "truncated", "truncated.avi": "truncated",
+        "garbage.avi": "not a video", "notes.txt": "not a video", "undecodable.mp4": "undecodable",
+        ".hidden.mp4": "not a video",
+    }
+    assert probe.probe_path(messy_folder / "missing.mp4").reason.startswith("missing")
+
+
+def test_build_manifest_keeps_going_and_counts_bad_files(messy_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "manifest.csv"
+    manifest = build_manifest("folder", messy_folder, out, workers=2, progress=False)
+    assert isinstance(manifest, Manifest)
+    assert manifest.class_names == ["bad", "good"]
+    assert len(manifest.rows) == 10  # hidden files are skipped
+    ok = {Path(r.path).name for r in manifest.select()}
+    assert ok == {"h264.mp4", "mpeg4.avi", "vp9.webm", "mjpeg.avi"}
+    assert skipped_by_reason(manifest.rows) == {
+        "empty": 1, "truncated": 2, "not a video": 2, "undecodable": 1}
+    lines = summarize(manifest)
+    assert lines[0] == "10 rows, 2 classes: 4 ok (train 4), 6 bad"
+    assert lines[1].startswith("skipped 6: 2 ") and "1 undecodable" in lines[1]
+    assert read_manifest(out).rows == manifest.rows
+    serial = build_manifest("folder", messy_folder, tmp_path / "serial.csv", workers=1, progress=False)
+    assert [(r.path, r.status, r.num_frames) for r in serial.rows] == \
+        [(r.path, r.status, r.num_frames) for r in manifest.rows]
+
+
+def test_cache_makes_second_run_probe_nothing_and_resumes(messy_folder: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real_probe = probe.probe_path
+    calls: list[str] = []
+    stop_after: list[int] = [3]
+
+    def counting_probe(path):
+        if len(calls) == stop_after[0]:
+            raise KeyboardInterrupt
+        calls.append(str(path))
+        return real_probe(path)
+
+    monkeypatch.setattr(probe, "probe_path", counting_probe)
+    out = tmp_path / "m.csv"
+    with pytest.raises(KeyboardInterrupt):  # an interrupted first run
+        build_manifest("folder", messy_folder, out, workers=1, progress=False)
+    assert not out.exists()
+    assert len(cache_path_for(out).read_text().splitlines()) == 3
+
+    calls.clear()
+    stop_after[0] = 10_000
+    first = build_manifest("folder", messy_folder, out, workers=1, progress=False)
+    assert len(calls) == 10 - 3  # resumed: only the files not probed before the interruption
+
+    calls.clear()
+    second = build_manifest("folder", messy_folder, out, workers=1, progress=False)
+    assert calls == []
+    assert second.rows == first.rows
+
+    changed = messy_folder / "good" / "h264.mp4"
+    write_video(changed, _frames(20), codec="h264")
+    os.utime(changed, ns=(1, 1))
+    calls.clear()
+    third = build_manifest("folder", messy_folder, out, workers=1, progress=False)
+    assert calls == [str(changed)]
+    assert next(r for r in third.rows if r.path == str(changed)).num_frames == 20
+    assert len(cache_path_for(out).read_text().splitlines()) == 10  # compacted: one record per file
+
+
+def test_plain_progress_when_not_a_tty(messy_folder: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    build_manifest("folder", messy_folder / "good" / "..", tmp_path / "m.csv", workers=1, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("probing: 10/10")
+    assert all(line.startswith("probing: ") for line in err)

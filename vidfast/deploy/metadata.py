@@ -1,0 +1,116 @@
+"""The ``vidfast.*`` metadata properties an exported ONNX model carries, so that it deploys without side files.
+
+Keys (all strings, as ONNX ``metadata_props`` require): ``vidfast.arch``, ``vidfast.task`` ("classify",
+"features" or "puzzle"), ``vidfast.class_names`` (JSON list), ``vidfast.mean`` / ``vidfast.std`` (``"m0,m1,m2"``),
+``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip": float ``[N, 3, T, H, W]``;
+"frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing), ``vidfast.precision`` ("fp32" or "fp16") and
+``vidfast.version``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidfast.errors import VidfastError
+
+PREFIX = "vidfast."
+TASKS = ("classify", "features", "puzzle")
+INPUT_FORMATS = ("clip", "frames")
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a deployed model needs to know about its input and output (see the module docstring for the keys)."""
+
+    arch: str
+    clip: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    task: str = "classify"
+    class_names: list[str] = field(default_factory=list)
+    frame_step: int = 1
+    input_format: str = "clip"
+    precision: str = "fp32"
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("input_format", self.input_format, INPUT_FORMATS),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+    @property
+    def preprocess(self) -> bool:
+        """Whether the graph takes uint8 frames and normalises them itself."""
+        return self.input_format == "frames"
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata as ``{"vidfast.<key>": str}``."""
+        values = {
+            "arch": self.arch,
+            "task": self.task,
+            "class_names": json.dumps(list(self.class_names)),
+            "mean": _join(self.mean),
+            "std": _join(self.std),
+            "clip": _join(self.clip),
+            "frame_step": str(self.frame_step),
+            "input": self.input_format,
+            "precision": self.precision,
+            "version": self.version,
+        }
+        return {PREFIX + k: v for k, v in values.items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
+        """Parse ``vidfast.*`` properties; raises VidfastError naming ``source`` when they are missing or bad."""
+        missing = [k for k in ("arch", "clip", "mean", "std") if PREFIX + k not in props]
+        if missing:
+            raise VidfastError(
+                f"{source} is not a vidfast export: metadata lacks {', '.join(PREFIX + k for k in missing)}"
+            )
+        try:
+            clip = tuple(int(v) for v in props[PREFIX + "clip"].split(","))
+            mean = tuple(float(v) for v in props[PREFIX + "mean"].split(","))
+            std = tuple(float(v) for v in props[PREFIX + "std"].split(","))
+            names = json.loads(props.get(PREFIX + "class_names", "[]"))
+            if len(clip) != 3 or len(mean) != 3 or len(std) != 3 or not isinstance(names, list):
+                raise ValueError("clip, mean and std need 3 values and class_names a JSON list")
+            return cls(
+                arch=props[PREFIX + "arch"],
+                clip=clip,  # type: ignore[arg-type]
+                mean=mean,  # type: ignore[arg-type]
+                std=std,  # type: ignore[arg-type]
+                task=props.get(PREFIX + "task", "classify"),
+                class_names=[str(n) for n in names],
+                frame_step=int(props.get(PREFIX + "frame_step", "1")),
+                input_format=props.get(PREFIX + "input", "clip"),
+                precision=props.get(PREFIX + "precision", "fp32"),
+                version=props.get(PREFIX + "version", ""),
+            )
+        except ValueError as exc:
+            raise VidfastError(f"{source} has malformed vidfast metadata: {exc}") from None
+
+
+def _join(values: tuple) -> str:
+    return ",".join(repr(v) if isinstance(v, float) else str(v) for v in values)
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """The :class:`ModelMetadata` of an exported ``.onnx`` file (weights are not loaded)."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise VidfastError(f"ONNX model not found: {p}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError / ValueError / OSError for a file that is not a model
+        raise VidfastError(f"cannot read ONNX model {p}: {type(exc).__name__}: {exc}") from None
+    return ModelMetadata.from_props({prop.key: prop.value for prop in proto.metadata_props}, source=str(p))

@@ -1,0 +1,277 @@
+"""Throughput of the pipeline's parts on this machine: cube op, loader, training step, inference.
+
+Every section measures its variants side by side in one process, so the ratios (``vs`` column, relative to
+the section's first row) are meaningful even on a busy machine; absolute numbers are not. ``quick`` uses tiny
+sizes (a few seconds per section) so that ``vidfast bench --quick`` finishes in well under a minute on 2 CPU
+cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidfast.errors import VidfastError
+
+
+@dataclass
+class BenchResult:
+    """One measured variant: ``rate`` items per second of ``unit`` (e.g. "clips/s")."""
+
+    section: str
+    variant: str
+    rate: float
+    unit: str
+    ratio: float = 1.0
+    note: str = ""
+
+
+@dataclass
+class BenchConfig:
+    """Sizes of the benchmark; :meth:`quick` gives tiny ones."""
+
+    arch: str = "resnet18"
+    widen_factor: float = 1.0
+    clip_len: int = 16
+    size: int = 112
+    batch_size: int = 8
+    cube_batch: int = 8
+    cube_frames: int = 64
+    cube_side: int = 224
+    cube_out: tuple[int, int, int] = (16, 80, 80)
+    loader_videos: int = 16
+    loader_frames: int = 64
+    loader_side: int = 128
+    workers: int = 2
+    min_seconds: float = 2.0
+    device: str = "auto"
+    onnx: bool = True
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Tiny sizes: each section takes a few seconds on 2 CPU cores."""
+        return cls(widen_factor=0.25, clip_len=8, size=32, batch_size=4, cube_batch=4, cube_frames=32,
+                   cube_side=112, cube_out=(8, 40, 40), loader_videos=8, loader_frames=32, loader_side=64,
+                   workers=0, min_seconds=0.5)
+
+
+def measure(fn: Callable[[], object], items: int, min_seconds: float, warmup: int = 1) -> float:
+    """Items per second of ``fn`` (which handles ``items`` items per call): warm up, then call it for at least
+    ``min_seconds`` (at least twice) and divide."""
+    for _ in range(warmup):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < min_seconds:
+        fn()
+        calls += 1
+    return items * calls / (time.perf_counter() - start)
+
+
+def _section(name: str, unit: str, rates: list[tuple[str, float, str]]) -> list[BenchResult]:
+    base = rates[0][1]
+    return [BenchResult(name, variant, rate, unit, rate / base if base else float("nan"), note)
+            for variant, rate, note in rates]
+
+
+def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
+    """Puzzle samples/s: the cube op (native kernel when built) vs its PyTorch reference vs a plain copy of
+    the source clips (the memory-bandwidth floor of any crop)."""
+    from vidfast.ops import cube_crop, cube_crop_reference, native_available
+
+    g = torch.Generator().manual_seed(0)
+    n, p, (t, oh, ow) = cfg.cube_batch, 4, cfg.cube_out
+    video = torch.randint(0, 256, (n, cfg.cube_frames, cfg.cube_side, cfg.cube_side, 3), dtype=torch.uint8,
+                          generator=g).to(device)
+    start = torch.randint(0, cfg.cube_frames - t + 1, (n, p, 1), generator=g)
+    frame_idx = (start + torch.arange(t)).to(device)
+    side = cfg.cube_side // 2
+    y0 = torch.randint(0, cfg.cube_side - side + 1, (n, p, 1), generator=g)
+    x0 = torch.randint(0, cfg.cube_side - side + 1, (n, p, 1), generator=g)
+    boxes = torch.cat([y0, x0, torch.full_like(y0, side), torch.full_like(x0, side)], dim=2).to(device)
+    perm = torch.stack([torch.randperm(p, generator=g) for _ in range(n)]).to(device)
+    rot = torch.randint(0, 4, (n, p), generator=g).to(device)
+    args = (video, frame_idx, boxes, (t, oh, ow), perm, None, rot)
+    sync = _synchronizer(device)
+    rates = [
+        ("cube_crop", measure(lambda: sync(cube_crop(*args)), n, cfg.min_seconds),
+         "native kernel" if native_available(device) else "native op not built: reference"),
+        ("cube_crop_reference", measure(lambda: sync(cube_crop_reference(*args)), n, cfg.min_seconds),
+         "plain PyTorch ops"),
+        ("copy of the source", measure(lambda: sync(video.clone()), n, cfg.min_seconds),
+         f"{video.numel() // n / 1e6:.1f} MB per sample"),
+    ]
+    return _section("cube op", "samples/s", rates)
+
+
+def _synchronizer(device: torch.device) -> Callable[[object], object]:
+    if device.type == "cuda":
+        return lambda out: (torch.cuda.synchronize(device), out)[1]
+    return lambda out: out
+
+
+def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
+    """Clips/s of the classification and puzzle loaders over a synthetic dataset (decode + crop + batch)."""
+    from vidfast.data import build_manifest, make_loader, read_manifest, synthesize_dataset
+
+    classes = 4
+    synthesize_dataset(workdir / "videos", classes=classes, per_class=max(1, cfg.loader_videos // classes),
+                       frames=cfg.loader_frames, size=(cfg.loader_side, cfg.loader_side))
+    build_manifest(workdir / "videos", workdir / "videos", workdir / "manifest.csv")
+    manifest = read_manifest(workdir / "manifest.csv")
+    rates = []
+    for task in ("classify", "puzzle"):
+        loader = make_loader(manifest, task=task, split="train", clip_len=cfg.clip_len, size=cfg.size,
+                             batch_size=cfg.batch_size, workers=cfg.workers, drop_last=False)
+        clips = sum(len(batch["video"]) for batch in loader)
+
+        def epoch(loader=loader) -> None:
+            for _ in loader:
+                pass
+
+        rate = measure(epoch, clips, cfg.min_seconds, warmup=0)
+        rates.append((f"{task} loader, {cfg.workers} workers", rate, f"{clips} clips per epoch"))
+    return _section("loader", "clips/s", rates)
+
+
+@dataclass(frozen=True)
+class _Variant:
+    name: str
+    autocast: bool
+    channels_last: bool
+
+
+_VARIANTS = (_Variant("fp32, NCDHW", False, False), _Variant("bf16 autocast + channels_last_3d", True, True))
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
+
+
+def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    from vidfast.models import create_model
+
+    kwargs = {"widen_factor": cfg.widen_factor} if cfg.widen_factor != 1.0 else {}
+    model = create_model(cfg.arch, num_classes=10, **kwargs).to(device)
+    clips = torch.randn(batch, 3, cfg.clip_len, cfg.size, cfg.size, device=device)
+    return model, clips
+
+
+def bench_train_step(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
+    """Clips/s of one SGD step (the engine's classification step: forward, cross-entropy; then backward and
+    update) on in-memory clips, per variant."""
+    from vidfast.engine.tasks import ClassifyTask
+
+    task = ClassifyTask()
+    sync = _synchronizer(device)
+    rates = []
+    for variant in _VARIANTS:
+        model, clips = _model_and_clips(cfg, device, cfg.batch_size)
+        memory_format = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format).train()
+        batch = {"video": clips, "label": torch.arange(cfg.batch_size) % 10}
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model=model, batch=batch, optimizer=optimizer, variant=variant) -> None:
+            with _autocast(device, variant.autocast):
+                out = task.step(model, batch, device, variant.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            sync(out.loss)
+
+        rates.append((variant.name, measure(step, cfg.batch_size, cfg.min_seconds), ""))
+    return _section(f"train step, {_model_label(cfg)}", "clips/s", rates)
+
+
+def _model_label(cfg: BenchConfig) -> str:
+    width = f" x{cfg.widen_factor:g}" if cfg.widen_factor != 1.0 else ""
+    return f"{cfg.arch}{width} {cfg.clip_len}x{cfg.size}x{cfg.size} batch {cfg.batch_size}"
+
+
+def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> list[BenchResult]:
+    """Clips/s of inference at batch 1 and ``batch_size``: eager fp32, bf16 + channels_last, onnxruntime."""
+    results = []
+    sync = _synchronizer(device)
+    for batch in (1, cfg.batch_size):
+        model, clips = _model_and_clips(cfg, device, batch)
+        model.eval()
+        rates = []
+        for variant in _VARIANTS:
+            memory_format = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
+            model = model.to(memory_format=memory_format)
+            x = clips.contiguous(memory_format=memory_format)
+
+            @torch.inference_mode()
+            def forward(model=model, x=x, variant=variant) -> None:
+                with _autocast(device, variant.autocast):
+                    sync(model(x))
+
+            rates.append((f"PyTorch {variant.name}", measure(forward, batch, cfg.min_seconds), ""))
+        if cfg.onnx:
+            rates.append(_onnx_rate(cfg, model, clips, workdir))
+        results += _section(f"inference batch {batch}, {_model_label(cfg).rsplit(' batch', 1)[0]}", "clips/s",
+                            rates)
+    return results
+
+
+def _onnx_rate(cfg: BenchConfig, model: nn.Module, clips: torch.Tensor,
+               workdir: Path) -> tuple[str, float, str]:
+    """onnxruntime through vidfast.export + vidfast.deploy (exported once per run, batch axis dynamic)."""
+    try:
+        from vidfast.deploy import OnnxClassifier
+        from vidfast.export import export_onnx
+    except ImportError as exc:
+        return ("onnxruntime", float("nan"), f"not available: {exc}")
+    path = workdir / "bench.onnx"
+    if not path.exists():
+        export_onnx(model.float().to(memory_format=torch.contiguous_format).cpu(), path,
+                    clip=(cfg.clip_len, cfg.size, cfg.size), check=False)
+    classifier = OnnxClassifier(path)
+    x = clips.float().cpu().contiguous()
+    rate = measure(lambda: classifier.predict(x), len(x), cfg.min_seconds)
+    return (f"onnxruntime ({classifier.provider})", rate, "")
+
+
+SECTIONS = ("cube", "loader", "train", "inference")
+
+
+def run_bench(cfg: BenchConfig, sections: tuple[str, ...] = SECTIONS,
+              on_section: Callable[[str], None] | None = None) -> list[BenchResult]:
+    """Run the chosen sections in order; a section whose dependency is unusable yields a row saying why."""
+    from vidfast.engine.trainer import resolve_device
+
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown bench section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    device = resolve_device(cfg.device)
+    results: list[BenchResult] = []
+    with _workdir() as workdir:
+        runners: dict[str, Callable[[], list[BenchResult]]] = {
+            "cube": lambda: bench_cube_crop(cfg, device),
+            "loader": lambda: bench_loader(cfg, workdir),
+            "train": lambda: bench_train_step(cfg, device),
+            "inference": lambda: bench_inference(cfg, device, workdir),
+        }
+        for name in sections:
+            if on_section is not None:
+                on_section(name)
+            try:
+                results += runners[name]()
+            except (ImportError, VidfastError) as exc:
+                results.append(BenchResult(name, "skipped", float("nan"), "", float("nan"), str(exc)))
+    return results
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vidfast-bench-") as tmp:
+        yield Path(tmp)

@@ -1,0 +1,307 @@
+"""Typed run configuration: defaults <- YAML/TOML file <- command-line overrides; saved as
+``RUN/config.yaml``.
+
+The config is a tree of dataclasses (``TrainConfig`` with sections ``model``, ``data``, ``optim``, ``puzzle``,
+``runtime``, ``finetune``). Files and overrides are nested dicts of the same shape; values are checked and
+coerced against the field types, and an unknown key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import tomllib
+import yaml
+
+from vidfast.errors import VidfastError
+
+Task = Literal["classify", "puzzle"]
+PUZZLE_CUBE_SIZE = 80  # default data.size of the puzzle task: Kim et al.'s 80x80 cubes
+
+
+class ConfigError(VidfastError):
+    """A config file or value that cannot be used."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build. ``kwargs`` go to ``create_model`` as they are (e.g. ``{"dropout": 0.5}``)."""
+
+    arch: str = "resnet18"
+    widen_factor: float | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_model`` besides ``num_classes`` (recorded in checkpoints)."""
+        extra = dict(self.kwargs)
+        if self.widen_factor is not None:
+            extra["widen_factor"] = self.widen_factor
+        return extra
+
+
+@dataclass
+class DataConfig:
+    """Clip geometry and loading. ``loader`` holds extra ``make_loader`` keyword arguments (sampler
+    options)."""
+
+    manifest: str = ""
+    clip_len: int = 16
+    size: int = 112
+    frame_step: int = 1
+    batch_size: int = 8
+    workers: int = 2
+    backend: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    loader: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule. Defaults are the CVPR 2018 setup (SGD, lr 0.1, momentum 0.9, weight decay 1e-3,
+    rate divided by 10 when the validation loss plateaus)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "plateau"
+    step_size: int = 30
+    milestones: list[int] = field(default_factory=lambda: [50, 100, 150])
+    gamma: float = 0.1
+    plateau_patience: int = 10
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.01
+    clip_grad_norm: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class PuzzleTaskConfig:
+    """Cubic-puzzle pretext task: loss = perm CE + ``rotation_weight`` * rotation CE. ``sampler`` overrides
+    ``vidfast.puzzle.PuzzleConfig`` fields; ``hidden`` is the PuzzleNet head width (None = its default)."""
+
+    rotation_weight: float = 1.0
+    hidden: int | None = None
+    sampler: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RuntimeConfig:
+    """Device, speed switches, reproducibility, and where the run writes."""
+
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    run_dir: str = "runs/run"
+    resume: bool = False
+    log_every: int = 10
+    progress: str = "auto"
+    tensorboard: bool = True
+    plots: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """Start from ``checkpoint`` (vidfast classifier/puzzle or CVPR 2018 file); train modules from
+    ``begin_module`` on (None = all)."""
+
+    checkpoint: str | None = None
+    begin_module: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    task: Task = "classify"
+    epochs: int = 100
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    puzzle: PuzzleTaskConfig = field(default_factory=PuzzleTaskConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-, JSON- and ``weights_only``-safe)."""
+        return dataclasses.asdict(self)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file into a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against / converted to the annotated type ``tp``; ConfigError naming ``key``
+    otherwise."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(
+                f"config key {key}: {value!r} is not one of {', '.join(map(str, get_args(tp)))}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"config key {key}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"config key {key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, Path):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")
+
+
+def _merge(target: Any, updates: dict[str, Any], prefix: str) -> None:
+    """Apply a nested dict of updates to a dataclass instance in place."""
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(names))})")
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {key}: expected a section (mapping), got {value!r}")
+            _merge(current, value, f"{key}.")
+        else:
+            setattr(target, name, _coerce(value, hints[name], key))
+
+
+def _validate(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (
+            cfg.data.clip_len >= 1 and cfg.data.size >= 1 and cfg.data.frame_step >= 1,
+            "data.clip_len, data.size and data.frame_step must be >= 1",
+        ),
+        (
+            cfg.optim.optimizer in ("sgd", "adamw"),
+            f"unknown optimizer {cfg.optim.optimizer!r} (sgd or adamw)",
+        ),
+        (
+            cfg.optim.schedule in ("constant", "step", "multistep", "cosine", "plateau"),
+            f"unknown schedule {cfg.optim.schedule!r} (constant, step, multistep, cosine or plateau)",
+        ),
+        (
+            cfg.runtime.device in ("auto", "cpu", "cuda") or cfg.runtime.device.startswith("cuda:"),
+            f"unknown device {cfg.runtime.device!r} (cpu, cuda or auto)",
+        ),
+        (cfg.runtime.amp_dtype in ("auto", "bf16", "fp16"), "runtime.amp_dtype must be auto, bf16 or fp16"),
+        (
+            cfg.runtime.progress in ("auto", "rich", "plain", "none"),
+            "runtime.progress must be auto, rich, plain or none",
+        ),
+        (0.0 <= cfg.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def resolve_config(
+    task: Task = "classify",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults for ``task`` <- ``config_file`` <- ``overrides`` (nested dicts), checked; returns the
+    config."""
+    cfg = TrainConfig(task=task)
+    if task == "puzzle":
+        cfg.data.size = PUZZLE_CUBE_SIZE
+    if config_file is not None:
+        file_values = load_config_file(config_file)
+        file_values.pop("task", None)  # the command decides the task
+        _merge(cfg, file_values, "")
+    if overrides:
+        _merge(cfg, overrides, "")
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved with ``TrainConfig.to_dict`` (e.g. from a checkpoint)."""
+    cfg = TrainConfig()
+    _merge(cfg, values, "")
+    _validate(cfg)
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,87 @@
+"""Distributed data parallel helpers: set up from ``torchrun``'s environment, reduce metrics, agree on
+stopping.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) ``init_distributed`` joins the process group (NCCL
+on CUDA, gloo on CPU); otherwise everything here degrades to single-process no-ops, so one code path serves
+both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from vidfast.errors import VidfastError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs and writes files."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group described by ``torchrun``'s environment variables, if any.
+
+    Args:
+        device_type: "cuda" (NCCL backend, one GPU per local rank) or "cpu" (gloo).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise VidfastError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set: launch with torchrun")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group)
+
+
+def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (identity on one process)."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def any_rank(flags: Sequence[bool], device: torch.device, info: DistInfo) -> list[bool]:
+    """For each flag: true on at least one rank (one all-reduce; so that every rank stops at the same
+    step)."""
+    if not info.enabled:
+        return [bool(f) for f in flags]
+    return [v > 0 for v in all_reduce_sum([float(f) for f in flags], device, info)]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    """Leave the process group if ``init_distributed`` created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

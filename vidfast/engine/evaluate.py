@@ -1,0 +1,391 @@
+"""Clip- and video-level evaluation of one classifier or a score ensemble of several.
+
+Each video of the split is decoded into ``k`` evenly spaced clips (or every non-overlapping window with
+``sliding=True``), each model's softmax scores are averaged over the models (Kim et al.'s score ensemble) and
+over the clips of a video (Hara et al.'s video-level accuracy). The report and a confusion-matrix PNG go
+into the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vidfast.engine.metrics import (
+    ClassificationReport,
+    classification_report,
+    ensemble_scores,
+    plot_confusion,
+)
+from vidfast.engine.trainer import resolve_device
+from vidfast.errors import CheckpointError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What clips a model takes: ``clip_len`` frames, one every ``frame_step``, square ``size`` crops."""
+
+    clip_len: int
+    size: int
+    frame_step: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def span(self) -> int:
+        """Frames of the source video covered by one clip."""
+        return self.clip_len * self.frame_step
+
+    def window_count(self, num_frames: int) -> int:
+        """Number of non-overlapping windows that cover ``num_frames`` frames (at least one)."""
+        return max(1, math.ceil(num_frames / self.span))
+
+
+@dataclass
+class LoadedClassifier:
+    """A classifier in eval mode with the clip spec and class names its checkpoint recorded."""
+
+    model: nn.Module
+    spec: ClipSpec
+    class_names: list[str]
+    source: str
+
+
+def load_classifier(path: str | Path, clip_len: int | None = None, size: int | None = None,
+                    frame_step: int | None = None) -> LoadedClassifier:
+    """Read a classification checkpoint (vidfast or CVPR 2018 code) and build its model on the CPU.
+
+    The clip geometry comes from the checkpoint's ``data`` entry unless given; a checkpoint without one (the
+    CVPR 2018 code's) falls back to the model card's clip, mean and std.
+    """
+    from vidfast.models import load_checkpoint, model_card, read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    if checkpoint.get("task") == "puzzle":
+        raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
+    model = load_checkpoint(None, checkpoint)
+    data = checkpoint.get("data") or {}
+    card = model_card(_registry_name(checkpoint, model))
+    spec = ClipSpec(
+        clip_len=int(clip_len or data.get("clip_len") or card.clip[0]),
+        size=int(size or data.get("size") or card.clip[1]),
+        frame_step=int(frame_step or data.get("frame_step") or 1),
+        mean=tuple(float(v) for v in data.get("mean", card.mean)),
+        std=tuple(float(v) for v in data.get("std", card.std)),
+    )
+    names = [str(n) for n in checkpoint.get("class_names") or []]
+    return LoadedClassifier(model=model.eval(), spec=spec, class_names=names, source=str(path))
+
+
+def _registry_name(checkpoint: dict, model: nn.Module) -> str:
+    """The registry name of a loaded model (vidfast checkpoints store it; for others ask the model)."""
+    from vidfast.models import list_models
+
+    arch = str(checkpoint.get("arch", ""))
+    if arch in list_models():
+        return arch
+    return str(getattr(model, "arch", None) or type(model).__name__.lower())
+
+
+class ScoreEnsemble:
+    """One or more classifiers whose softmax scores are averaged per clip.
+
+    ``autocast`` runs the forward pass in bfloat16 (CPU) / float16 (CUDA); ``channels_last`` converts the
+    model and clips to ``torch.channels_last_3d``; both are what makes inference fast here.
+    """
+
+    def __init__(self, members: Sequence[LoadedClassifier], device: str | torch.device = "cpu",
+                 autocast: bool = True, channels_last: bool = True) -> None:
+        if not members:
+            raise ValueError("at least one --checkpoint is needed")
+        sizes = {m.model.num_classes for m in members}
+        if len(sizes) != 1:
+            listing = ", ".join(f"{m.source}: {m.model.num_classes}" for m in members)
+            raise CheckpointError(f"the checkpoints disagree on the number of classes ({listing})")
+        named = [m.class_names for m in members if m.class_names]
+        if any(n != named[0] for n in named):
+            raise CheckpointError("the checkpoints were trained on different class lists")
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.autocast = autocast
+        self.channels_last = channels_last
+        self.members = list(members)
+        self.num_classes = sizes.pop()
+        self.class_names = named[0] if named else [str(i) for i in range(self.num_classes)]
+        self.specs: list[ClipSpec] = list(dict.fromkeys(m.spec for m in members))
+        memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        for m in self.members:
+            m.model.to(self.device, memory_format=memory_format)
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", autocast: bool = True,
+                         channels_last: bool = True, clip_len: int | None = None, size: int | None = None,
+                         frame_step: int | None = None) -> ScoreEnsemble:
+        """Load every checkpoint in ``paths`` (see :func:`load_classifier`) into one ensemble."""
+        resolved = resolve_device(device)
+        members = [load_classifier(p, clip_len=clip_len, size=size, frame_step=frame_step) for p in paths]
+        return cls(members, device=resolved, autocast=autocast, channels_last=channels_last)
+
+    def check_classes(self, class_names: Sequence[str]) -> None:
+        """CheckpointError unless the ensemble predicts ``class_names`` (the count; the names if known)."""
+        if self.num_classes != len(class_names):
+            raise CheckpointError(
+                f"class-count mismatch: the checkpoint predicts {self.num_classes} classes, "
+                f"the manifest has {len(class_names)}"
+            )
+        anonymous = self.class_names == [str(i) for i in range(self.num_classes)]
+        if not anonymous and self.class_names != list(class_names):
+            raise CheckpointError("the checkpoint's class names differ from the manifest's (order or names)")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def clip_probs(self, clips: Sequence[Tensor], batch_size: int = 16) -> Tensor:
+        """Ensemble probabilities ``Tensor[k, C]`` (float32, CPU) of ``k`` clips.
+
+        ``clips[i]`` is ``Tensor[k, 3, T, S, S]`` decoded for ``self.specs[i]`` (the same ``k`` windows each).
+        """
+        by_spec = dict(zip(self.specs, clips, strict=True))
+        memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        per_model = []
+        for member in self.members:
+            batches = []
+            for chunk in by_spec[member.spec].split(batch_size):
+                x = chunk.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
+                with self._autocast():
+                    logits = member.model(x)
+                batches.append(logits.float().softmax(dim=1).cpu())
+            per_model.append(torch.cat(batches))
+        return ensemble_scores(per_model)
+
+    def video_probs(self, path: str | Path, clips: int = 10, sliding: bool = False, backend: str = "auto",
+                    batch_size: int = 16) -> Tensor:
+        """Video-level probabilities ``Tensor[C]``: the ensemble's clip probabilities averaged over clips."""
+        decoded = decode_clips(path, self.specs, clips, sliding, backend=backend)
+        return self.clip_probs(decoded, batch_size).mean(dim=0)
+
+
+def decode_clips(path: str | Path, specs: Sequence[ClipSpec], clips: int = 10, sliding: bool = False,
+                 num_frames: int | None = None, start: float | None = None, end: float | None = None,
+                 backend: str = "auto") -> list[Tensor]:
+    """Decode ``path`` once per clip spec: ``clips`` evenly spaced clips, or every window with ``sliding``.
+
+    Returns one ``Tensor[k, 3, T, S, S]`` per spec (the same ``k`` for all); raises DataError for a bad video.
+    """
+    from vidfast.data import load_clips
+
+    if clips < 1:
+        raise ValueError(f"--clips must be at least 1, got {clips}")
+    if sliding:
+        if num_frames is None:
+            num_frames = _count_frames(path, backend)
+        clips = specs[0].window_count(num_frames)
+    return [
+        load_clips(path, clip_len=s.clip_len, frame_step=s.frame_step, size=s.size, clips=clips,
+                   backend=backend, mean=s.mean, std=s.std, start=start, end=end)
+        for s in specs
+    ]
+
+
+def _count_frames(path: str | Path, backend: str) -> int:
+    from vidfast.data import open_video
+
+    video = open_video(path, backend=backend)
+    try:
+        return int(video.num_frames)
+    finally:
+        video.close()
+
+
+class _DecodedVideos(torch.utils.data.Dataset):
+    """Item ``i``: ``(i, clips per spec or None, reason)`` for the ``i``-th row; decoding errors are data."""
+
+    def __init__(self, specs: Sequence[ClipSpec], rows: Sequence, clips: int, sliding: bool,
+                 backend: str) -> None:
+        self.specs, self.rows, self.clips, self.sliding, self.backend = specs, rows, clips, sliding, backend
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[int, list[Tensor] | None, str]:
+        row = self.rows[index]
+        frames = row.num_frames
+        if row.start is not None and row.end is not None and row.fps:
+            frames = max(1, round((row.end - row.start) * row.fps))
+        try:
+            decoded = decode_clips(row.path, self.specs, self.clips, self.sliding, num_frames=frames,
+                                   start=row.start, end=row.end, backend=self.backend)
+        except DataError as exc:
+            return index, None, str(exc)
+        return index, decoded, ""
+
+
+def _first(batch: list) -> object:
+    return batch[0]
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``vidfast eval``; ``clip_len``, ``size``, ``frame_step`` override the checkpoint's."""
+
+    manifest: str
+    checkpoints: list[str]
+    split: str = "test"
+    clips: int = 10
+    sliding: bool = False
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    backend: str = "auto"
+    clip_len: int | None = None
+    size: int | None = None
+    frame_step: int | None = None
+    run_dir: str | None = None
+
+
+def _select_rows(manifest, split: str) -> tuple[list, list]:
+    """The ``ok`` rows of ``split`` and the rows of ``split`` that indexing already marked unusable."""
+    everything = manifest.select(split=split, only_ok=False)
+    rows = [r for r in everything if r.status == "ok"]
+    if not rows:
+        splits = sorted({r.split for r in manifest.rows if r.status == "ok"})
+        if not manifest.rows:
+            raise DataError("the manifest is empty")
+        raise DataError(f"the manifest has no usable ('ok') video in split {split!r} "
+                        f"(splits with usable videos: {', '.join(splits) or 'none'})")
+    return rows, [r for r in everything if r.status != "ok"]
+
+
+def _shard(rows: list) -> list:
+    """This rank's share of ``rows`` under torch.distributed (all rows otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return rows[dist.get_rank()::dist.get_world_size()]
+    return rows
+
+
+def _gather(items: list) -> list:
+    """Concatenate every rank's ``items`` (identity without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    gathered: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+def _iterate(dataset: _DecodedVideos, workers: int) -> Iterator[tuple[int, list[Tensor] | None, str]]:
+    if workers <= 0:
+        return iter(dataset[i] for i in range(len(dataset)))
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=_first,
+                                            prefetch_factor=2, persistent_workers=False))
+
+
+def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport:
+    """Evaluate the checkpoint(s) of ``config`` on a manifest split; write the report files into ``run_dir``.
+
+    Under torch.distributed every rank scores its share of the videos and all ranks return the full report
+    (rank 0 writes the files).
+    """
+    from vidfast.data import read_manifest
+
+    manifest = read_manifest(config.manifest)
+    rows, unusable = _select_rows(manifest, config.split)
+    ensemble = ScoreEnsemble.from_checkpoints(
+        config.checkpoints, device=config.device, autocast=config.amp, channels_last=config.channels_last,
+        clip_len=config.clip_len, size=config.size, frame_step=config.frame_step,
+    )
+    ensemble.check_classes(manifest.class_names)
+    mine = _shard(list(range(len(rows))))
+    dataset = _DecodedVideos(ensemble.specs, [rows[i] for i in mine], config.clips, config.sliding,
+                             config.backend)
+    results: list[tuple[int, Tensor | None, str]] = []
+    with _progress(progress, len(mine), "eval") as advance:
+        for index, decoded, reason in _iterate(dataset, min(config.workers, len(mine))):
+            row_id = mine[index]
+            if decoded is None:
+                log.warning("skipping %s: %s", rows[row_id].path, reason)
+                results.append((row_id, None, reason))
+            else:
+                results.append((row_id, ensemble.clip_probs(decoded, config.batch_size), ""))
+            advance()
+    results = _gather(results)
+
+    scored = [(i, probs) for i, probs, _ in results if probs is not None]
+    failed = [{"path": rows[i].path, "reason": reason} for i, probs, reason in results if probs is None]
+    failed += [{"path": r.path, "reason": r.reason or r.status} for r in unusable]
+    if not scored:
+        raise DataError(f"none of the {len(rows)} videos of split {config.split!r} could be decoded "
+                        f"(first error: {failed[0]['reason']})")
+    clip_scores = torch.cat([probs for _, probs in scored])
+    video_index = torch.cat([torch.full((len(probs),), i, dtype=torch.long) for i, probs in scored])
+    clip_labels = torch.tensor([rows[i].label for i in video_index.tolist()], dtype=torch.long)
+    report, ids, scores = classification_report(clip_scores, clip_labels, video_index, manifest.class_names,
+                                                skipped=len(failed))
+    report.extra = {
+        "checkpoints": [str(p) for p in config.checkpoints],
+        "manifest": str(config.manifest),
+        "split": config.split,
+        "clips": "sliding" if config.sliding else config.clips,
+        "skipped_videos": failed,
+    }
+    if config.run_dir is not None and _is_main_process():
+        write_report(report, config.run_dir, [rows[i] for i in ids.tolist()], scores)
+    return report
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def write_report(report: ClassificationReport, run_dir: str | Path, rows: Sequence, scores: Tensor) -> Path:
+    """Write ``report.json``, ``confusion.png`` and ``predictions.csv`` (a line per video) to ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    tmp.replace(path)
+    plot_confusion(report.confusion, report.class_names, run_dir / "confusion.png")
+    names = report.class_names
+    with open(run_dir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", "score"])
+        for row, probs in zip(rows, scores, strict=True):
+            best = int(probs.argmax())
+            writer.writerow([row.path, row.label_name, names[best], f"{float(probs[best]):.4f}"])
+    return path
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator:
+    """A rich progress bar (``advance()`` per item) when ``enabled`` and on a terminal; a no-op otherwise."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)

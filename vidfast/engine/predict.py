@@ -1,0 +1,96 @@
+"""Video-level prediction for files on disk, from PyTorch checkpoints or an exported ONNX model.
+
+Both paths decode ``k`` evenly spaced clips per video and average the softmax scores over the clips (and
+over the models of a checkpoint ensemble). The PyTorch path runs bf16 autocast + channels_last_3d by default;
+the ONNX path goes through :class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from vidfast.engine.evaluate import ScoreEnsemble
+from vidfast.errors import VidfastError
+
+
+class VideoScorer(Protocol):
+    """Anything that turns a video file into class probabilities."""
+
+    class_names: list[str]
+
+    def video_probs(self, path: str | Path, clips: int = 10) -> Tensor:
+        """Probabilities ``Tensor[C]`` of ``path`` averaged over ``clips`` evenly spaced clips."""
+        ...
+
+
+@dataclass
+class VideoPrediction:
+    """The ``top`` classes of one video as ``(name, probability)``, best first; ``error`` when it failed."""
+
+    path: str
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"path", "labels": [{"label", "score"}], "error"}``."""
+        return {
+            "path": self.path,
+            "labels": [{"label": name, "score": score} for name, score in self.top],
+            "error": self.error,
+        }
+
+
+class OnnxScorer:
+    """:class:`vidfast.deploy.OnnxClassifier` behind the :class:`VideoScorer` interface."""
+
+    def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto") -> None:
+        from vidfast.deploy import OnnxClassifier
+
+        self.classifier = OnnxClassifier(model_path, providers=providers)
+        self.class_names = list(self.classifier.class_names)
+
+    def video_probs(self, path: str | Path, clips: int = 10) -> Tensor:
+        return torch.as_tensor(self.classifier.predict_video(path, clips=clips)).float().reshape(-1)
+
+
+def open_scorer(checkpoints: Sequence[str | Path] = (), onnx: str | Path | None = None, device: str = "auto",
+                autocast: bool = True, channels_last: bool = True) -> VideoScorer:
+    """A scorer for ``--checkpoint`` files (score ensemble when several) or for one ``--onnx`` model."""
+    if bool(checkpoints) == (onnx is not None):
+        raise ValueError("give either --checkpoint (one or more) or --onnx, not both and not neither")
+    if onnx is not None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
+        return OnnxScorer(onnx, providers=device)
+    return ScoreEnsemble.from_checkpoints(checkpoints, device=device, autocast=autocast,
+                                          channels_last=channels_last)
+
+
+def top_classes(probs: Tensor, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``min(k, C)`` most probable classes of ``probs`` (``Tensor[C]``) as ``(name, probability)``."""
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+def predict_videos(scorer: VideoScorer, paths: Sequence[str | Path], topk: int = 5,
+                   clips: int = 10) -> list[VideoPrediction]:
+    """Predict every file of ``paths``; a file that cannot be used gets ``error`` set (the run goes on)."""
+    if topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {topk}")
+    if clips < 1:
+        raise ValueError(f"--clips must be at least 1, got {clips}")
+    results = []
+    for path in paths:
+        try:
+            probs = scorer.video_probs(path, clips=clips)
+        except VidfastError as exc:
+            results.append(VideoPrediction(path=str(path), top=[], error=" ".join(str(exc).split())))
+            continue
+        results.append(VideoPrediction(path=str(path), top=top_classes(probs, scorer.class_names, topk)))
+    return results

@@ -1,0 +1,583 @@
+"""The training loop behind ``vidfast pretrain|train|finetune``: ``fit(config) -> RunResult``.
+
+One loop serves supervised classification and the cubic-puzzle pretext task. Per step: batch to the device
+(non-blocking, channels_last_3d), forward + loss under autocast, backward (GradScaler for fp16), optional
+gradient clipping, optimizer and schedule step. Per epoch: validation on the manifest's val split when it has
+rows, metrics to CSV/TensorBoard, ``last.pt`` written atomically and ``best.pt`` when the monitored accuracy
+improves.
+
+Exact resume: every epoch reseeds the generators from (seed, epoch, rank) and the loaders are seeded per
+epoch; a checkpoint written mid-epoch (Ctrl-C/SIGTERM) records how many batches of the epoch were done and the
+generator states, so ``--resume`` replays the epoch's loader up to there and continues bit-for-bit
+(deterministic mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vidfast.data.loader import make_loader
+from vidfast.data.manifest import read_manifest
+from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
+from vidfast.engine.config import TrainConfig, save_config
+from vidfast.engine.distributed import DistInfo, all_reduce_sum, any_rank, barrier, cleanup, init_distributed
+from vidfast.engine.logging import RunLogger
+from vidfast.engine.optim import Schedule, build_optimizer
+from vidfast.engine.tasks import ClassifyTask, PuzzleTask, StepOutput
+from vidfast.errors import CheckpointError, DataError, VidfastError
+from vidfast.models import PuzzleNet, create_model, finetune_param_groups, load_checkpoint, read_checkpoint
+from vidfast.models.checkpoint import extract_state_dict, infer_model_kwargs, parse_arch
+from vidfast.ops import KINETICS_MEAN, KINETICS_STD
+from vidfast.puzzle import PuzzleConfig
+
+
+class TrainingDiverged(VidfastError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class StepEvent:
+    """Passed to ``fit``'s callbacks after every optimizer step."""
+
+    epoch: int
+    step: int
+    batch_in_epoch: int
+    loss: float
+    lr: float
+
+
+@dataclass
+class RunResult:
+    """Outcome of ``fit``. ``status``: "completed" or "interrupted" (Ctrl-C/SIGTERM, checkpoint saved)."""
+
+    run_dir: Path
+    status: str
+    epochs_completed: int
+    steps: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_metric: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handlers that ask the loop to stop after the current step (a second Ctrl-C aborts)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available else cpu; "cuda" without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VidfastError(
+            f"--device {name} requested but no CUDA GPU is available (use --device cpu or auto)"
+        )
+    return torch.device(name)
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None when AMP is off."""
+    if not cfg.runtime.amp:
+        return None
+    choice = cfg.runtime.amp_dtype
+    if choice == "auto":
+        choice = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "fp16" and device.type == "cpu":
+        raise VidfastError("runtime.amp_dtype fp16 needs CUDA; use bf16 (or auto) on CPU")
+    return torch.bfloat16 if choice == "bf16" else torch.float16
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank) % 2**63
+
+
+@dataclass
+class _Setup:
+    """Everything ``fit`` builds before the first step."""
+
+    model: nn.Module  # unwrapped
+    task: ClassifyTask | PuzzleTask
+    class_names: list[str]
+    num_classes: int
+    puzzle_kwargs: dict[str, Any] | None
+    param_groups: list[dict[str, Any]]
+
+
+def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
+    """The puzzle sampler's config: cube length/side/stride from the data section, ``puzzle.sampler`` on
+    top."""
+    values = {
+        "cube_len": cfg.data.clip_len,
+        "out_size": cfg.data.size,
+        "frame_step": cfg.data.frame_step,
+        **cfg.puzzle.sampler,
+    }
+    try:
+        return PuzzleConfig(**values)
+    except TypeError as exc:
+        raise VidfastError(f"puzzle.sampler: {exc}") from None
+
+
+def _finetune_source(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model of ``finetune.checkpoint`` with a ``num_classes`` classifier; records its arch/options in
+    cfg."""
+    source = read_checkpoint(cfg.finetune.checkpoint)
+    if isinstance(source.get("model_kwargs"), dict):  # a vidfast checkpoint records how its model was built
+        arch, kwargs = str(source["arch"]), dict(source["model_kwargs"])
+    else:  # a CVPR 2018 checkpoint (arch like "resnet-18") or a bare state dict (then --arch names the model)
+        weights = extract_state_dict(source)
+        arch = parse_arch(source["arch"] if isinstance(source.get("arch"), str) else cfg.model.arch, weights)
+        kwargs = infer_model_kwargs(arch, weights)
+    cfg.model.arch, cfg.model.widen_factor, cfg.model.kwargs = arch, None, kwargs
+    model = create_model(arch, num_classes=num_classes, **kwargs)
+    return load_checkpoint(model, source, num_classes=num_classes)
+
+
+def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
+    """Model (from scratch, from a finetune checkpoint, or a PuzzleNet), task and parameter groups."""
+    opt = cfg.optim
+    if cfg.task == "puzzle":
+        sampler = puzzle_config(cfg)
+        backbone = create_model(cfg.model.arch, num_classes=0, **cfg.model.model_kwargs())
+        puzzle_kwargs: dict[str, Any] = {
+            "num_pieces": 4,
+            "num_perm_classes": sampler.num_perm_classes,
+            "rotation_classes": sampler.rotation_classes,
+        }
+        if cfg.puzzle.hidden is not None:
+            puzzle_kwargs["hidden"] = cfg.puzzle.hidden
+        model = PuzzleNet(backbone, **puzzle_kwargs)
+        task: ClassifyTask | PuzzleTask = PuzzleTask(cfg.puzzle.rotation_weight, opt.label_smoothing)
+        return _Setup(
+            model, task, [], backbone.num_classes, puzzle_kwargs, [{"params": list(model.parameters())}]
+        )
+    num_classes = len(manifest_classes)
+    if num_classes < 2:
+        raise DataError(
+            f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
+        )
+    task = ClassifyTask(opt.label_smoothing)
+    if cfg.finetune.checkpoint is None:
+        model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+    else:
+        model = _finetune_source(cfg, num_classes)
+    begin = cfg.finetune.begin_module
+    groups = (
+        finetune_param_groups(model, begin_module=begin, lr=opt.lr, weight_decay=opt.weight_decay)
+        if begin
+        else [{"params": list(model.parameters())}]
+    )
+    return _Setup(model, task, manifest_classes, num_classes, None, groups)
+
+
+def _loader(
+    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype
+) -> Any:
+    """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
+    (center clip and crop); ``data.loader`` entries override any argument."""
+    data = cfg.data
+    kwargs: dict[str, Any] = dict(
+        task=cfg.task,
+        split=split,
+        backend=data.backend,
+        clip_len=data.clip_len,
+        frame_step=data.frame_step,
+        size=data.size,
+        batch_size=data.batch_size,
+        workers=data.workers,
+        channels_last=cfg.runtime.channels_last,
+        dtype=dtype,
+        seed=cfg.runtime.seed,
+        shuffle=training,
+        drop_last=training,  # a last tiny batch makes batch norm statistics (and gradients) explode
+        pin_memory=device.type == "cuda",
+        device=device if device.type == "cuda" else "cpu",
+    )
+    if not training:
+        kwargs.update(sampling="center", spatial="center", hflip=False)
+    if cfg.task == "puzzle":
+        kwargs["puzzle"] = puzzle_config(cfg)
+    kwargs.update(data.loader)
+    try:
+        return make_loader(manifest, **kwargs)
+    except TypeError as exc:
+        raise VidfastError(f"data.loader: {exc}") from None
+
+
+class _Trainer:
+    """State of one ``fit`` call (kept in one object so that checkpointing sees all of it)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        callbacks: Sequence[Callable[[StepEvent], None]],
+        device: torch.device,
+        info: DistInfo,
+    ):
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        rt = cfg.runtime
+        self.info = info
+        self.device = (
+            torch.device("cuda", info.local_rank) if info.enabled and device.type == "cuda" else device
+        )
+        self.run_dir = Path(rt.run_dir)
+        self.last_path = self.run_dir / "last.pt"
+        self.best_path = self.run_dir / "best.pt"
+        if rt.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = rt.cudnn_benchmark and not rt.deterministic
+        self.amp_dtype = _amp_dtype(cfg, self.device)
+        seed_everything(_epoch_seed(rt.seed, -1, self.info.rank))
+
+        manifest = read_manifest(cfg.data.manifest)
+        if not manifest.select(split=cfg.data.train_split):
+            raise DataError(f"manifest {cfg.data.manifest} has no ok row in split {cfg.data.train_split!r}")
+        self.has_val = bool(manifest.select(split=cfg.data.val_split))
+        setup = _build(cfg, list(manifest.class_names))
+        self.setup = setup
+        self.model = setup.model.to(self.device)
+        if rt.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
+        dtype = self.amp_dtype or torch.float32
+        self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype)
+        self.val_loader = (
+            _loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype) if self.has_val else None
+        )
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"split {cfg.data.train_split!r} has fewer clips than one batch of {cfg.data.batch_size} clips"
+            )
+        self.optimizer = build_optimizer(setup.param_groups, cfg.optim)
+        self.schedule = Schedule(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.batch_in_epoch = 0
+        self.best_metric: float | None = None
+        self.resume_rng: dict[str, Any] | None = None
+        if rt.resume:
+            self._resume()
+        if rt.compile:
+            self.model.compile()
+        self.net: nn.Module = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.info.enabled
+            else self.model
+        )
+        self.logger = RunLogger(
+            self.run_dir,
+            active=self.info.is_main,
+            progress=rt.progress,
+            tensorboard=rt.tensorboard,
+            append=rt.resume,
+            log_every=rt.log_every,
+        )
+        if self.info.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        if not self.last_path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint {self.last_path} to resume from")
+        ckpt = read_checkpoint(self.last_path)
+        for key in ("task", "arch", "num_classes"):
+            mine = {
+                "task": self.cfg.task,
+                "arch": self.cfg.model.arch,
+                "num_classes": self.setup.num_classes,
+            }[key]
+            if ckpt.get(key) != mine:
+                raise CheckpointError(
+                    f"--resume: {self.last_path} has {key} {ckpt.get(key)!r} but this run has {mine!r}"
+                )
+        try:
+            self.model.load_state_dict(ckpt["state_dict"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.schedule.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+            self.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"--resume: {self.last_path} does not fit this run: {' '.join(str(exc).split())[:300]}"
+            ) from None
+        self.best_metric = ckpt.get("best_metric")
+        self.resume_rng = ckpt["rng"] if self.batch_in_epoch else None
+
+    def _checkpoint(self) -> dict[str, Any]:
+        cfg, setup = self.cfg, self.setup
+        ckpt: dict[str, Any] = {
+            "arch": cfg.model.arch,
+            "model_kwargs": cfg.model.model_kwargs(),
+            "task": cfg.task,
+            "num_classes": setup.num_classes,
+            "class_names": list(setup.class_names),
+            "state_dict": self.model.state_dict(),
+            "data": {
+                "clip_len": cfg.data.clip_len,
+                "size": cfg.data.size,
+                "frame_step": cfg.data.frame_step,
+                "mean": list(KINETICS_MEAN),
+                "std": list(KINETICS_STD),
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": capture_rng_state(),
+            "config": cfg.to_dict(),
+            "best_metric": self.best_metric,
+        }
+        if setup.puzzle_kwargs is not None:
+            ckpt["puzzle"] = dict(setup.puzzle_kwargs)
+        return ckpt
+
+    def _save(self, best: bool = False) -> None:
+        """``last.pt`` (and a copy as ``best.pt``) on the main rank."""
+        if self.info.is_main:
+            atomic_save(self._checkpoint(), self.last_path)
+            if best:
+                tmp = self.best_path.with_name(f".{self.best_path.name}.tmp-{os.getpid()}")
+                shutil.copyfile(self.last_path, tmp)
+                os.replace(tmp, self.best_path)
+        barrier(self.info)
+
+    # --- loop -----------------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        """The epoch's batches, replaying (and discarding) those a mid-epoch checkpoint already trained on."""
+        seed_everything(_epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
+        self.train_loader.set_epoch(epoch)
+        batches = iter(self.train_loader)
+        for _ in range(self.batch_in_epoch):
+            next(batches)
+        if self.resume_rng is not None:
+            restore_rng_state(self.resume_rng)
+            self.resume_rng = None
+        return batches
+
+    def _train_step(self, batch: dict[str, Any]) -> StepOutput:
+        """Forward, backward and update of one batch (a NaN loss is caught by the caller before any save)."""
+        with self._autocast():
+            out = self.setup.task.step(self.net, batch, self.device, self.cfg.runtime.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        if self.cfg.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        return out
+
+    def _validate(self) -> dict[str, float]:
+        """Loss/accuracy over the val split, summed over ranks."""
+        assert self.val_loader is not None
+        self.net.eval()
+        sums = [0.0] * 5  # loss*n, correct, n, rot_correct, rot_n
+        with torch.no_grad(), self._autocast():
+            for batch in self.val_loader:
+                out = self.setup.task.step(self.net, batch, self.device, self.cfg.runtime.channels_last)
+                sums = [a + b for a, b in zip(sums, _counts(out), strict=True)]
+        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        return {
+            "val_loss": loss_n / max(n, 1),
+            "val_acc": correct / max(n, 1),
+            **({"val_rot_acc": rot_correct / rot_n} if rot_n else {}),
+        }
+
+    def run(self) -> RunResult:
+        cfg, log = self.cfg, self.logger
+        history: list[dict[str, Any]] = []
+        status = "completed"
+        what = {"classify": "clip accuracy", "puzzle": "puzzle (permutation) accuracy"}[cfg.task]
+        log.info(
+            f"{cfg.task} {cfg.model.arch} on {self.device} x{self.info.world_size}: "
+            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, amp={self.amp_dtype}, "
+            f"channels_last={cfg.runtime.channels_last}, compile={cfg.runtime.compile}; "
+            f"best.pt by {'val' if self.has_val else 'train'} {what}"
+        )
+        if self.epoch or self.batch_in_epoch:
+            log.info(f"resumed from {self.last_path} at epoch {self.epoch + 1} batch {self.batch_in_epoch}")
+        try:
+            with _StopRequest() as stop:
+                while self.epoch < cfg.epochs:
+                    row, stopped = self._run_epoch(stop)
+                    if stopped:
+                        status = "interrupted"
+                        log.info(
+                            f"stopped by {stop.requested}: checkpoint {self.last_path} (epoch "
+                            f"{self.epoch + 1}, batch {self.batch_in_epoch}); continue with --resume"
+                        )
+                        break
+                    history.append(row)
+        finally:
+            log.close(plots=cfg.runtime.plots)
+        barrier(self.info)
+        model = self.model.eval()
+        return RunResult(
+            run_dir=self.run_dir,
+            status=status,
+            epochs_completed=self.epoch,
+            steps=self.step,
+            last_checkpoint=self.last_path if self.last_path.exists() else None,
+            best_checkpoint=self.best_path if self.best_path.exists() else None,
+            best_metric=self.best_metric,
+            history=history,
+            model=model,
+        )
+
+    def _run_epoch(self, stop: _StopRequest) -> tuple[dict[str, Any], bool]:
+        """One epoch (or its remainder); returns (metrics row, whether a stop signal ended it early)."""
+        cfg, log = self.cfg, self.logger
+        epoch = self.epoch
+        batches = self._batches(epoch)
+        self.net.train()
+        sums = [0.0] * 5
+        started = time.perf_counter()
+        progress = log.epoch_progress(
+            f"epoch {epoch + 1}/{cfg.epochs}", self.steps_per_epoch, self.batch_in_epoch
+        )
+        try:
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception:
+                    if stop.requested is None:  # a loader worker killed by the same Ctrl-C is no bug
+                        raise
+                    self._save()
+                    return {}, True
+                out = self._train_step(batch)
+                self.step += 1
+                self.batch_in_epoch += 1
+                counts = _counts(out)
+                loss = counts[0] / out.count
+                sums = [a + b for a, b in zip(sums, counts, strict=True)]
+                progress.update(out.count, loss, counts[1] / out.count)
+                event = StepEvent(epoch, self.step, self.batch_in_epoch, loss, self.schedule.lr)
+                for callback in self.callbacks:
+                    callback(event)
+                diverged, stopping = any_rank(
+                    [not math.isfinite(loss), stop.requested is not None], self.device, self.info
+                )
+                if diverged:
+                    kept = (
+                        f"last good checkpoint {self.last_path}"
+                        if self.last_path.exists()
+                        else "no checkpoint"
+                    )
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch + 1} step {self.step}; training "
+                        f"stopped ({kept} kept); lower --lr or set --clip-grad"
+                    )
+                if stopping:
+                    self._save()
+                    return {}, True
+        finally:
+            progress.close()
+        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        seconds = time.perf_counter() - started
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": self.schedule.lr,
+            "train_loss": loss_n / max(n, 1),
+            "train_acc": correct / max(n, 1),
+            "train_rot_acc": rot_correct / rot_n if rot_n else None,
+            "clips_per_s": n / seconds if seconds > 0 else None,
+            "seconds": seconds,
+        }
+        if self.val_loader is not None:
+            row.update(self._validate())
+        monitored = row.get("val_acc", row["train_acc"])
+        self.schedule.epoch_end(row.get("val_loss", row["train_loss"]))
+        improved = self.best_metric is None or monitored > self.best_metric
+        if improved:
+            self.best_metric = monitored
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._save(best=improved)
+        log.write_metrics(row)
+        log.info(
+            " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in row.items()
+                if v is not None
+            )
+        )
+        return row, False
+
+
+def _counts(out: StepOutput) -> list[float]:
+    """[loss * n, correct, n, rot_correct, rot_n] of one batch as Python numbers (one device sync)."""
+    rot_correct = out.rot_correct if out.rot_correct is not None else torch.zeros((), device=out.loss.device)
+    loss, correct, rot = torch.stack(
+        [out.loss.detach().float(), out.correct.float(), rot_correct.float()]
+    ).tolist()
+    return [loss * out.count, correct, float(out.count), rot, float(out.rot_count)]
+
+
+def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = ()) -> RunResult:
+    """Train as ``config`` says (task "classify" or "puzzle"); returns where the checkpoints are and the
+    history.
+
+    Raises ``VidfastError`` subclasses for user errors (bad manifest, checkpoint, device) and
+    ``TrainingDiverged`` when the loss turns NaN/inf. Under ``torchrun`` every rank calls ``fit``; rank 0
+    writes the run directory. ``callbacks`` are called with a ``StepEvent`` after every optimizer step.
+    """
+    device = resolve_device(config.runtime.device)
+    info = init_distributed(device.type)
+    try:
+        return _Trainer(config, callbacks, device, info).run()
+    finally:
+        cleanup(info)

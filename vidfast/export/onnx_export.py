@@ -1,0 +1,410 @@
+"""ONNX export of vidfast models and checkpoints, with metadata, optional in-graph preprocessing and fp16.
+
+Exporters (torch 2.13): the ``dynamo`` exporter (``torch.export`` + onnxscript) is the default. It is exact
+(~1e-8 on ResNet-18) and writes opset 18 or newer only: asked for an older opset it quietly keeps 18, so older
+opsets go to the legacy ``torchscript`` exporter (deprecated by PyTorch, still exact here), and the opset of the
+written graph is always verified. The dynamo exporter specialises a batch of 1, so the example input has a batch
+of 2 when the batch axis is dynamic (``torch.export.Dim``); the legacy exporter takes ``dynamic_axes`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidfast.deploy.metadata import ModelMetadata
+from vidfast.errors import CheckpointError, VidfastError
+from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
+from vidfast.ops import KINETICS_MEAN, KINETICS_STD
+
+DEFAULT_OPSET = 18
+#: opsets each exporter can write: the dynamo exporter from 18 up to what the installed onnx package knows
+DYNAMO_MIN_OPSET = 18
+TORCHSCRIPT_OPSETS = (9, 17)
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_CLIP = (16, 112, 112)
+_PROTOBUF_LIMIT = 2**31 - 1
+
+PathLike = str | os.PathLike[str]
+
+
+def max_opset() -> int:
+    """The newest opset the installed ``onnx`` package defines."""
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote: file, opset, exporter, input/output signature, metadata and parity."""
+
+    path: Path
+    opset: int
+    exporter: str
+    input_name: str
+    input_shape: tuple[int | str, ...]
+    output_names: tuple[str, ...]
+    metadata: ModelMetadata
+    parity: ParityReport | None
+    seconds: float
+
+    def summary(self) -> list[str]:
+        """Human-readable lines for the CLI."""
+        shape = "x".join(map(str, self.input_shape))
+        meta = self.metadata
+        lines = [
+            f"wrote {self.path} ({self.path.stat().st_size / 2**20:.1f} MiB, opset {self.opset}, {self.exporter} "
+            f"exporter, {self.seconds:.1f} s)",
+            f"{meta.arch} ({meta.task}, {meta.precision}): input {self.input_name} [{shape}] -> "
+            f"{', '.join(self.output_names)}; {len(meta.class_names)} class names",
+        ]
+        lines.append(str(self.parity) if self.parity is not None else "parity check not run (--no-check)")
+        return lines
+
+
+def parse_clip(text: str) -> tuple[int, int, int]:
+    """``"16x112x112"`` -> ``(16, 112, 112)``; ``"16x112"`` means a square ``112x112`` frame."""
+    parts = re.split(r"[x,]", text.strip().lower())
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 2:
+        values.append(values[1])
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"--clip must look like TxHxW (e.g. 16x112x112) with positive sizes, got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def parse_batch(text: str | int) -> str | int:
+    """``"dynamic"`` or a positive batch size."""
+    if isinstance(text, int) or text.strip().isdigit():
+        size = int(text)
+        if size >= 1:
+            return size
+    elif text.strip().lower() == "dynamic":
+        return "dynamic"
+    raise ValueError(f"--batch must be 'dynamic' or a positive integer, got {text!r}")
+
+
+class FramePreprocess(nn.Module):
+    """uint8 frames ``[..., T, H, W, 3]`` -> normalised float ``[..., 3, T, H, W]``: ``(v / 255 - mean) / std``
+    as one multiply-add with float32 constants rounded from double, like :func:`vidfast.ops.cube_crop`."""
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
+        bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32)
+        self.register_buffer("scale", scale.view(3, 1, 1, 1), persistent=False)
+        self.register_buffer("bias", bias.view(3, 1, 1, 1), persistent=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return frames.movedim(-1, -4).float() * self.scale + self.bias
+
+
+class ExportGraph(nn.Module):
+    """What gets exported: optional :class:`FramePreprocess`, a cast to the compute dtype, the network, and the
+    outputs cast to ``output_dtype`` (always a tuple of tensors)."""
+
+    def __init__(self, net: nn.Module, preprocess: FramePreprocess | None, compute_dtype: torch.dtype,
+                 output_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net = net
+        self.preprocess = preprocess
+        self.compute_dtype = compute_dtype
+        self.output_dtype = output_dtype
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        out = self.net(x.to(self.compute_dtype))
+        outs = tuple(out) if isinstance(out, tuple) else (out,)
+        return tuple(o.to(self.output_dtype) for o in outs)
+
+
+@dataclass
+class _Source:
+    """The network to export and what is known about it from its checkpoint or attributes."""
+
+    net: nn.Module
+    arch: str
+    task: str
+    class_names: list[str]
+    data: Mapping[str, Any]
+    num_pieces: int | None = None
+
+
+def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:
+    from vidfast.models import PuzzleNet
+
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if isinstance(model, PuzzleNet):
+        arch = getattr(model.backbone, "arch", type(model.backbone).__name__)
+        if puzzle_full:
+            return _Source(model, arch, "puzzle", [], {}, model.num_pieces)
+        model = model.backbone
+    elif puzzle_full:
+        raise ValueError("puzzle_full needs a PuzzleNet or a puzzle checkpoint")
+    task = "classify" if getattr(model, "num_classes", 1) > 0 else "features"
+    return _Source(model, getattr(model, "arch", type(model).__name__), task, [], {})
+
+
+def _from_checkpoint(ckpt: Mapping[str, Any], puzzle_full: bool) -> _Source:
+    from vidfast.models import PuzzleNet, create_model, load_checkpoint
+    from vidfast.models.checkpoint import extract_state_dict, parse_arch
+
+    arch = ckpt.get("arch")
+    if not isinstance(arch, str):
+        raise CheckpointError("checkpoint records no 'arch'; cannot tell which model to export")
+    data = ckpt.get("data") if isinstance(ckpt.get("data"), Mapping) else {}
+    names = [str(n) for n in ckpt.get("class_names") or []]
+    puzzle = ckpt.get("task") == "puzzle" or any(k.startswith("backbone.") for k in extract_state_dict(ckpt))
+    if puzzle_full and not puzzle:
+        raise ValueError("puzzle_full needs a puzzle checkpoint (task 'puzzle'), this one is a classifier")
+    if not puzzle:
+        net = load_checkpoint(None, ckpt)
+        return _Source(net, getattr(net, "arch", arch), "classify" if net.num_classes > 0 else "features",
+                       names, data)
+    name = parse_arch(arch, extract_state_dict(ckpt))
+    if not puzzle_full:
+        return _Source(load_checkpoint(None, ckpt, num_classes=0), name, "features", [], data)
+    kwargs = ckpt.get("model_kwargs") if isinstance(ckpt.get("model_kwargs"), Mapping) else {}
+    puzzle_kw = ckpt.get("puzzle") if isinstance(ckpt.get("puzzle"), Mapping) else {}
+    try:
+        net = PuzzleNet(create_model(name, num_classes=0, **kwargs), **puzzle_kw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build the puzzle network of the checkpoint: {exc}") from None
+    return _Source(load_checkpoint(net, ckpt), name, "puzzle", [], data, net.num_pieces)
+
+
+def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any], puzzle_full: bool) -> _Source:
+    from vidfast.models import read_checkpoint
+
+    if isinstance(model_or_checkpoint, nn.Module):
+        source = _from_module(model_or_checkpoint, puzzle_full)
+    else:
+        ckpt = (read_checkpoint(model_or_checkpoint) if isinstance(model_or_checkpoint, str | os.PathLike)
+                else model_or_checkpoint)
+        source = _from_checkpoint(ckpt, puzzle_full)
+    source.net = copy.deepcopy(source.net).float().cpu().eval()
+    return source
+
+
+def _default_clip(source: _Source) -> tuple[int, int, int]:
+    from vidfast.models import is_model, model_card
+
+    data = source.data
+    if "clip_len" in data and "size" in data:
+        size = data["size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return int(data["clip_len"]), int(h), int(w)
+    return model_card(source.arch).clip if is_model(source.arch) else DEFAULT_CLIP
+
+
+def _pick_exporter(exporter: str, opset: int) -> str:
+    top = max_opset()
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    lo, hi = TORCHSCRIPT_OPSETS
+    if not lo <= opset <= top:
+        raise VidfastError(f"opset {opset} cannot be served: the exporters write opsets {lo}..{top}")
+    if exporter == "auto":
+        return "dynamo" if opset >= DYNAMO_MIN_OPSET else "torchscript"
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise VidfastError(
+            f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer, not {opset}; use the torchscript "
+            f"exporter for opsets {lo}..{hi}"
+        )
+    if exporter == "torchscript" and opset > hi:
+        raise VidfastError(f"the torchscript exporter serves opsets {lo}..{hi}, not {opset}; use the dynamo exporter")
+    return exporter
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' progress prints, deprecation warnings and registration log lines."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _trace_to_onnx(graph: ExportGraph, example: Tensor, exporter: str, opset: int, dynamic: bool,
+                   input_name: str, output_names: list[str]):
+    """Run the chosen exporter and return the ``onnx.ModelProto``."""
+    import onnx
+
+    with _quiet():
+        if exporter == "dynamo":
+            shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic else None
+            program = torch.onnx.export(
+                graph, (example,), dynamo=True, input_names=[input_name], output_names=output_names,
+                opset_version=opset, dynamic_shapes=shapes, optimize=True, verbose=False,
+            )
+            return program.model_proto
+        buffer = io.BytesIO()
+        axes = {name: {0: "batch"} for name in [input_name, *output_names]} if dynamic else None
+        torch.onnx.export(
+            graph, (example,), buffer, dynamo=False, input_names=[input_name], output_names=output_names,
+            opset_version=opset, dynamic_axes=axes, do_constant_folding=True,
+        )
+        return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _validate(proto, opset: int, exporter: str) -> None:
+    """The written opset is the one asked for; ``onnx.checker`` with strict shape inference passes."""
+    import onnx
+
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise VidfastError(f"the {exporter} exporter wrote opset {written} instead of {opset}; choose another opset")
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        return  # the checker needs a file for models over 2 GiB; onnxruntime's load in the parity check still runs
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise VidfastError(f"exported graph fails onnx.checker: {_first_line(exc)}") from None
+
+
+def _save(proto, out: Path) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        onnx.save_model(proto, str(out), save_as_external_data=True, location=out.name + ".data")
+    else:
+        onnx.save_model(proto, str(out))
+
+
+def export_onnx(
+    model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any],
+    out: PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    batch: str | int = "dynamic",
+    clip: tuple[int, int, int] | str | None = None,
+    fp16: bool = False,
+    fp32_io: bool = True,
+    with_preprocess: bool = False,
+    check: bool = True,
+    puzzle_full: bool = False,
+    class_names: list[str] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    frame_step: int | None = None,
+    exporter: str = "auto",
+    tolerance: float | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a model, a checkpoint file or a read checkpoint dict to ONNX at ``out``.
+
+    Graph: input ``clip`` float ``[N, 3, T, H, W]`` -> output ``logits`` ``[N, num_classes]`` (``features``
+    ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``, which
+    takes pieces ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``: ``(T, H, W)`` or
+    "TxHxW", default from the checkpoint's data settings, else the model card. ``with_preprocess``: the input
+    is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``: half-precision weights and compute;
+    with ``fp32_io`` the graph still takes and returns float32. ``vidfast.*`` metadata is attached (see
+    :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU) and PyTorch run the same random inputs and
+    the export fails when outputs differ by more than ``tolerance`` relative to the logit scale (1e-3 fp32,
+    5e-2 fp16). The file is written only after all checks pass.
+    """
+    import vidfast
+
+    started = time.perf_counter()
+    chosen = _pick_exporter(exporter, opset)
+    batch = parse_batch(batch)
+    dynamic = batch == "dynamic"
+    source = _resolve_source(model_or_checkpoint, puzzle_full)
+    if isinstance(clip, str):
+        clip = parse_clip(clip)
+    clip = tuple(int(v) for v in clip) if clip is not None else _default_clip(source)
+    if len(clip) != 3 or min(clip) < 1:
+        raise ValueError(f"clip must be (T, H, W) with positive sizes, got {clip}")
+    data = source.data
+    meta = ModelMetadata(
+        arch=source.arch,
+        clip=clip,  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in (mean or data.get("mean") or KINETICS_MEAN)),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in (std or data.get("std") or KINETICS_STD)),  # type: ignore[arg-type]
+        task=source.task,
+        class_names=list(class_names if class_names is not None else source.class_names),
+        frame_step=int(frame_step or data.get("frame_step") or 1),
+        input_format="frames" if with_preprocess else "clip",
+        precision="fp16" if fp16 else "fp32",
+        version=vidfast.__version__,
+    )
+    t, h, w = clip
+    pieces = (source.num_pieces,) if source.num_pieces else ()
+    sample_shape = (*pieces, t, h, w, 3) if with_preprocess else (*pieces, 3, t, h, w)
+    preprocess = FramePreprocess(meta.mean, meta.std) if with_preprocess else None
+    reference = ExportGraph(source.net, preprocess, torch.float32, torch.float32).eval()
+    example = random_inputs((2 if dynamic else batch, *sample_shape), with_preprocess, seed)
+    with torch.no_grad():
+        try:
+            ref_out = reference(example[:1])
+        except (RuntimeError, ValueError) as exc:
+            raise VidfastError(
+                f"{source.arch} cannot take clip {t}x{h}x{w}: {_first_line(exc)}"
+            ) from None
+    if meta.task == "classify" and meta.class_names and len(meta.class_names) != ref_out[0].shape[-1]:
+        raise ValueError(f"{len(meta.class_names)} class names for a {ref_out[0].shape[-1]}-class model")
+
+    half = torch.float16
+    graph = reference
+    if fp16:
+        graph = ExportGraph(copy.deepcopy(source.net).half(), preprocess, half,
+                            torch.float32 if fp32_io else half).eval()
+        if not fp32_io and not with_preprocess:
+            example = example.half()
+    input_name = "frames" if with_preprocess else "clip"
+    output_names = {"puzzle": ["perm", "rot"], "features": ["features"]}.get(meta.task, ["logits"])
+    try:
+        proto = _trace_to_onnx(graph, example, chosen, opset, dynamic, input_name, output_names)
+    except Exception as exc:  # exporter failures come as many types (torch.onnx errors, RuntimeError, ...)
+        raise VidfastError(
+            f"cannot export {source.arch} with the {chosen} exporter at opset {opset}: {_first_line(exc)}"
+        ) from None
+    del proto.metadata_props[:]
+    for key, value in meta.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    _validate(proto, opset, chosen)
+
+    parity = None
+    if check:
+        feed_dtype = half if fp16 and not fp32_io else torch.float32
+        parity = check_parity(
+            proto.SerializeToString(), reference, sample_shape, (1, 3) if dynamic else (batch,),
+            with_preprocess, feed_dtype,
+            tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE), seed + 1,
+        )
+        if not parity.passed:
+            raise VidfastError(f"export of {source.arch} rejected, {parity}")
+    out_path = Path(out)
+    _save(proto, out_path)
+    in_shape = tuple(d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
+    return ExportResult(out_path, opset, chosen, input_name, in_shape, tuple(output_names), meta, parity,
+                        time.perf_counter() - started)
