@@ -28,9 +28,10 @@ from PIL import Image
 
 from vidfast.data.decoders import dali_import_error, open_video
 from vidfast.data.loader import make_loader
-from vidfast.data.manifest import ManifestRow, write_manifest
+from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
 from vidfast.data.samplers import SpatialConfig, sample_box
 from vidfast.data.synth import MOTIONS, render_motion_video
+from vidfast.data.transcode import transcode_manifest
 from vidfast.data.video_io import write_video
 from vidfast.ops import KINETICS_MEAN, KINETICS_STD
 
@@ -38,28 +39,54 @@ FRAMES, HEIGHT, WIDTH = 96, 240, 320
 CLIP, SIZE, BATCH, WORKERS = 16, 112, 8, 2
 VIDEOS = int(os.environ.get("VIDFAST_BENCH_VIDEOS", "16"))
 EPOCHS = int(os.environ.get("VIDFAST_BENCH_EPOCHS", "3"))
-VARIANTS = {"h264": ("h264", None, ".mp4"), "h264_gop16": ("h264", 16, ".mp4"), "vp9_gop16": ("vp9", 16, ".webm")}
+VARIANTS = {
+    "h264": ("h264", None, ".mp4"),
+    "h264_gop16": ("h264", 16, ".mp4"),
+    "vp9_gop16": ("vp9", 16, ".webm"),
+}
 RESULTS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Per variant a manifest of ``VIDEOS`` videos, plus ``jpeg``: a list file of frame folders."""
+    """Per variant a manifest of ``VIDEOS`` videos, plus ``jpeg``: a list file of frame folders. Variants:
+    320x240 H.264 as encoded by default (one keyframe), H.264 and VP9 with ``gop=16``, and both transcoded by
+    ``transcode_manifest`` to a short side of 128 with ``gop=16``."""
     root = tmp_path_factory.mktemp("bench_data")
     rows: dict[str, list[ManifestRow]] = {name: [] for name in VARIANTS}
     folders = []
     for i in range(VIDEOS):
-        frames = render_motion_video(MOTIONS[i % len(MOTIONS)], FRAMES, (HEIGHT, WIDTH), np.random.default_rng(i))
+        frames = render_motion_video(
+            MOTIONS[i % len(MOTIONS)], FRAMES, (HEIGHT, WIDTH), np.random.default_rng(i)
+        )
         for name, (codec, gop, suffix) in VARIANTS.items():
             path = write_video(root / name / f"v{i:03d}{suffix}", frames, codec=codec, gop=gop, crf=23)
-            rows[name].append(ManifestRow(str(path), i % len(MOTIONS), MOTIONS[i % len(MOTIONS)].name, "train",
-                                          None, None, FRAMES, 25.0, WIDTH, HEIGHT, "ok", ""))
+            rows[name].append(
+                ManifestRow(
+                    str(path),
+                    i % len(MOTIONS),
+                    MOTIONS[i % len(MOTIONS)].name,
+                    "train",
+                    None,
+                    None,
+                    FRAMES,
+                    25.0,
+                    WIDTH,
+                    HEIGHT,
+                    "ok",
+                    "",
+                )
+            )
         folder = root / "jpeg" / f"v{i:03d}"
         folder.mkdir(parents=True)
         for t, frame in enumerate(frames):
             Image.fromarray(frame).save(folder / f"image_{t + 1:05d}.jpg", quality=90)
         folders.append(folder)
     out = {name: write_manifest(root / f"{name}.csv", r) for name, r in rows.items()}
+    for codec in ("h264", "vp9"):  # the recommended fast path: ``vidfast data transcode --short-side 128``
+        name = f"{codec}_s128_gop16"
+        transcode_manifest(out["h264"], root / name, short_side=128, gop=16, codec=codec, progress=False)
+        out[name] = root / name / "manifest.csv"
     out["jpeg"] = root / "jpeg.txt"
     out["jpeg"].write_text("\n".join(map(str, folders)))
     return out
@@ -69,7 +96,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class _BaselineDataset(torch.utils.data.Dataset):
-    """Random 16-frame clip, multi-scale corner crop, flip, resize to 112, normalise: the training transform."""
+    """Random 16-frame clip, multi-scale corner crop, flip, resize to 112, normalise: the training
+    transform."""
 
     def __init__(self, paths: list[str], load: Callable[[str, np.random.Generator], tuple[list, int, int]]):
         self.paths, self.load = paths, load
@@ -94,7 +122,7 @@ def _naive_load(path: str, rng: np.random.Generator) -> list[np.ndarray]:
     rows = y + (np.arange(SIZE) * h) // SIZE
     cols = x + (np.arange(SIZE) * w) // SIZE
     cols = cols[::-1] if flip else cols
-    return list(video[start:start + CLIP][:, rows][:, :, cols])
+    return list(video[start : start + CLIP][:, rows][:, :, cols])
 
 
 def _jpeg_load(folder: str, rng: np.random.Generator) -> list[np.ndarray]:
@@ -110,21 +138,38 @@ def _jpeg_load(folder: str, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def _baseline_loader(paths: list[str], load) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(_BaselineDataset(paths, load), batch_size=BATCH, shuffle=True,
-                                       num_workers=WORKERS, persistent_workers=True)
+    return torch.utils.data.DataLoader(
+        _BaselineDataset(paths, load),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=WORKERS,
+        persistent_workers=True,
+    )
 
 
-def _clips_per_second(loader: Iterable, set_epoch: Callable[[int], None] | None = None) -> float:
-    """Clips/s over ``EPOCHS`` epochs after one warm-up epoch (worker start-up excluded)."""
-    clips, elapsed = 0, 0.0
+def _epoch_clips(loader: Iterable) -> int:
+    return sum(int(b["video"].shape[0] if isinstance(b, dict) else b.shape[0]) for b in loader)
+
+
+def _interleaved_clips_per_second(loaders: dict[str, Iterable]) -> dict[str, float]:
+    """Clips/s of every loader over ``EPOCHS`` epochs after one warm-up epoch (worker start-up excluded).
+    Epochs run round-robin over the loaders, so that load from other processes hits all of them alike."""
+    clips = dict.fromkeys(loaders, 0)
+    elapsed = dict.fromkeys(loaders, 0.0)
     for epoch in range(EPOCHS + 1):
-        if set_epoch is not None:
-            set_epoch(epoch)
-        start = time.perf_counter()
-        n = sum(int(b["video"].shape[0] if isinstance(b, dict) else b.shape[0]) for b in loader)
-        if epoch:
-            clips, elapsed = clips + n, elapsed + time.perf_counter() - start
-    return clips / elapsed
+        for name, loader in loaders.items():
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            start = time.perf_counter()
+            n = _epoch_clips(loader)
+            if epoch:
+                clips[name] += n
+                elapsed[name] += time.perf_counter() - start
+    return {name: clips[name] / elapsed[name] for name in loaders}
+
+
+def _paths(manifest: Path) -> list[str]:
+    return [row.path for row in read_manifest(manifest).select()]
 
 
 def _record(benchmark, name: str, value: float, unit: str) -> None:
@@ -136,10 +181,10 @@ def _record(benchmark, name: str, value: float, unit: str) -> None:
 # ------------------------------------------------------------------------------------------ decode
 
 
-@pytest.mark.parametrize("variant", ["h264", "h264_gop16", "vp9_gop16"])
+@pytest.mark.parametrize("variant", ["h264", "h264_gop16", "vp9_gop16", "h264_s128_gop16"])
 def test_decode_full_video(benchmark, dataset, variant: str) -> None:
     """Frames/s of decoding a whole video to RGB with PyAV, one thread (the naive baseline's decode)."""
-    path = str(next((dataset[variant].parent / variant).iterdir()))
+    path = _paths(dataset[variant])[0]
 
     def run() -> int:
         with av.open(path) as container:
@@ -149,13 +194,23 @@ def test_decode_full_video(benchmark, dataset, variant: str) -> None:
     _record(benchmark, f"decode_full/{variant}", frames / benchmark.stats.stats.min, "frames/s")
 
 
-@pytest.mark.parametrize("backend,variant", [("pyav", "h264"), ("pyav", "h264_gop16"), ("pyav", "vp9_gop16"),
-                                             ("dali", "vp9_gop16")])
+@pytest.mark.parametrize(
+    "backend,variant",
+    [
+        ("pyav", "h264"),
+        ("pyav", "h264_gop16"),
+        ("pyav", "vp9_gop16"),
+        ("pyav", "h264_s128_gop16"),
+        ("pyav", "vp9_s128_gop16"),
+        ("dali", "vp9_gop16"),
+        ("dali", "vp9_s128_gop16"),
+    ],
+)
 def test_decode_random_clips(benchmark, dataset, backend: str, variant: str) -> None:
     """Returned frames/s of ``get_frames`` for random 16-frame clips (open, seek, decode, close)."""
     if backend == "dali" and dali_import_error():
         pytest.skip(dali_import_error())
-    paths = sorted((dataset[variant].parent / variant).iterdir())
+    paths = _paths(dataset[variant])
     rng = np.random.default_rng(0)
 
     def run() -> int:
@@ -172,52 +227,79 @@ def test_decode_random_clips(benchmark, dataset, backend: str, variant: str) -> 
 # ------------------------------------------------------------------------------------------ loaders
 
 
-def test_loader_naive(benchmark, dataset) -> None:
-    paths = [str(p) for p in sorted((dataset["h264"].parent / "h264").iterdir())]
-    loader = _baseline_loader(paths, _naive_load)
-    _record(benchmark, "loader/naive", benchmark.pedantic(_clips_per_second, (loader,), rounds=1), "clips/s")
+#: vidfast loaders: (backend, variant, crop_in)
+VIDFAST_LOADERS = [
+    ("pyav", "h264", "worker"),
+    ("pyav", "h264_gop16", "worker"),
+    ("pyav", "h264_gop16", "main"),
+    ("pyav", "vp9_gop16", "worker"),
+    ("pyav", "h264_s128_gop16", "worker"),
+    ("pyav", "h264_s128_gop16", "main"),
+    ("pyav", "vp9_s128_gop16", "worker"),
+    ("dali", "vp9_s128_gop16", "worker"),
+]
 
 
-def test_loader_jpeg(benchmark, dataset) -> None:
-    loader = _baseline_loader(dataset["jpeg"].read_text().split("\n"), _jpeg_load)
-    _record(benchmark, "loader/jpeg", benchmark.pedantic(_clips_per_second, (loader,), rounds=1), "clips/s")
-
-
-@pytest.mark.parametrize("backend,variant,crop_in", [
-    ("pyav", "h264", "worker"), ("pyav", "h264_gop16", "worker"), ("pyav", "h264_gop16", "main"),
-    ("pyav", "vp9_gop16", "worker"), ("dali", "vp9_gop16", "worker"),
-])
-def test_loader_vidfast(benchmark, dataset, backend: str, variant: str, crop_in: str) -> None:
-    if backend == "dali" and dali_import_error():
-        pytest.skip(dali_import_error())
-    loader = make_loader(dataset[variant], clip_len=CLIP, size=SIZE, batch_size=BATCH, workers=WORKERS,
-                         backend=backend, crop_in=crop_in)
-    value = benchmark.pedantic(_clips_per_second, (loader, loader.set_epoch), rounds=1)
-    _record(benchmark, f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}", value, "clips/s")
-
-
-@pytest.mark.cuda
-def test_loader_dali_gpu(benchmark, dataset) -> None:
-    if not torch.cuda.is_available() or dali_import_error():
-        pytest.skip("needs CUDA and DALI")
-    loader = make_loader(dataset["h264_gop16"], clip_len=CLIP, size=SIZE, batch_size=BATCH, workers=WORKERS,
-                         backend="dali", device="cuda")
-    value = benchmark.pedantic(_clips_per_second, (loader, loader.set_epoch), rounds=1)
-    _record(benchmark, "loader/vidfast-dali-gpu/h264_gop16", value, "clips/s")
+def test_loaders_side_by_side(benchmark, dataset) -> None:
+    """End-to-end clips/s: the two baselines and every vidfast loader, measured interleaved."""
+    loaders: dict[str, Iterable] = {
+        "loader/naive": _baseline_loader(_paths(dataset["h264"]), _naive_load),
+        "loader/jpeg": _baseline_loader(dataset["jpeg"].read_text().split("\n"), _jpeg_load),
+    }
+    for backend, variant, crop_in in VIDFAST_LOADERS:
+        if backend == "dali" and dali_import_error():
+            continue
+        loaders[f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}"] = make_loader(
+            dataset[variant],
+            clip_len=CLIP,
+            size=SIZE,
+            batch_size=BATCH,
+            workers=WORKERS,
+            backend=backend,
+            crop_in=crop_in,
+        )
+    if torch.cuda.is_available() and not dali_import_error():
+        loaders["loader/vidfast-dali-gpu/h264_s128_gop16"] = make_loader(
+            dataset["h264_s128_gop16"],
+            clip_len=CLIP,
+            size=SIZE,
+            batch_size=BATCH,
+            workers=WORKERS,
+            backend="dali",
+            device="cuda",
+        )
+    for name, value in benchmark.pedantic(_interleaved_clips_per_second, (loaders,), rounds=1).items():
+        _record(benchmark, name, value, "clips/s")
 
 
 def test_report() -> None:
     """Ratios against the two baselines (needs the loader benchmarks above in the same run)."""
     if "loader/naive" not in RESULTS or "loader/jpeg" not in RESULTS:
         pytest.skip("run the whole file")
-    ratios = {name: {"clips/s": value, "vs_naive": value / RESULTS["loader/naive"],
-                     "vs_jpeg": value / RESULTS["loader/jpeg"]}
-              for name, value in RESULTS.items() if name.startswith("loader/")}
-    report = {"device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-              "cpu_cores": os.cpu_count(), "videos": VIDEOS, "epochs": EPOCHS, "results": RESULTS,
-              "loader_ratios": ratios}
+    ratios = {
+        name: {
+            "clips/s": value,
+            "vs_naive": value / RESULTS["loader/naive"],
+            "vs_jpeg": value / RESULTS["loader/jpeg"],
+        }
+        for name, value in RESULTS.items()
+        if name.startswith("loader/")
+    }
+    report = {
+        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        "cpu_cores": os.cpu_count(),
+        "videos": VIDEOS,
+        "epochs": EPOCHS,
+        "results": RESULTS,
+        "loader_ratios": ratios,
+    }
     out = Path(__file__).parent / "results" / "data.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print("\n" + "\n".join(f"{k:55s} {v['clips/s']:7.1f} clips/s  x{v['vs_naive']:.2f} naive  "
-                           f"x{v['vs_jpeg']:.2f} jpeg" for k, v in ratios.items()))
+    print(
+        "\n"
+        + "\n".join(
+            f"{k:55s} {v['clips/s']:7.1f} clips/s  x{v['vs_naive']:.2f} naive  x{v['vs_jpeg']:.2f} jpeg"
+            for k, v in ratios.items()
+        )
+    )

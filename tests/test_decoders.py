@@ -22,8 +22,11 @@ def moving_pattern(frames: int = T, height: int = H, width: int = W, seed: int =
     rng = np.random.default_rng(seed)
     t, y, x = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
     phase = rng.uniform(0, 6, size=3)
-    channels = [128 + 100 * np.sin(x / 6 + 0.6 * t + phase[0]), 128 + 90 * np.cos(y / 5 - 0.4 * t + phase[1]),
-                128 + 80 * np.sin((x + y) / 8 + 0.7 * t + phase[2])]
+    channels = [
+        128 + 100 * np.sin(x / 6 + 0.6 * t + phase[0]),
+        128 + 90 * np.cos(y / 5 - 0.4 * t + phase[1]),
+        128 + 80 * np.sin((x + y) / 8 + 0.7 * t + phase[2]),
+    ]
     return np.stack(channels, axis=-1).astype(np.uint8)
 
 
@@ -34,7 +37,8 @@ def full_decode(path: Path) -> np.ndarray:
 
 
 def remux(src: Path, dst: Path, fmt: str | None = None, shift: float = 0.0) -> Path:
-    """Copy the packets of ``src`` into ``dst`` (container ``fmt``), timestamps shifted by ``shift`` seconds."""
+    """Copy the packets of ``src`` into ``dst`` (container ``fmt``), timestamps shifted by ``shift``
+    seconds."""
     with av.open(str(src)) as inp, av.open(str(dst), "w", format=fmt) as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
         offset = int(round(shift / inp.streams.video[0].time_base))
@@ -61,8 +65,10 @@ CASES = {  # name -> (codec, gop, suffix)
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
     frames = moving_pattern()
-    out = {name: write_video(root / f"{name}{suffix}", frames, codec=codec, gop=gop)
-           for name, (codec, gop, suffix) in CASES.items()}
+    out = {
+        name: write_video(root / f"{name}{suffix}", frames, codec=codec, gop=gop)
+        for name, (codec, gop, suffix) in CASES.items()
+    }
     out["shifted_mkv"] = remux(out["h264_gop4"], root / "shifted.mkv", shift=2.0)
     out["raw_h264"] = remux(out["h264_gop4"], root / "raw.h264", fmt="h264")
     return out
@@ -114,8 +120,9 @@ def test_frames_backend(tmp_path: Path) -> None:
     assert select_backend(tmp_path) == "frames"
     video = open_video(tmp_path)
     assert (video.num_frames, video.height, video.width) == (6, H, W)
-    expected = np.stack([np.asarray(Image.open(tmp_path / f"image_{i + 1:05d}.jpg").convert("RGB"))
-                         for i in (5, 0, 5)])
+    expected = np.stack(
+        [np.asarray(Image.open(tmp_path / f"image_{i + 1:05d}.jpg").convert("RGB")) for i in (5, 0, 5)]
+    )
     np.testing.assert_array_equal(video.get_frames([5, 0, 5]).numpy(), expected)
 
 
@@ -152,6 +159,7 @@ def test_truncated_files(videos: dict[str, Path], tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ DALI
 
+
 def _require_dali() -> None:
     pytest.importorskip("nvidia.dali")
 
@@ -163,7 +171,8 @@ def _luma(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", ["vp9", "mjpeg"])
 def test_dali_cpu_matches_pyav(videos: dict[str, Path], name: str) -> None:
     """Same frames for the same indices. The RGB conversion differs slightly (DALI's libswscale interpolates
-    chroma, PyAV's unscaled path does not), so frames are compared on luma, and identified by nearest match."""
+    chroma, PyAV's unscaled path does not), so frames are compared on luma, and identified by nearest
+    match."""
     _require_dali()
     indices = [7, 0, 23, 7, 12, 13]
     with open_video(videos[name], backend="pyav") as ref_video:

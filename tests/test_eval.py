@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -120,3 +121,110 @@ def test_score_ensemble_averages_probabilities():
 def test_plot_confusion_writes_png(tmp_path):
     path = plot_confusion([[3, 1], [0, 4]], ["walk", "run"], tmp_path / "sub" / "confusion.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- end to end: tiny checkpoints and videos written at test time ------------------------------------
+
+CLIP = {"clip_len": 8, "size": 32, "frame_step": 1, "mean": [0.4345, 0.4051, 0.3775],
+        "std": [0.2768, 0.2713, 0.2737]}
+
+
+def make_checkpoint(path, class_names, seed=0, arch="resnet10", task="classify", **overrides):
+    """A vidfast classifier checkpoint of a tiny randomly initialised model (what ``fit`` writes)."""
+    from vidfast.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(class_names), widen_factor=0.25)
+    checkpoint = {"arch": arch, "model_kwargs": {"widen_factor": 0.25}, "task": task,
+                  "num_classes": len(class_names), "class_names": list(class_names),
+                  "state_dict": model.state_dict(), "data": dict(CLIP), **overrides}
+    torch.save(checkpoint, path)
+    return path
+
+
+def make_dataset(root, classes=3, per_class=2, split="test"):
+    """Synthetic motion videos (16 frames, 32x32) and a manifest listing them all in ``split``."""
+    from vidfast.data import write_manifest
+    from vidfast.data.manifest import ManifestRow
+    from vidfast.data.synth import synthesize_dataset
+
+    paths = synthesize_dataset(root / "videos", classes=classes, per_class=per_class, frames=16,
+                               size=(32, 32))
+    names = sorted({p.parent.name for p in paths})
+    rows = [ManifestRow(str(p), names.index(p.parent.name), p.parent.name, split, None, None, 16, 25.0,
+                        32, 32, "ok", "") for p in paths]
+    write_manifest(root / "manifest.csv", rows)
+    return root / "manifest.csv", names, paths
+
+
+def run_cli(*args):
+    """``vidfast ARGS`` in-process; returns typer's Result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+    from vidfast_cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    manifest, names, paths = make_dataset(root)
+    return {"root": root, "manifest": manifest, "names": names, "paths": paths,
+            "ckpt_a": make_checkpoint(root / "a.pt", names, seed=1),
+            "ckpt_b": make_checkpoint(root / "b.pt", names, seed=2)}
+
+
+def test_eval_cli_writes_report_and_confusion_png(dataset, tmp_path):
+    result = run_cli("eval", dataset["manifest"], "--checkpoint", dataset["ckpt_a"], "--clips", 3,
+                     "--workers", 0, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    for key in ("clip_top1", "clip_top5", "video_top1", "video_top5"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["video_top5"] == 1.0  # top-min(5, 3) of 3 classes always holds the label
+    assert report["num_videos"] == 6 and report["num_clips"] == 18 and report["skipped"] == 0
+    assert set(report["per_class"]) == set(dataset["names"])
+    assert sum(map(sum, report["confusion"])) == 6
+    assert (tmp_path / "run" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((tmp_path / "run" / "predictions.csv").read_text().splitlines()) == 7
+    assert "video" in result.stdout
+
+
+def test_score_ensemble_is_the_mean_of_the_members(dataset):
+    from vidfast.engine.evaluate import ScoreEnsemble, decode_clips
+
+    def ensemble(*paths):
+        return ScoreEnsemble.from_checkpoints(paths, device="cpu", autocast=False, channels_last=False)
+
+    a, b = ensemble(dataset["ckpt_a"]), ensemble(dataset["ckpt_b"])
+    both = ensemble(dataset["ckpt_a"], dataset["ckpt_b"])
+    clips = decode_clips(dataset["paths"][0], both.specs, clips=3)
+    assert len(both.specs) == 1 and clips[0].shape == (3, 3, 8, 32, 32)
+    expected = (a.clip_probs(clips) + b.clip_probs(clips)) / 2
+    torch.testing.assert_close(both.clip_probs(clips), expected)
+    assert not torch.allclose(a.clip_probs(clips), b.clip_probs(clips))
+
+
+def test_eval_cli_score_ensemble_and_sliding_windows(dataset, tmp_path):
+    result = run_cli("eval", dataset["manifest"], "-c", dataset["ckpt_a"], "-c", dataset["ckpt_b"],
+                     "--sliding", "--workers", 0, "--no-amp", "--run-dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["checkpoints"] == [str(dataset["ckpt_a"]), str(dataset["ckpt_b"])]
+    assert report["clips"] == "sliding" and report["num_clips"] == 6 * 2  # 16 frames = 2 windows of 8
+
+
+def test_eval_counts_a_video_that_no_longer_decodes(dataset, tmp_path):
+    from vidfast.data import read_manifest, write_manifest
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    rows = read_manifest(dataset["manifest"]).rows
+    rows.append(dataclasses.replace(rows[0], path=str(broken)))
+    write_manifest(tmp_path / "manifest.csv", rows)
+    result = run_cli("eval", tmp_path / "manifest.csv", "-c", dataset["ckpt_a"], "--clips", 1, "--workers", 2,
+                     "--run-dir", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_videos"] == 6 and report["skipped"] == 1
+    assert report["skipped_videos"][0]["path"] == str(broken)

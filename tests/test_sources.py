@@ -190,7 +190,8 @@ def test_activitynet_segments(tmp_path: Path) -> None:
         "bbb": {"subset": "validation", "duration": 3.0, "annotations": [
             {"segment": [1.0, 2.5], "label": "Dancing"}, {"segment": [7.0, 9.0], "label": "Dancing"}]},
         "ccc": {"subset": "testing", "duration": 2.0, "annotations": []},
-        "ddd": {"subset": "training", "duration": 9.0, "annotations": [{"segment": [1, 2], "label": "Dancing"}]},
+        "ddd": {"subset": "training", "duration": 9.0,
+                "annotations": [{"segment": [1, 2], "label": "Dancing"}]},
     }
     ann = tmp_path / "activity_net.v1-3.min.json"
     ann.write_text(json.dumps({"version": "VERSION 1.3", "taxonomy": [], "database": database}))

@@ -55,6 +55,12 @@ def load_clips(
     boxes = torch.tensor([center_box(video.height, video.width)]).expand(1, k, 4)
     if normalize:
         return cube_crop(frames[None], frame_idx, boxes, (clip_len, size, size), mean=mean, std=std)[0]
-    raw = cube_crop(frames[None], frame_idx, boxes, (clip_len, size, size), mean=(0.0, 0.0, 0.0),
-                    std=(1 / 255, 1 / 255, 1 / 255))[0]  # [k, 3, t, S, S] in 0..255
+    raw = cube_crop(
+        frames[None],
+        frame_idx,
+        boxes,
+        (clip_len, size, size),
+        mean=(0.0, 0.0, 0.0),
+        std=(1 / 255, 1 / 255, 1 / 255),
+    )[0]  # [k, 3, t, S, S] in 0..255
     return raw.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()

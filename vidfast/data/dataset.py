@@ -1,8 +1,8 @@
 """Map-style dataset of clips: the per-sample work done in DataLoader workers.
 
 A sample is one (video, clip) pair. ``dataset[(epoch, i)]`` opens the video, draws the sampling decisions from
-a generator seeded by ``(seed, epoch, i)`` (so results do not depend on which worker runs it), decodes only the
-distinct frames it needs and returns them with ``cube_crop`` arguments that index into them. Optionally it
+a generator seeded by ``(seed, epoch, i)`` (so results do not depend on which worker runs it), decodes
+only the distinct frames it needs and returns them with ``cube_crop`` arguments that index into them. Optionally it
 runs ``cube_crop`` right there (``crop_in="worker"``). For DALI on a GPU the decode itself is deferred to the
 main process (``encoded`` file bytes are returned instead of frames). A video that cannot be decoded yields a
 ``skipped`` item with the reason instead of raising.
@@ -53,22 +53,34 @@ class ClipParams:
 
 def crop_args(params: Sequence[ClipParams]) -> dict[str, torch.Tensor]:
     """Stack per-sample parameters into batched ``cube_crop`` keyword arguments (``[N, P, ...]``)."""
-    return {name: torch.stack([getattr(p, name) for p in params])
-            for name in ("frame_idx", "boxes", "flip", "perm", "rot", "channel")}
+    return {
+        name: torch.stack([getattr(p, name) for p in params])
+        for name in ("frame_idx", "boxes", "flip", "perm", "rot", "channel")
+    }
 
 
 class ClipDataset(torch.utils.data.Dataset):
     """Samples of ``rows`` (manifest rows) for ``task``; index with ``(epoch, i)``.
 
-    ``backend``/``device``: decoding backend; with DALI on CUDA (``defer_dali``) the worker only reads the file.
+    ``backend``/``device``: decoding backend; with DALI on CUDA (``defer_dali``) the worker only reads
+    the file.
     ``crop_in="worker"`` runs ``cube_crop`` here (item ``video`` float ``[P, 3, t, h, w]``), else the item
     carries the decoded uint8 ``frames`` ``[u, H, W, 3]`` for the main process.
     """
 
-    def __init__(self, rows: Sequence[Any], task: str = "classify", backend: str = "auto",
-                 temporal: TemporalConfig | None = None, spatial: SpatialConfig | None = None,
-                 puzzle: PuzzleConfig | None = None, crop: CropConfig | None = None, crop_in: str = "worker",
-                 defer_dali: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        rows: Sequence[Any],
+        task: str = "classify",
+        backend: str = "auto",
+        temporal: TemporalConfig | None = None,
+        spatial: SpatialConfig | None = None,
+        puzzle: PuzzleConfig | None = None,
+        crop: CropConfig | None = None,
+        crop_in: str = "worker",
+        defer_dali: bool = False,
+        seed: int = 0,
+    ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if crop_in not in ("worker", "main"):
@@ -83,7 +95,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.crop_in = "main" if defer_dali else crop_in
         self.defer_dali = defer_dali
         self.seed = seed
-        per_video = [1 if task == "puzzle" else num_clips(max(_segment_len(r), 1), self.temporal) for r in self.rows]
+        per_video = [
+            1 if task == "puzzle" else num_clips(max(_segment_len(r), 1), self.temporal) for r in self.rows
+        ]
         self.items = [(v, c) for v, k in enumerate(per_video) for c in range(k)]
 
     def __len__(self) -> int:
@@ -125,24 +139,47 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.crop_in == "main":
             return {"frames": frames, "params": params}
         args = crop_args([params])
-        out = cube_crop(frames[None], out_size=self.out_size, mean=self.crop.mean, std=self.crop.std,
-                        dtype=self.crop.dtype, **args)
+        out = cube_crop(
+            frames[None],
+            out_size=self.out_size,
+            mean=self.crop.mean,
+            std=self.crop.std,
+            dtype=self.crop.dtype,
+            **args,
+        )
         return {"video": out[0], "params": params}
 
-    def _params(self, num_frames: int, height: int, width: int, clip_index: int, rng: np.random.Generator,
-                row: Any) -> ClipParams:
+    def _params(
+        self, num_frames: int, height: int, width: int, clip_index: int, rng: np.random.Generator, row: Any
+    ) -> ClipParams:
         if self.task == "puzzle":
             p = sample_puzzle(num_frames, height, width, self.puzzle, rng)
-            labels = {"perm_label": torch.tensor(p.perm_label), "rot_label": torch.from_numpy(p.rot_label),
-                      "kind": torch.tensor(p.kind)}
-            return ClipParams(torch.from_numpy(p.frame_idx), torch.from_numpy(p.boxes), torch.zeros(4, dtype=bool),
-                              torch.from_numpy(p.perm), torch.from_numpy(p.rot), torch.from_numpy(p.channel), labels)
+            labels = {
+                "perm_label": torch.tensor(p.perm_label),
+                "rot_label": torch.from_numpy(p.rot_label),
+                "kind": torch.tensor(p.kind),
+            }
+            return ClipParams(
+                torch.from_numpy(p.frame_idx),
+                torch.from_numpy(p.boxes),
+                torch.zeros(4, dtype=bool),
+                torch.from_numpy(p.perm),
+                torch.from_numpy(p.rot),
+                torch.from_numpy(p.channel),
+                labels,
+            )
         starts = clip_starts(num_frames, self.temporal, rng)
         frames = clip_at(int(starts[min(clip_index, len(starts) - 1)]), num_frames, self.temporal)
         box, flip = sample_box(height, width, self.spatial, rng)
-        return ClipParams(torch.from_numpy(frames)[None], torch.tensor([box]), torch.tensor([flip]),
-                          torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64),
-                          torch.full((1,), -1, dtype=torch.int64), {"label": torch.tensor(int(row.label))})
+        return ClipParams(
+            torch.from_numpy(frames)[None],
+            torch.tensor([box]),
+            torch.tensor([flip]),
+            torch.zeros(1, dtype=torch.int64),
+            torch.zeros(1, dtype=torch.int64),
+            torch.full((1,), -1, dtype=torch.int64),
+            {"label": torch.tensor(int(row.label))},
+        )
 
 
 def _segment_len(row: Any) -> int:

@@ -1,15 +1,17 @@
 """Video decoding backends behind one small interface (``open_video``).
 
-A :class:`Video` exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``get_frames(indices)`` returning uint8
-``Tensor[t, H, W, 3]`` (RGB, frames in the requested order, repeats allowed). Backends, in ``auto`` priority order:
+A :class:`Video` exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``get_frames(indices)``, which
+returns uint8 ``Tensor[t, H, W, 3]`` (RGB, frames in the requested order, repeats allowed). Backends, in
+``auto`` priority order:
 
-- ``dali`` (first when ``device`` is CUDA): NVIDIA DALI's ``decoders.video`` operator, NVDEC on the GPU; on the CPU
-  it only decodes VP8/VP9/MJPEG.
-- ``pyav``: libavcodec through PyAV on the CPU. Seeks to the last keyframe before the first needed frame, decodes
-  only up to the last needed frame (seeking again across long gaps), threaded codec.
-- ``frames``: a folder of pre-extracted JPEG frames ``image_00001.jpg, ...`` (the CVPR 2018 3D-ResNets layout).
+- ``dali`` (first when ``device`` is CUDA): NVIDIA DALI's ``decoders.video`` operator, NVDEC on the GPU;
+  on the CPU it only decodes VP8/VP9/MJPEG.
+- ``pyav``: libavcodec through PyAV on the CPU. Seeks to the last keyframe before the first needed frame,
+  decodes only up to the last needed frame (seeking again across long gaps), threaded codec.
+- ``frames``: a folder of pre-extracted JPEG frames ``image_00001.jpg, ...`` (the CVPR 2018 layout).
 
-Each backend states why it cannot serve an input; when none can, :class:`BackendUnavailable` lists every reason.
+Each backend states why it cannot serve an input; when none can, :class:`BackendUnavailable` lists every
+reason.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from vidfast.errors import BackendUnavailable, DataError
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 #: codecs DALI decodes with NVDEC on the GPU
 DALI_GPU_CODECS = frozenset({"vp8", "vp9", "mjpeg", "av1", "mpeg4", "h264", "hevc"})
+#: frames a PyAV seek must save to be worth it (a seek flushes the decoder and re-reads from a keyframe)
+SEEK_GAIN = 4
 _FRAME_FILE = re.compile(r"image_(\d+)\.jpe?g$", re.IGNORECASE)
 
 
@@ -75,7 +79,9 @@ def _check_indices(indices: Sequence[int], num_frames: int, path: str | Path) ->
     if idx.size == 0:
         raise ValueError("indices must not be empty")
     if idx.min() < 0 or idx.max() >= num_frames:
-        raise IndexError(f"frame indices must lie in [0, {num_frames}) for {path}, got {idx.min()}..{idx.max()}")
+        raise IndexError(
+            f"frame indices must lie in [0, {num_frames}) for {path}, got {idx.min()}..{idx.max()}"
+        )
     return idx
 
 
@@ -87,7 +93,8 @@ class StreamIndex:
     """Presentation timestamps of every frame (sorted: frame ``i`` has ``pts[i]``) and keyframe positions.
 
     ``seek_ts[k]`` is the timestamp to seek to for keyframe ``key_frames[k]`` (min of its pts and dts, so a
-    backward seek lands on it or earlier whatever timestamp the demuxer's index uses). ``pts`` is empty when the
+    backward seek lands on it or earlier whatever timestamp the demuxer's index uses). ``pts`` is empty
+    when the
     container carries no timestamps; the decoder then counts frames from the start.
     """
 
@@ -134,7 +141,8 @@ def _build_index(container, stream) -> StreamIndex:
 
 
 class _IndexCache:
-    """Per-process LRU cache of stream indices keyed by (path, size, mtime): DataLoader workers reopen the same
+    """Per-process LRU cache of stream indices keyed by (path, size, mtime): DataLoader workers reopen
+    the same
     files every epoch, and demuxing a long video just to find its keyframes is worth doing once."""
 
     def __init__(self, capacity: int = 4096) -> None:
@@ -170,8 +178,18 @@ def _open_container(path: str):
     return container
 
 
+def default_threads() -> int:
+    """Codec threads: libavcodec's automatic choice (0), but in a DataLoader worker the cores divided among
+    the workers (threads beyond that only compete with the other workers)."""
+    worker = torch.utils.data.get_worker_info()
+    if worker is None:
+        return 0
+    return max(1, (os.cpu_count() or 1) // worker.num_workers)
+
+
 def probe_codec(path: str | Path) -> str:
-    """Name of the video codec of ``path`` as libavcodec calls it (``h264``, ``vp9``, ``mpeg4``, ``mjpeg``, ...)."""
+    """Name of the video codec of ``path`` as libavcodec calls it (``h264``, ``vp9``, ``mpeg4``,
+    ``mjpeg``, ...)."""
     container = _open_container(str(path))
     try:
         return container.streams.video[0].codec_context.name
@@ -182,11 +200,11 @@ def probe_codec(path: str | Path) -> str:
 class PyAVVideo(_ClosingVideo):
     """A video decoded on the CPU with PyAV (see module docstring for the seek strategy)."""
 
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import av
 
         self.path = str(path)
-        self.threads = threads
+        self.threads = default_threads() if threads is None else threads
         self._open()
         try:
             self.index = _INDEX_CACHE.get(self.path, lambda: _build_index(self._container, self._stream))
@@ -226,42 +244,56 @@ class PyAVVideo(_ClosingVideo):
         return torch.from_numpy(np.stack([decoded[int(i)] for i in idx]))
 
     def _runs(self, wanted: np.ndarray) -> list[tuple[int, list[int]]]:
-        """Split sorted frame indices into (keyframe position, frames) runs: a new run (a new seek) starts where
-        a keyframe lies after the previous wanted frame, since seeking there beats decoding through the gap."""
+        """Split sorted frame indices into (keyframe position, frames) runs. A new run (a new seek) starts
+        only where it skips more than ``SEEK_GAIN`` frames that decoding straight on would have to decode."""
         runs: list[tuple[int, list[int]]] = []
         for frame in wanted.tolist():
-            key = self.index.keyframe_before(frame)
-            if key < 0:
-                key = 0
-            if runs and self.index.key_frames[key] <= runs[-1][1][-1]:
+            key = max(self.index.keyframe_before(frame), 0)
+            if runs and self.index.key_frames[key] <= runs[-1][1][-1] + SEEK_GAIN:
                 runs[-1][1].append(frame)
             else:
                 runs.append((key, [frame]))
         return runs
 
     def _decode_seeking(self, wanted: np.ndarray) -> dict[int, np.ndarray] | None:
-        """Decode ``wanted`` via keyframe seeks; None if the timestamps do not match the index (then the caller
-        decodes from the start, counting frames)."""
+        """Decode ``wanted`` via keyframe seeks; None if the timestamps do not match the index (then the
+        caller
+        decodes from the start, counting frames). Non-reference frames shown before the first wanted frame of
+        a run are not decoded at all (``skip_frame=NONREF``): nothing depends on them."""
         pts = self.index.pts
         position = {int(p): i for i, p in enumerate(pts)}
+        context = self._stream.codec_context
         out: dict[int, np.ndarray] = {}
-        for key, frames in self._runs(wanted):
-            self._container.seek(int(self.index.seek_ts[key]), backward=True, any_frame=False, stream=self._stream)
-            need = set(frames)
-            last = frames[-1]
-            first_seen: int | None = None
-            for frame in self._container.decode(self._stream):
+        try:
+            for key, frames in self._runs(wanted):
+                self._container.seek(int(self.index.seek_ts[key]), backward=True, stream=self._stream)
+                seen = self._decode_run(set(frames), int(pts[frames[0]]), frames[-1], position, out)
+                if seen is None or seen > frames[0]:
+                    return None  # unknown timestamps, or the seek overshot (bad container index)
+        finally:
+            context.skip_frame = "DEFAULT"
+        return out
+
+    def _decode_run(
+        self, need: set[int], first_pts: int, last: int, position: dict[int, int], out: dict[int, np.ndarray]
+    ) -> int | None:
+        """Demux and decode from the current position until frame ``last``; store the ``need`` frames in
+        ``out``. Returns the first frame index decoded, None on a timestamp missing from the index."""
+        context = self._stream.codec_context
+        first: int | None = None
+        for packet in self._container.demux(self._stream):
+            early = packet.pts is not None and packet.pts < first_pts
+            context.skip_frame = "NONREF" if early else "DEFAULT"
+            for frame in packet.decode():
                 i = position.get(frame.pts) if frame.pts is not None else None
                 if i is None:
                     return None
-                first_seen = i if first_seen is None else min(first_seen, i)
+                first = i if first is None else min(first, i)
                 if i in need:
                     out[i] = frame.to_ndarray(format="rgb24")
                 if i >= last:
-                    break
-            if first_seen is None or first_seen > frames[0]:
-                return None  # the seek overshot (bad container index): fall back to counting from the start
-        return out
+                    return first
+        return first
 
     def _decode_counting(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
         """Decode from the start, numbering frames in output order (containers without timestamps, which
@@ -319,8 +351,10 @@ class FramesVideo(_ClosingVideo):
             except OSError as exc:
                 raise DataError(f"cannot read {self._files[i]}: {exc}") from None
             if images[i].shape[:2] != (self.height, self.width):
-                raise DataError(f"{self._files[i]} is {images[i].shape[1]}x{images[i].shape[0]}, "
-                                f"expected {self.width}x{self.height}")
+                raise DataError(
+                    f"{self._files[i]} is {images[i].shape[1]}x{images[i].shape[0]}, "
+                    f"expected {self.width}x{self.height}"
+                )
         return torch.from_numpy(np.stack([images[i] for i in idx.tolist()]))
 
     def close(self) -> None:
@@ -366,9 +400,13 @@ class DaliVideoDecoder:
         gpu = self.device.type == "cuda"
         decoder = _dali_decoder()
 
-        @pipeline_def(batch_size=self.max_batch, num_threads=self.threads,
-                      device_id=(self.device.index or 0) if gpu else None,
-                      prefetch_queue_depth=1, exec_dynamic=True)
+        @pipeline_def(
+            batch_size=self.max_batch,
+            num_threads=self.threads,
+            device_id=(self.device.index or 0) if gpu else None,
+            prefetch_queue_depth=1,
+            exec_dynamic=True,
+        )
         def graph():
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, device="cpu")
             frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1, device="cpu")
@@ -379,7 +417,8 @@ class DaliVideoDecoder:
         return pipe
 
     def decode(self, encoded: Sequence[np.ndarray], indices: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Decode ``encoded[i]`` (uint8 file bytes) at ``indices[i]`` -> list of uint8 ``Tensor[t_i, H_i, W_i, 3]``
+        """Decode ``encoded[i]`` (uint8 file bytes) at ``indices[i]`` -> list of uint8 ``Tensor[t_i, H_i,
+        W_i, 3]``
         on this decoder's device. Raises DataError if DALI fails (the pipeline is then rebuilt: DALI
         invalidates a pipeline after any operator error)."""
         out: list[torch.Tensor] = []
@@ -418,7 +457,12 @@ class DaliVideo(_ClosingVideo):
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         self.path = str(path)
         with PyAVVideo(self.path) as probe:
-            self.num_frames, self.fps, self.height, self.width = probe.num_frames, probe.fps, probe.height, probe.width
+            self.num_frames, self.fps, self.height, self.width = (
+                probe.num_frames,
+                probe.fps,
+                probe.height,
+                probe.width,
+            )
         self.device = device
         self.encoded = np.fromfile(self.path, dtype=np.uint8)
 
@@ -466,16 +510,20 @@ def dali_refusal(path: Path, device: torch.device, check_cuda: bool = True) -> s
     except DataError as exc:
         return str(exc)
     if device.type == "cpu" and codec not in DALI_CPU_CODECS:
-        return (f"codec {codec!r} cannot be decoded by DALI on the CPU: DALI's CPU video decoder supports only "
-                f"{'/'.join(sorted(DALI_CPU_CODECS))} and rejects {codec} ('not supported by the CPU variant of "
-                f"this operator'); {codec} needs NVDEC, i.e. device='cuda'")
+        return (
+            f"codec {codec!r} cannot be decoded by DALI on the CPU: DALI's CPU video decoder supports only "
+            f"{'/'.join(sorted(DALI_CPU_CODECS))} and rejects {codec} ('not supported by the CPU variant of "
+            f"this operator'); {codec} needs NVDEC, i.e. device='cuda'"
+        )
     if device.type == "cuda" and codec not in DALI_GPU_CODECS:
         return f"codec {codec!r} is not supported by NVDEC in DALI"
     return None
 
 
 #: backend name -> (why it refuses ``(path, device)`` or None, constructor)
-BACKENDS: dict[str, tuple[Callable[[Path, torch.device], str | None], Callable[[Path, torch.device], Video]]] = {
+BACKENDS: dict[
+    str, tuple[Callable[[Path, torch.device], str | None], Callable[[Path, torch.device], Video]]
+] = {
     "dali": (dali_refusal, lambda p, d: DaliVideo(p, device=str(d))),
     "pyav": (_refuse_pyav, lambda p, d: PyAVVideo(p)),
     "frames": (_refuse_frames, lambda p, d: FramesVideo(p)),

@@ -73,7 +73,7 @@ class EpochSampler(torch.utils.data.Sampler):
             order = list(range(self.num_samples))
         total = len(self) * self.shard.world_size
         order = (order * math.ceil(total / max(len(order), 1)))[:total]
-        return iter([(self.epoch, i) for i in order[self.shard.rank::self.shard.world_size]])
+        return iter([(self.epoch, i) for i in order[self.shard.rank :: self.shard.world_size]])
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -103,10 +103,18 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 class VideoLoader:
-    """Iterable of batches (see ``make_loader``); ``set_epoch(e)`` before each epoch reshuffles and reseeds."""
+    """Iterable of batches (see ``make_loader``); ``set_epoch(e)`` before each epoch reshuffles and
+    reseeds."""
 
-    def __init__(self, dataset: ClipDataset, sampler: EpochSampler, loader: torch.utils.data.DataLoader,
-                 class_names: list[str], channels_last: bool, device: torch.device) -> None:
+    def __init__(
+        self,
+        dataset: ClipDataset,
+        sampler: EpochSampler,
+        loader: torch.utils.data.DataLoader,
+        class_names: list[str],
+        channels_last: bool,
+        device: torch.device,
+    ) -> None:
         self.dataset = dataset
         self.sampler = sampler
         self.loader = loader
@@ -181,8 +189,15 @@ class VideoLoader:
             frames = [f.to(self.device, non_blocking=True) for f in batch.pop("frames")]
             params = {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
             crop = self.dataset.crop
-            video = cube_crop(frames, out_size=self.dataset.out_size, mean=crop.mean, std=crop.std,
-                              dtype=crop.dtype, channels_last=self.channels_last, **params)
+            video = cube_crop(
+                frames,
+                out_size=self.dataset.out_size,
+                mean=crop.mean,
+                std=crop.std,
+                dtype=crop.dtype,
+                channels_last=self.channels_last,
+                **params,
+            )
         else:
             video = batch.pop("video")
             if self.channels_last:
@@ -245,16 +260,33 @@ def make_loader(
     if backend == "dali" and device.type == "cuda" and not defer_dali:
         raise DataError(f"backend 'dali' on {device} is unavailable: {dali_import_error()}")
     temporal = TemporalConfig(mode=sampling, clip_len=clip_len, step=frame_step, clips=clips, stride=stride)
-    spatial_cfg = SpatialConfig(mode=spatial, size=size, hflip=hflip,
-                                **({"scales": tuple(scales)} if scales is not None else {}))
-    dataset = ClipDataset(rows, task=task, backend=backend, temporal=temporal, spatial=spatial_cfg,
-                          puzzle=puzzle, crop=CropConfig(tuple(mean), tuple(std), dtype), crop_in=crop_in,
-                          defer_dali=defer_dali, seed=seed)
-    sampler = EpochSampler(len(dataset), split == "train" if shuffle is None else shuffle, seed,
-                           current_shard(distributed))
+    spatial_cfg = SpatialConfig(
+        mode=spatial, size=size, hflip=hflip, **({"scales": tuple(scales)} if scales is not None else {})
+    )
+    dataset = ClipDataset(
+        rows,
+        task=task,
+        backend=backend,
+        temporal=temporal,
+        spatial=spatial_cfg,
+        puzzle=puzzle,
+        crop=CropConfig(tuple(mean), tuple(std), dtype),
+        crop_in=crop_in,
+        defer_dali=defer_dali,
+        seed=seed,
+    )
+    sampler = EpochSampler(
+        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_shard(distributed)
+    )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )
     return VideoLoader(dataset, sampler, loader, manifest.class_names, channels_last, device)

@@ -77,8 +77,10 @@ class SpatialConfig:
         if not self.corners or bad:
             raise ValueError(f"corners must be a non-empty subset of {CORNERS}, got {self.corners}")
         if not 0 < self.area[0] <= self.area[1] <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"area must satisfy 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, "
-                             f"got area={self.area} ratio={self.ratio}")
+            raise ValueError(
+                f"area must satisfy 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, "
+                f"got area={self.area} ratio={self.ratio}"
+            )
 
 
 def loop_pad(indices: np.ndarray, length: int) -> np.ndarray:
@@ -93,7 +95,8 @@ def clip_at(start: int, num_frames: int, cfg: TemporalConfig) -> np.ndarray:
 
 
 def clip_starts(num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None) -> np.ndarray:
-    """First frame of every clip the temporal mode takes from a ``num_frames`` video (``random`` needs rng)."""
+    """First frame of every clip the temporal mode takes from a ``num_frames`` video (``random`` needs
+    rng)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     last = max(num_frames - cfg.span, 0)
@@ -116,7 +119,9 @@ def num_clips(num_frames: int, cfg: TemporalConfig) -> int:
     return 1 if cfg.mode == "random" else len(clip_starts(num_frames, cfg))
 
 
-def sample_temporal(num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None) -> np.ndarray:
+def sample_temporal(
+    num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Frame indices ``[k, clip_len]`` (int64) of the ``k`` clips of ``cfg.mode``."""
     return np.stack([clip_at(int(s), num_frames, cfg) for s in clip_starts(num_frames, cfg, rng)])
 
@@ -133,8 +138,9 @@ def center_box(height: int, width: int, scale: float = 1.0) -> tuple[int, int, i
     return _corner_box(height, width, side, side, "center")
 
 
-def sample_box(height: int, width: int, cfg: SpatialConfig,
-               rng: np.random.Generator | None = None) -> tuple[tuple[int, int, int, int], bool]:
+def sample_box(
+    height: int, width: int, cfg: SpatialConfig, rng: np.random.Generator | None = None
+) -> tuple[tuple[int, int, int, int], bool]:
     """One crop box ``(y0, x0, h, w)`` inside a ``height x width`` frame and whether to flip it."""
     if height < 1 or width < 1:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
@@ -151,8 +157,9 @@ def sample_box(height: int, width: int, cfg: SpatialConfig,
     return box, bool(cfg.hflip and rng.random() < 0.5)
 
 
-def _random_resized_box(height: int, width: int, cfg: SpatialConfig,
-                        rng: np.random.Generator) -> tuple[int, int, int, int]:
+def _random_resized_box(
+    height: int, width: int, cfg: SpatialConfig, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """Box of a random area fraction and log-uniform aspect ratio (10 tries, then the central square)."""
     area = height * width
     log_ratio = (math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))

@@ -157,6 +157,6 @@ def synthesize_dataset(
         for i in range(per_class):
             rng = np.random.default_rng([seed, k, i])
             video = render_motion_video(motion, frames, (height, width), rng)
-            paths.append(write_video(root / motion.name / f"{motion.name}_{i:03d}{suffix}", video, fps=fps,
-                                     codec=codec))
+            path = root / motion.name / f"{motion.name}_{i:03d}{suffix}"
+            paths.append(write_video(path, video, fps=fps, codec=codec))
     return paths

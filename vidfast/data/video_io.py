@@ -25,11 +25,24 @@ def _rate(fps: float | Fraction) -> Fraction:
     return rate
 
 
+def _fill_row_padding(frame) -> None:
+    """Repeat each row's last sample into the alignment padding after it, which FFmpeg leaves uninitialised
+    (8-bit planar formats such as yuv420p). libx264 reads that padding, so without this the same frames could
+    encode to different bitstreams from run to run."""
+    for plane in frame.planes:
+        if plane.line_size == plane.width:
+            continue
+        buffer = np.frombuffer(plane, dtype=np.uint8)  # a writable view of the frame's memory
+        rows = buffer[: plane.height * plane.line_size].reshape(plane.height, plane.line_size)
+        rows[:, plane.width:] = rows[:, plane.width - 1: plane.width]
+
+
 class VideoWriter:
     """Streams frames into a video file with PyAV (context manager).
 
     ``write`` takes uint8 ``[H, W, 3]`` RGB arrays or ``av.VideoFrame`` objects of the writer's size; ``gop``
-    sets the keyframe interval (None: the encoder's default), ``crf`` the quality for h264/vp9.
+    sets the keyframe interval (None: the encoder's default), ``crf`` the quality for h264/vp9, ``threads``
+    the encoder threads (None: the encoder's default; 1 makes the output bit-exact reproducible).
     """
 
     def __init__(
@@ -41,6 +54,7 @@ class VideoWriter:
         codec: str = "h264",
         gop: int | None = None,
         crf: int | None = None,
+        threads: int | None = None,
     ) -> None:
         import av
 
@@ -66,6 +80,8 @@ class VideoWriter:
         self.stream.pix_fmt = pix_fmt
         if gop is not None:
             self.stream.codec_context.gop_size = int(gop)
+        if threads is not None:
+            self.stream.codec_context.thread_count = int(threads)
         if codec == "h264":
             options.setdefault("preset", "veryfast")
             if gop is not None:
@@ -76,12 +92,17 @@ class VideoWriter:
     def write(self, frame) -> None:
         """Encode one frame: uint8 ``[H, W, 3]`` RGB array or ``av.VideoFrame`` (re-timed here)."""
         import av
+        from av.video.frame import PictureType
 
         if isinstance(frame, np.ndarray):
             if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
                 raise ValueError(f"frames must be uint8 [{self.height}, {self.width}, 3], "
                                  f"got {frame.dtype} {tuple(frame.shape)}")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        if (frame.width, frame.height, frame.format.name) != (self.width, self.height, self.pix_fmt):
+            frame = frame.reformat(width=self.width, height=self.height, format=self.pix_fmt)
+        _fill_row_padding(frame)
+        frame.pict_type = PictureType.NONE  # a decoded frame's I/P type would otherwise force the encoder's
         frame.pts = self.frames_written
         frame.time_base = 1 / self.rate
         for packet in self.stream.encode(frame):
@@ -113,10 +134,11 @@ def write_video(
     codec: str = "h264",
     gop: int | None = None,
     crf: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Encode ``frames`` (uint8 ``[T, H, W, 3]`` RGB, H and W even) to ``path`` with PyAV and return the path.
 
-    ``gop`` sets the keyframe interval (None: the encoder's default); ``crf`` the quality for h264/vp9.
+    ``gop``, ``crf``, ``threads``: see :class:`VideoWriter`.
     """
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
@@ -124,7 +146,7 @@ def write_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=fps, codec=codec, gop=gop,
-                     crf=crf) as writer:
+                     crf=crf, threads=threads) as writer:
         for image in frames:
             writer.write(image)
     return writer.path

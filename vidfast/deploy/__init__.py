@@ -1,1 +1,16 @@
-"""vidfast.deploy"""
+"""vidfast.deploy: run exported ONNX models with onnxruntime (TensorRT -> CUDA -> CPU) from clips or videos."""
+
+from vidfast.deploy.classifier import OnnxClassifier, softmax
+from vidfast.deploy.metadata import ModelMetadata, read_metadata
+from vidfast.deploy.session import available_providers, make_session, resolve_providers, session_options
+
+__all__ = [
+    "ModelMetadata",
+    "OnnxClassifier",
+    "available_providers",
+    "make_session",
+    "read_metadata",
+    "resolve_providers",
+    "session_options",
+    "softmax",
+]

@@ -101,11 +101,11 @@ def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]
     sync = _synchronizer(device)
     rates = [
         ("cube_crop", measure(lambda: sync(cube_crop(*args)), n, cfg.min_seconds),
-         "native kernel" if native_available(device) else "native op not built: reference"),
+         "native kernel" if native_available(device) else "no native op: reference"),
         ("cube_crop_reference", measure(lambda: sync(cube_crop_reference(*args)), n, cfg.min_seconds),
          "plain PyTorch ops"),
         ("copy of the source", measure(lambda: sync(video.clone()), n, cfg.min_seconds),
-         f"{video.numel() // n / 1e6:.1f} MB per sample"),
+         f"{video.numel() // n / 1e6:.1f} MB/sample"),
     ]
     return _section("cube op", "samples/s", rates)
 
@@ -123,7 +123,7 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     classes = 4
     synthesize_dataset(workdir / "videos", classes=classes, per_class=max(1, cfg.loader_videos // classes),
                        frames=cfg.loader_frames, size=(cfg.loader_side, cfg.loader_side))
-    build_manifest(workdir / "videos", workdir / "videos", workdir / "manifest.csv")
+    build_manifest("folder", workdir / "videos", workdir / "manifest.csv", progress=False)
     manifest = read_manifest(workdir / "manifest.csv")
     rates = []
     for task in ("classify", "puzzle"):
@@ -136,7 +136,7 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
                 pass
 
         rate = measure(epoch, clips, cfg.min_seconds, warmup=0)
-        rates.append((f"{task} loader, {cfg.workers} workers", rate, f"{clips} clips per epoch"))
+        rates.append((f"{task}, {cfg.workers} workers", rate, f"{clips} clips/epoch"))
     return _section("loader", "clips/s", rates)
 
 
@@ -147,7 +147,7 @@ class _Variant:
     channels_last: bool
 
 
-_VARIANTS = (_Variant("fp32, NCDHW", False, False), _Variant("bf16 autocast + channels_last_3d", True, True))
+_VARIANTS = (_Variant("fp32 NCDHW", False, False), _Variant("bf16 + channels_last", True, True))
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -189,12 +189,16 @@ def bench_train_step(cfg: BenchConfig, device: torch.device) -> list[BenchResult
             sync(out.loss)
 
         rates.append((variant.name, measure(step, cfg.batch_size, cfg.min_seconds), ""))
-    return _section(f"train step, {_model_label(cfg)}", "clips/s", rates)
+    return _section(f"train step b{cfg.batch_size}", "clips/s", rates)
 
 
-def _model_label(cfg: BenchConfig) -> str:
+def describe(cfg: BenchConfig) -> str:
+    """One line naming the sizes a bench run uses."""
     width = f" x{cfg.widen_factor:g}" if cfg.widen_factor != 1.0 else ""
-    return f"{cfg.arch}{width} {cfg.clip_len}x{cfg.size}x{cfg.size} batch {cfg.batch_size}"
+    t, oh, ow = cfg.cube_out
+    return (f"model {cfg.arch}{width}, clips {cfg.clip_len}x{cfg.size}x{cfg.size}; cube op: 4 cubes "
+            f"{t}x{oh}x{ow} from {cfg.cube_frames}x{cfg.cube_side}x{cfg.cube_side} uint8 clips; "
+            f"loader: {cfg.loader_videos} videos {cfg.loader_frames}x{cfg.loader_side}x{cfg.loader_side}")
 
 
 def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> list[BenchResult]:
@@ -218,8 +222,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> li
             rates.append((f"PyTorch {variant.name}", measure(forward, batch, cfg.min_seconds), ""))
         if cfg.onnx:
             rates.append(_onnx_rate(cfg, model, clips, workdir))
-        results += _section(f"inference batch {batch}, {_model_label(cfg).rsplit(' batch', 1)[0]}", "clips/s",
-                            rates)
+        results += _section(f"inference b{batch}", "clips/s", rates)
     return results
 
 
@@ -238,7 +241,7 @@ def _onnx_rate(cfg: BenchConfig, model: nn.Module, clips: torch.Tensor,
     classifier = OnnxClassifier(path)
     x = clips.float().cpu().contiguous()
     rate = measure(lambda: classifier.predict(x), len(x), cfg.min_seconds)
-    return (f"onnxruntime ({classifier.provider})", rate, "")
+    return ("onnxruntime", rate, classifier.provider)
 
 
 SECTIONS = ("cube", "loader", "train", "inference")

@@ -33,7 +33,7 @@ from vidfast.ops import KINETICS_MEAN, KINETICS_STD
 DEFAULT_OPSET = 18
 #: opsets each exporter can write: the dynamo exporter from 18 up to what the installed onnx package knows
 DYNAMO_MIN_OPSET = 18
-TORCHSCRIPT_OPSETS = (9, 17)
+TORCHSCRIPT_OPSETS = (9, 20)
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_CLIP = (16, 112, 112)
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -114,6 +114,69 @@ class FramePreprocess(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         return frames.movedim(-1, -4).float() * self.scale + self.bias
+
+
+class SeparableAdaptiveAvgPool3d(nn.Module):
+    """``nn.AdaptiveAvgPool3d`` for one known input size ``(T, H, W)``, as three small matrix products.
+
+    Adaptive average pooling averages a box per output cell whose extent along each axis depends on that axis
+    only, so it factorises into per-axis averaging matrices; unlike ``aten._adaptive_avg_pool3d`` (which neither
+    ONNX exporter translates unless the output size divides the input size) this exports as plain MatMuls.
+    """
+
+    def __init__(self, in_size: tuple[int, int, int], out_size: tuple[int, int, int]) -> None:
+        super().__init__()
+        for axis, (n_in, n_out) in zip("thw", zip(in_size, out_size, strict=True), strict=True):
+            self.register_buffer(f"pool_{axis}", _averaging_matrix(n_in, n_out), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``Tensor[B, C, T, H, W] -> Tensor[B, C, t, h, w]``."""
+        x = torch.matmul(x, self.pool_w.t())  # [.., T, H, w]
+        x = torch.matmul(x.transpose(-1, -2), self.pool_h.t()).transpose(-1, -2)  # [.., T, h, w]
+        return torch.einsum("bcthw,st->bcshw", x, self.pool_t)
+
+
+def _averaging_matrix(n_in: int, n_out: int) -> Tensor:
+    """``[n_out, n_in]``: row ``i`` averages inputs ``floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out)``."""
+    matrix = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        matrix[i, lo:hi] = 1.0 / (hi - lo)
+    return matrix
+
+
+def _rewrite_adaptive_pools(net: nn.Module, example: Tensor) -> Any:
+    """Replace every ``nn.AdaptiveAvgPool3d`` of ``net`` that is not a global pool by an exportable equivalent
+    for the input size it sees on ``example`` (identity when input and output sizes agree).
+
+    Returns ``net(example)``, so that a model that cannot take the example's size fails here."""
+    seen: dict[str, tuple[int, int, int]] = {}
+
+    def record(name: str):
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            seen[name] = tuple(args[0].shape[-3:])
+        return hook
+
+    hooks = [
+        module.register_forward_pre_hook(record(name))
+        for name, module in net.named_modules() if isinstance(module, nn.AdaptiveAvgPool3d)
+    ]
+    try:
+        with torch.no_grad():
+            out = net(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, in_size in seen.items():
+        parent, _, attr = name.rpartition(".")
+        module = net.get_submodule(name)
+        out = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 3
+        out_size = tuple(i if o is None else o for i, o in zip(in_size, out, strict=True))
+        if out_size == (1, 1, 1):
+            continue  # a global average pool exports as ReduceMean
+        replacement = nn.Identity() if out_size == in_size else SeparableAdaptiveAvgPool3d(in_size, out_size)
+        setattr(net.get_submodule(parent) if parent else net, attr, replacement)
+    return out
 
 
 class ExportGraph(nn.Module):
@@ -270,9 +333,13 @@ def _trace_to_onnx(graph: ExportGraph, example: Tensor, exporter: str, opset: in
         return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of the innermost cause of ``exc`` (the exporters wrap the real reason), shortened."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _validate(proto, opset: int, exporter: str) -> None:
@@ -363,23 +430,18 @@ def export_onnx(
     preprocess = FramePreprocess(meta.mean, meta.std) if with_preprocess else None
     reference = ExportGraph(source.net, preprocess, torch.float32, torch.float32).eval()
     example = random_inputs((2 if dynamic else batch, *sample_shape), with_preprocess, seed)
-    with torch.no_grad():
-        try:
-            ref_out = reference(example[:1])
-        except (RuntimeError, ValueError) as exc:
-            raise VidfastError(
-                f"{source.arch} cannot take clip {t}x{h}x{w}: {_first_line(exc)}"
-            ) from None
-    if meta.task == "classify" and meta.class_names and len(meta.class_names) != ref_out[0].shape[-1]:
-        raise ValueError(f"{len(meta.class_names)} class names for a {ref_out[0].shape[-1]}-class model")
-
-    half = torch.float16
-    graph = reference
-    if fp16:
-        graph = ExportGraph(copy.deepcopy(source.net).half(), preprocess, half,
-                            torch.float32 if fp32_io else half).eval()
-        if not fp32_io and not with_preprocess:
-            example = example.half()
+    exported_net = copy.deepcopy(source.net)
+    try:
+        probe = _rewrite_adaptive_pools(exported_net, preprocess(example[:1]) if preprocess else example[:1])
+    except (RuntimeError, ValueError) as exc:
+        raise VidfastError(f"{source.arch} cannot take clip {t}x{h}x{w}: {_first_line(exc)}") from None
+    if meta.task == "classify" and meta.class_names and len(meta.class_names) != probe.shape[-1]:
+        raise ValueError(f"{len(meta.class_names)} class names for a {probe.shape[-1]}-class model")
+    compute = torch.float16 if fp16 else torch.float32
+    io_dtype = torch.float32 if fp32_io else compute
+    graph = ExportGraph(exported_net.to(compute), preprocess, compute, io_dtype).eval()
+    if not with_preprocess:
+        example = example.to(io_dtype)
     input_name = "frames" if with_preprocess else "clip"
     output_names = {"puzzle": ["perm", "rot"], "features": ["features"]}.get(meta.task, ["logits"])
     try:
@@ -395,11 +457,10 @@ def export_onnx(
 
     parity = None
     if check:
-        feed_dtype = half if fp16 and not fp32_io else torch.float32
         parity = check_parity(
             proto.SerializeToString(), reference, sample_shape, (1, 3) if dynamic else (batch,),
-            with_preprocess, feed_dtype,
-            tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE), seed + 1,
+            with_preprocess, io_dtype,
+            tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE), seed + 1, fp16,
         )
         if not parity.passed:
             raise VidfastError(f"export of {source.arch} rejected, {parity}")

@@ -39,6 +39,22 @@ def _has_native_kernel(dispatch_key: str) -> bool:
 _NATIVE: dict[str, bool] = {"cpu": _has_native_kernel("CPU"), "cuda": _has_native_kernel("CUDA")}
 
 
+def _fake_cube_crop(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype,
+                    channels_last):
+    """Shape/stride propagation of ``vidfast::cube_crop`` for torch.compile and meta tensors."""
+    n = video[0].shape[0] if len(video) == 1 and video[0].dim() == 5 else len(video)
+    p = frame_idx.shape[1]
+    t, oh, ow = out_size
+    piece = 3 * t * oh * ow
+    strides = (p * piece, piece, 1, oh * ow * 3, ow * 3, 3) if channels_last else (
+        p * piece, piece, t * oh * ow, oh * ow, ow, 1)
+    return video[0].new_empty_strided((n, p, 3, t, oh, ow), strides, dtype=dtype)
+
+
+if _ext.native_module() is not None:
+    torch.library.register_fake(_OP_NAME)(_fake_cube_crop)
+
+
 def native_available(device: torch.device | str = "cpu") -> bool:
     """True when ``cube_crop`` runs a native kernel for tensors on ``device`` (else it runs the reference)."""
     return _NATIVE.get(torch.device(device).type, False)
@@ -303,8 +319,9 @@ def cube_crop_reference(
         chan = torch.where(channel.view(-1, 1) >= 0, channel.view(-1, 1), rgb)  # [NP, 3]
         value = value.gather(-1, chan[:, None, None, None, :].expand_as(value))
     # (v / 255 - mean) / std as one multiply-add with float32 constants rounded from double, like the kernels.
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std_l], dtype=torch.float32, device=device)
-    bias = torch.tensor([-m / s for m, s in zip(mean_l, std_l)], dtype=torch.float32, device=device)
+    f32 = {"dtype": torch.float32, "device": device}
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std_l], **f32)
+    bias = torch.tensor([-m / s for m, s in zip(mean_l, std_l, strict=True)], **f32)
     out = (value * scale + bias).to(dtype)  # [NP, t, oh, ow, 3]
     out = out.view(n, p, t, oh, ow, 3).permute(0, 1, 5, 2, 3, 4)
     return out if channels_last else out.contiguous()

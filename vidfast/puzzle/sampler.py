@@ -4,12 +4,12 @@ Per clip: draw the puzzle kind (spatial 2x2x1 or temporal 1x1x4), cut four cubes
 grid of cells with a random offset inside each cell (the "jittering" that leaves gaps between cubes), shuffle
 them with one of the 4! = 24 permutations, optionally rotate each by a multiple of 90 degrees (a per-piece
 rotation label) and replicate one colour channel into all three. The output is the argument set of
-:func:`vidfast.ops.cube_crop` plus the labels. Defaults follow ``st-puzzle-notes.md``: every "likely" item is an
-option here.
+:func:`vidfast.ops.cube_crop` plus the labels. Defaults follow ``st-puzzle-notes.md``: every "likely"
+item is an option here.
 
 Geometry is stated in the paper's reference frame (frames resized to ``frame_size`` = 224, cells of 112, cubes
-of 80 px) and mapped onto the real frame by ``H / frame_size`` and ``W / frame_size``, so a 32x32 test clip is cut
-the same way as a 320x240 video; ``out_size`` is the size the cubes are resized to.
+of 80 px) and mapped onto the real frame by ``H / frame_size`` and ``W / frame_size``, so a 32x32 test
+clip is cut the same way as a 320x240 video; ``out_size`` is the size the cubes are resized to.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ class PuzzleConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.spatial_prob <= 1.0 or not 0.0 <= self.channel_prob <= 1.0:
-            raise ValueError(f"spatial_prob and channel_prob must be in [0, 1], "
-                             f"got {self.spatial_prob}, {self.channel_prob}")
+            raise ValueError(
+                f"spatial_prob and channel_prob must be in [0, 1], "
+                f"got {self.spatial_prob}, {self.channel_prob}"
+            )
         if not 0 < self.cube_size <= self.cell_size <= self.frame_size // 2:
-            raise ValueError(f"need 0 < cube_size <= cell_size <= frame_size / 2, got "
-                             f"{self.cube_size}, {self.cell_size}, {self.frame_size}")
+            raise ValueError(
+                f"need 0 < cube_size <= cell_size <= frame_size / 2, got "
+                f"{self.cube_size}, {self.cell_size}, {self.frame_size}"
+            )
         if min(self.out_size, self.cube_len, self.frame_step) < 1:
             raise ValueError("out_size, cube_len and frame_step must be >= 1")
         if self.clip_len is not None and self.clip_len < 4:
@@ -111,7 +115,9 @@ def _boxes(cells: np.ndarray, offsets: np.ndarray, height: int, width: int, cfg:
     sy, sx = height / cfg.frame_size, width / cfg.frame_size
     h = max(1, int(round(cfg.cube_size * sy)))
     w = max(1, int(round(cfg.cube_size * sx)))
-    y0 = np.minimum(np.floor(((cells // 2) * cfg.cell_size + offsets[:, 0]) * sy).astype(np.int64), height - h)
+    y0 = np.minimum(
+        np.floor(((cells // 2) * cfg.cell_size + offsets[:, 0]) * sy).astype(np.int64), height - h
+    )
     x0 = np.minimum(np.floor(((cells % 2) * cfg.cell_size + offsets[:, 1]) * sx).astype(np.int64), width - w)
     return np.stack([y0, x0, np.full_like(y0, h), np.full_like(x0, w)], axis=1)
 
@@ -129,8 +135,9 @@ def _frames(cells: np.ndarray, rng: np.random.Generator, num_frames: int, cfg: P
     return np.mod(firsts[:, None] + ramp[None, :], num_frames)  # loop padding past the end of short videos
 
 
-def sample_puzzle(num_frames: int, height: int, width: int, cfg: PuzzleConfig,
-                  rng: np.random.Generator) -> PuzzleSample:
+def sample_puzzle(
+    num_frames: int, height: int, width: int, cfg: PuzzleConfig, rng: np.random.Generator
+) -> PuzzleSample:
     """Draw one cubic puzzle for a ``num_frames x height x width`` video."""
     if min(num_frames, height, width) < 1:
         raise ValueError(f"video must be non-empty, got {num_frames}x{height}x{width}")
@@ -147,6 +154,13 @@ def sample_puzzle(num_frames: int, height: int, width: int, cfg: PuzzleConfig,
     replicate = rng.random(4) < cfg.channel_prob
     channel = np.where(replicate, rng.integers(0, 3, size=4), -1)
     label = perm_index + len(PERMUTATIONS) * kind if cfg.joint_label else perm_index
-    return PuzzleSample(frame_idx=frame_idx.astype(np.int64), boxes=boxes.astype(np.int64),
-                        perm=PERMUTATIONS[perm_index].copy(), rot=rot.astype(np.int64),
-                        channel=channel.astype(np.int64), kind=kind, perm_index=perm_index, perm_label=label)
+    return PuzzleSample(
+        frame_idx=frame_idx.astype(np.int64),
+        boxes=boxes.astype(np.int64),
+        perm=PERMUTATIONS[perm_index].copy(),
+        rot=rot.astype(np.int64),
+        channel=channel.astype(np.int64),
+        kind=kind,
+        perm_index=perm_index,
+        perm_label=label,
+    )

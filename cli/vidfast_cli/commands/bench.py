@@ -41,7 +41,7 @@ def bench(
     import dataclasses
     import json
 
-    from vidfast.engine.bench import SECTIONS, BenchConfig, run_bench
+    from vidfast.engine.bench import SECTIONS, BenchConfig, describe, run_bench
 
     cfg = BenchConfig.quick() if quick else BenchConfig()
     given = {"arch": arch, "widen_factor": widen_factor, "clip_len": clip_len, "size": size,
@@ -56,10 +56,12 @@ def bench(
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
     with console.status("benchmarking") as status:
         results = run_bench(cfg, sections, on_section=lambda name: status.update(f"benchmarking: {name}"))
-    table = Table(title=f"vidfast bench{' --quick' if quick else ''} (vs = ratio to the first row of "
-                  "the section)")
+    table = Table(title=f"vidfast bench{' --quick' if quick else ''}: throughput on this machine",
+                  caption=f"{describe(cfg)}. vs = ratio to the section's first row, measured side by side.")
     for column, justify in (("section", "left"), ("variant", "left"), ("rate", "right"), ("vs", "right"),
                             ("note", "left")):
         table.add_column(column, justify=justify)

@@ -1,15 +1,12 @@
 // CPU kernel of vidfast::cube_crop: parallel over output rows (piece, frame, row); each row is either an exact copy
 // through a 256-entry lookup table (normalise + cast fused) or a bilinear resample with precomputed taps.
 #include "../cube_crop.h"
+#include "huge_page_allocator.h"
 
-#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
-#include <c10/util/accumulate.h>
-#include <sys/mman.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <vector>
 
 namespace vidfast {
@@ -137,36 +134,6 @@ void run(const CubeCropPlan& plan, const at::Tensor& output) {
   }
 }
 
-// Large outputs come from 2 MiB-aligned memory advised for transparent huge pages: a fresh 100 MB batch then
-// faults in ~50 huge pages instead of ~25000 small ones, which otherwise costs more than the kernel itself.
-struct HugePageAllocator final : c10::Allocator {
-  static constexpr size_t kAlign = size_t(2) << 20;
-
-  c10::DataPtr allocate(size_t nbytes) override {
-    void* data = nullptr;
-    const size_t size = (nbytes + kAlign - 1) / kAlign * kAlign;
-    if (size > 0 && posix_memalign(&data, kAlign, size) != 0) {
-      TORCH_CHECK(false, "vidfast::cube_crop: out of memory allocating ", nbytes, " bytes");
-    }
-#ifdef MADV_HUGEPAGE
-    if (data != nullptr) madvise(data, size, MADV_HUGEPAGE);  // advice only: failure just means small pages
-#endif
-    return {data, data, &std::free, c10::Device(c10::DeviceType::CPU)};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return &std::free; }
-  void copy_data(void* dest, const void* src, size_t count) const override { default_copy_data(dest, src, count); }
-};
-
-at::Tensor allocate_output(const CubeCropPlan& plan) {
-  static HugePageAllocator allocator;
-  const int64_t numel = c10::multiply_integers(plan.out_sizes);
-  if (numel * static_cast<int64_t>(c10::elementSize(plan.dtype)) < static_cast<int64_t>(HugePageAllocator::kAlign)) {
-    return at::empty_strided(plan.out_sizes, plan.out_strides, at::TensorOptions().dtype(plan.dtype));
-  }
-  return at::detail::empty_strided_generic(plan.out_sizes, plan.out_strides, &allocator,
-                                           c10::DispatchKeySet(c10::DispatchKey::CPU), plan.dtype);
-}
-
 at::Tensor cube_crop_cpu(at::TensorList video, const at::Tensor& frame_idx, const at::Tensor& boxes,
                          at::IntArrayRef out_size, const c10::optional<at::Tensor>& perm,
                          const c10::optional<at::Tensor>& flip, const c10::optional<at::Tensor>& rot,
@@ -174,7 +141,7 @@ at::Tensor cube_crop_cpu(at::TensorList video, const at::Tensor& frame_idx, cons
                          at::ArrayRef<double> std, at::ScalarType dtype, bool channels_last) {
   const CubeCropPlan plan = plan_cube_crop(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std,
                                            dtype, channels_last, c10::DeviceType::CPU, /*pinned=*/false);
-  const at::Tensor out = allocate_output(plan);
+  const at::Tensor out = empty_strided_cached(plan.out_sizes, plan.out_strides, plan.dtype);
   switch (dtype) {  // plan_cube_crop accepted only these
     case at::kHalf: run<at::Half>(plan, out); break;
     case at::kBFloat16: run<at::BFloat16>(plan, out); break;

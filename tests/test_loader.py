@@ -1,0 +1,177 @@
+"""make_loader and load_clips: batches, skipping bad files, determinism, rank sharding, multi-clip samples."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidfast.data.clips import load_clips
+from vidfast.data.loader import EpochSampler, Shard, current_shard, make_loader
+from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
+from vidfast.data.video_io import write_video
+from vidfast.errors import DataError
+from vidfast.puzzle import PuzzleConfig
+
+T, H, W = 20, 32, 40
+GOOD = 6
+
+
+def _row(
+    path: Path, label: int, split: str = "train", start: float | None = None, end: float | None = None
+) -> ManifestRow:
+    return ManifestRow(str(path), label, f"class{label}", split, start, end, T, 25.0, W, H, "ok", "")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 decodable H.264 videos (2 classes), a corrupt file and a truncated one, all marked ok (as if
+    they broke
+    after indexing), plus one val video with a trimmed segment."""
+    root = tmp_path_factory.mktemp("loader")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(GOOD):
+        frames = np.cumsum(rng.integers(0, 6, (T, H, W, 3)), axis=0).astype(np.uint8)
+        rows.append(_row(write_video(root / f"v{i}.mp4", frames, gop=4), i % 2))
+    (root / "corrupt.mp4").write_bytes(b"\x00\x01junk" * 100)
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes((root / "v0.mp4").read_bytes()[:1500])
+    rows += [_row(root / "corrupt.mp4", 0), _row(truncated, 1)]
+    rows.append(_row(root / "v1.mp4", 1, split="val", start=0.2, end=0.6))
+    return write_manifest(root / "manifest.csv", rows)
+
+
+def _epoch(loader, epoch: int) -> list[dict]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def _cat(batches: list[dict], key: str) -> torch.Tensor:
+    return torch.cat([b[key] for b in batches])
+
+
+def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loader = make_loader(manifest, clip_len=8, size=16, batch_size=4, workers=0)
+    assert loader.num_videos == GOOD + 2 and loader.class_names == ["class0", "class1"] and len(loader) == 2
+    with caplog.at_level(logging.WARNING, logger="vidfast.data"):
+        batches = _epoch(loader, 0) + _epoch(loader, 1)
+    for b in batches:
+        assert b["video"].shape[1:] == (3, 8, 16, 16) and b["video"].dtype == torch.float32
+        assert b["label"].dtype == torch.long and b["video_index"].shape == b["clip_index"].shape
+    assert sum(b["skipped"] for b in batches) == loader.num_skipped == 4  # 2 bad files x 2 epochs
+    assert sorted(_cat(batches[:2], "video_index").tolist()) == list(range(GOOD))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and any("corrupt.mp4" in w for w in warnings)  # logged once per file
+
+
+def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
+    def run(workers: int, epoch: int, seed: int = 0) -> list[dict]:
+        return _epoch(
+            make_loader(manifest, clip_len=8, size=16, batch_size=3, workers=workers, seed=seed), epoch
+        )
+
+    first, again, two_workers = run(0, 1), run(0, 1), run(2, 1)
+    for a, b, c in zip(first, again, two_workers, strict=True):
+        torch.testing.assert_close(a["video"], b["video"])
+        torch.testing.assert_close(a["video"], c["video"])
+        assert torch.equal(a["video_index"], c["video_index"])
+    other_epoch, other_seed = run(0, 2), run(0, 1, seed=5)
+    assert not torch.equal(_cat(first, "video_index"), _cat(other_epoch, "video_index"))
+    assert not torch.allclose(_cat(first, "video")[:1], _cat(other_seed, "video")[:1])
+
+
+def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
+    kwargs = dict(clip_len=8, size=16, batch_size=4, workers=0, channels_last=True)
+    worker = _epoch(make_loader(manifest, crop_in="worker", **kwargs), 3)
+    main = _epoch(make_loader(manifest, crop_in="main", **kwargs), 3)
+    for a, b in zip(worker, main, strict=True):
+        torch.testing.assert_close(a["video"], b["video"])
+        assert a["video"].is_contiguous(memory_format=torch.channels_last_3d)
+        assert b["video"].is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_rank_sharding() -> None:
+    shards = [list(EpochSampler(10, shuffle=True, seed=3, shard=Shard(r, 3))) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]
+    indices = [i for s in shards for _, i in s]
+    assert set(indices) == set(range(10)) and len(indices) == 12  # padded by wrapping around, like torch's
+    assert len({i for _, i in shards[0]} & {i for _, i in shards[1]}) <= 1
+    sampler = EpochSampler(10, shuffle=True, seed=3, shard=Shard(0, 3))
+    sampler.epoch = 4
+    assert {e for e, _ in sampler} == {4}
+    assert current_shard(None) == Shard(0, 1)  # torch.distributed is not initialised here
+    with pytest.raises(ValueError, match="distributed"):
+        current_shard(True)
+
+
+def test_multi_clip_evaluation(manifest: Path) -> None:
+    uniform = make_loader(
+        manifest,
+        clip_len=8,
+        size=16,
+        sampling="uniform",
+        clips=3,
+        spatial="center",
+        hflip=False,
+        batch_size=5,
+        workers=0,
+    )
+    assert uniform.num_samples == (GOOD + 2) * 3
+    batches = _epoch(uniform, 0)
+    pairs = list(
+        zip(_cat(batches, "video_index").tolist(), _cat(batches, "clip_index").tolist(), strict=True)
+    )
+    assert sorted(pairs) == [(v, c) for v in range(GOOD) for c in range(3)]
+    videos = _cat(batches, "video")
+    assert not torch.allclose(videos[0], videos[1])  # different clips of one video
+    sliding = make_loader(
+        manifest, clip_len=8, size=16, sampling="sliding", spatial="center", batch_size=8, workers=0
+    )
+    assert sliding.num_samples == (GOOD + 2) * 3  # windows at 0, 8 and 12 cover 20 frames
+    val = _epoch(
+        make_loader(
+            manifest,
+            split="val",
+            clip_len=4,
+            size=16,
+            sampling="center",
+            spatial="center",
+            batch_size=2,
+            workers=0,
+        ),
+        0,
+    )
+    assert val[0]["video"].shape == (1, 3, 4, 16, 16) and val[0]["label"].tolist() == [1]
+
+
+def test_puzzle_batches(manifest: Path) -> None:
+    cfg = PuzzleConfig(cube_len=4, out_size=8)
+    loader = make_loader(manifest, task="puzzle", puzzle=cfg, batch_size=4, workers=0, channels_last=True)
+    batches = _epoch(loader, 0)
+    assert sum(len(x["video"]) for x in batches) == GOOD and sum(x["skipped"] for x in batches) == 2
+    b = batches[0]
+    n = len(b["video"])
+    assert b["video"].shape == (n, 4, 3, 4, 8, 8)
+    assert b["video"].permute(0, 1, 3, 4, 5, 2).is_contiguous()  # channels-last
+    assert b["perm_label"].shape == (n,) and b["perm_label"].max() < 48
+    assert b["rot_label"].shape == (n, 4) and b["kind"].shape == (n,)
+    assert b["perm_label"].dtype == b["rot_label"].dtype == b["kind"].dtype == torch.long
+
+
+def test_load_clips(manifest: Path) -> None:
+    path = read_manifest(manifest).rows[0].path
+    clips = load_clips(path, clip_len=8, size=16, clips=3)
+    raw = load_clips(path, clip_len=8, size=16, clips=3, normalize=False)
+    assert clips.shape == (3, 3, 8, 16, 16) and clips.dtype == torch.float32
+    assert raw.shape == (3, 8, 16, 16, 3) and raw.dtype == torch.uint8
+    mean, std = torch.tensor([0.4345, 0.4051, 0.3775]), torch.tensor([0.2768, 0.2713, 0.2737])
+    renormalised = (raw.float() / 255 - mean) / std
+    torch.testing.assert_close(renormalised.permute(0, 4, 1, 2, 3), clips, atol=0.02, rtol=0)
+    segment = load_clips(path, clip_len=4, size=16, clips=2, start=0.2, end=0.6)
+    assert segment.shape == (2, 3, 4, 16, 16)
+    with pytest.raises(DataError):
+        load_clips(Path(path).with_name("corrupt.mp4"))
