@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vidfast.ops.cube_crop as cc
 from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference, native_available
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -20,6 +20,7 @@ DEVICES = [
         pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     ]),
 ]
+cc = importlib.import_module("vidfast.ops.cube_crop")  # the module (vidfast.ops.cube_crop is the function)
 needs_native = pytest.mark.skipif(not native_available("cpu"), reason="vidfast native extension not built")
 
 
@@ -77,7 +78,9 @@ def _is_copy(args: dict) -> torch.Tensor:
 
 def _assert_matches(out: torch.Tensor, ref: torch.Tensor, args: dict) -> None:
     """Copy pieces equal bit for bit; resized pieces within a few ulps of the output dtype."""
-    assert out.shape == ref.shape and out.dtype == ref.dtype and out.stride() == ref.stride()
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert [s for s, d in zip(out.stride(), out.shape, strict=True) if d > 1] == [
+        s for s, d in zip(ref.stride(), ref.shape, strict=True) if d > 1]  # same layout (size-1 dims aside)
     out, ref = out.cpu(), ref.cpu()
     copy = _is_copy(args)
     assert torch.equal(out[copy], ref[copy])

@@ -17,9 +17,10 @@ from vidfast.data.manifest import (
     build_manifest,
     cache_path_for,
     class_names_of,
+    hold_out_val,
+    keep_fraction,
     read_manifest,
     skipped_by_reason,
-    split_entries,
     summarize,
     write_manifest,
 )
@@ -108,36 +109,40 @@ def _entries(counts: dict[int, int], split: str = "train") -> list[SourceEntry]:
             for label, n in counts.items() for i in range(n)]
 
 
-def test_val_fraction_is_stratified_seeded_and_disjoint() -> None:
-    entries = _entries({0: 10, 1: 20, 2: 1, 3: 2}) + _entries({0: 3}, split="test")
-    out = split_entries(entries, val_fraction=0.3, seed=5)
-    assert sorted(e.path for e in out) == sorted(e.path for e in entries)  # nothing dropped
-    val = Counter(e.label for e in out if e.split == "val")
-    assert val == {0: 3, 1: 6, 3: 1}  # round(n * 0.3), >= 1 per class, never a whole class (label 2 has one)
-    assert [e.split for e in out[-3:]] == ["test"] * 3  # only train rows are held out
-    again = split_entries(entries, val_fraction=0.3, seed=5)
-    assert [e.split for e in again] == [e.split for e in out]
-    other = split_entries(entries, val_fraction=0.3, seed=6)
-    assert [e.split for e in other] != [e.split for e in out]
+def _rows(entries: list[SourceEntry], bad: int = 0) -> list[ManifestRow]:
+    """Manifest rows of ``entries``; every ``bad``-th one (1-based) unusable."""
+    return [_row(e.path, e.label, e.label_name, e.split, status="bad" if bad and i % bad == bad - 1 else "ok")
+            for i, e in enumerate(entries)]
+
+
+def test_val_hold_out_is_stratified_seeded_and_uses_only_ok_rows() -> None:
+    rows = _rows(_entries({0: 10, 1: 20, 2: 1, 3: 2}) + _entries({0: 3}, split="test"), bad=10)
+    out = hold_out_val(rows, 0.3, seed=5)
+    assert [r.path for r in out] == [r.path for r in rows]  # nothing dropped or reordered
+    val = Counter(r.label for r in out if r.split == "val")
+    ok_train = Counter(r.label for r in rows if r.split == "train" and r.ok)
+    assert ok_train == {0: 9, 1: 18, 2: 1, 3: 2}
+    assert val == {0: 3, 1: 5, 3: 1}  # round(n_ok * 0.3), >= 1 per class, never a whole class (label 2: one)
+    assert all(r.ok for r in out if r.split == "val")
+    assert [r.split for r in out[-3:]] == ["test"] * 3  # only train rows are held out
+    assert [r.split for r in hold_out_val(rows, 0.3, seed=5)] == [r.split for r in out]
+    assert [r.split for r in hold_out_val(rows, 0.3, seed=6)] != [r.split for r in out]
+    assert hold_out_val(rows, 0.0) == rows
+    with pytest.raises(ValueError, match="--val-fraction"):
+        hold_out_val(rows, 1.0)
 
 
 def test_fraction_keeps_stratified_train_subset() -> None:
     entries = _entries({0: 16, 1: 8, 2: 3}) + _entries({0: 4}, split="val")
-    out = split_entries(entries, fraction=0.25, seed=1)
-    train = Counter(e.label for e in out if e.split == "train")
-    assert train == {0: 4, 1: 2, 2: 1}
+    out = keep_fraction(entries, 0.25, seed=1)
+    assert Counter(e.label for e in out if e.split == "train") == {0: 4, 1: 2, 2: 1}
     assert sum(e.split == "val" for e in out) == 4  # other splits untouched
     assert {e.path for e in out} <= {e.path for e in entries}
-    assert [e.path for e in split_entries(entries, fraction=0.25, seed=1)] == [e.path for e in out]
-    assert [e.path for e in split_entries(entries, fraction=0.25, seed=2)] != [e.path for e in out]
-    # val is held out before the fraction is taken, so the val set does not depend on the fraction
-    a = {e.path for e in split_entries(entries, fraction=0.5, val_fraction=0.25, seed=3) if e.split == "val"}
-    b = {e.path for e in split_entries(entries, fraction=0.25, val_fraction=0.25, seed=3) if e.split == "val"}
-    assert a == b
+    assert [e.path for e in keep_fraction(entries, 0.25, seed=1)] == [e.path for e in out]
+    assert [e.path for e in keep_fraction(entries, 0.25, seed=2)] != [e.path for e in out]
+    assert keep_fraction(entries, None) == entries and keep_fraction(entries, 1.0) == entries
     with pytest.raises(ValueError, match="--fraction"):
-        split_entries(entries, fraction=0.0)
-    with pytest.raises(ValueError, match="--val-fraction"):
-        split_entries(entries, val_fraction=1.0)
+        keep_fraction(entries, 0.0)
 
 
 @pytest.fixture

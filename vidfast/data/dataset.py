@@ -2,10 +2,10 @@
 
 A sample is one (video, clip) pair. ``dataset[(epoch, i)]`` opens the video, draws the sampling decisions from
 a generator seeded by ``(seed, epoch, i)`` (so results do not depend on which worker runs it), decodes
-only the distinct frames it needs and returns them with ``cube_crop`` arguments that index into them. Optionally it
-runs ``cube_crop`` right there (``crop_in="worker"``). For DALI on a GPU the decode itself is deferred to the
-main process (``encoded`` file bytes are returned instead of frames). A video that cannot be decoded yields a
-``skipped`` item with the reason instead of raising.
+only the distinct frames it needs and returns them with ``cube_crop`` arguments that index into them.
+Optionally it runs ``cube_crop`` right there (``crop_in="worker"``). For DALI on a GPU the decode itself is
+deferred to the main process (``encoded`` file bytes are returned instead of frames). A video that cannot be
+decoded yields a ``skipped`` item with the reason instead of raising.
 """
 
 from __future__ import annotations

@@ -433,7 +433,8 @@ class DaliVideoDecoder:
                 detail = next((line for line in str(exc).splitlines() if "failed" in line.lower()), "error")
                 raise DataError(f"DALI cannot decode this batch: {detail.strip()}") from None
             if self.device.type == "cuda":
-                out.extend(torch.from_dlpack(videos[i]) for i in range(len(videos)))  # zero-copy view on GPU
+                # copied on the GPU: the pipeline may reuse its output buffers on the next run
+                out.extend(torch.from_dlpack(videos[i]).clone() for i in range(len(videos)))
             else:
                 out.extend(torch.from_numpy(np.array(videos.at(i))) for i in range(len(videos)))
         return out

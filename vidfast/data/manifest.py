@@ -19,7 +19,7 @@ import logging
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -229,46 +229,50 @@ def summarize(manifest: Manifest) -> list[str]:
 
 
 def _stratified_choice(
-    entries: list[SourceEntry],
-    candidates: list[int],
-    fraction: float,
-    rng: np.random.Generator,
-    keep_one: bool,
+    labels: list[int], fraction: float, rng: np.random.Generator, keep_one: bool
 ) -> set[int]:
-    """Indices (of ``entries``) drawn from ``candidates``: ``round(n * fraction)`` per label, at least one per
-    label when ``keep_one``, never all of a label's rows when not."""
+    """Positions drawn per label: ``n * fraction`` (rounded half up) of each label's ``n`` items; at least
+    one per label when ``keep_one``, else at least one but never all of a label holding two or more."""
     by_label: dict[int, list[int]] = {}
-    for i in candidates:
-        by_label.setdefault(entries[i].label, []).append(i)
+    for position, label in enumerate(labels):
+        by_label.setdefault(label, []).append(position)
     chosen: set[int] = set()
     for label in sorted(by_label):
         group = by_label[label]
-        k = int(round(len(group) * fraction))
+        k = math.floor(len(group) * fraction + 0.5)
         k = max(k, 1) if keep_one else min(max(k, 1), len(group) - 1)
-        chosen.update(int(i) for i in rng.permutation(group)[: min(k, len(group))])
+        chosen.update(int(i) for i in rng.permutation(group)[:k])
     return chosen
 
 
-def split_entries(
-    entries: list[SourceEntry], fraction: float | None = None, val_fraction: float = 0.0, seed: int = 0
-) -> list[SourceEntry]:
-    """Hold out a stratified, seeded ``val_fraction`` of the ``train`` entries as ``val`` (at least one per
-    class with two or more videos, never a whole class), then keep a stratified, seeded ``fraction`` of the
-    remaining ``train`` entries (at least one per class) and drop the others."""
-    if fraction is not None and not 0.0 < fraction <= 1.0:
+def keep_fraction(entries: list[SourceEntry], fraction: float | None, seed: int = 0) -> list[SourceEntry]:
+    """Keep a stratified, seeded ``fraction`` of the ``train`` entries (at least one per class) and drop the
+    other train entries; entries of other splits are kept."""
+    if fraction is None:
+        return list(entries)
+    if not 0.0 < fraction <= 1.0:
         raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+    train = [i for i, e in enumerate(entries) if e.split == "train"]
+    rng = np.random.default_rng([seed, 2])
+    picked = _stratified_choice([entries[i].label for i in train], fraction, rng, keep_one=True)
+    keep = {train[p] for p in picked}
+    return [e for i, e in enumerate(entries) if e.split != "train" or i in keep]
+
+
+def hold_out_val(rows: list[ManifestRow], val_fraction: float, seed: int = 0) -> list[ManifestRow]:
+    """Move a stratified, seeded ``val_fraction`` of the usable (``ok``) ``train`` rows to ``val``: at
+    least one per class holding two or more, never a whole class."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    entries = list(entries)
-    if val_fraction > 0:
-        train = [i for i, e in enumerate(entries) if e.split == "train"]
-        for i in _stratified_choice(entries, train, val_fraction, np.random.default_rng([seed, 1]), False):
-            entries[i] = SourceEntry(**{**entries[i].__dict__, "split": "val"})
-    if fraction is not None and fraction < 1.0:
-        train = [i for i, e in enumerate(entries) if e.split == "train"]
-        keep = _stratified_choice(entries, train, fraction, np.random.default_rng([seed, 2]), True)
-        entries = [e for i, e in enumerate(entries) if e.split != "train" or i in keep]
-    return entries
+    rows = list(rows)
+    if val_fraction == 0:
+        return rows
+    train = [i for i, r in enumerate(rows) if r.split == "train" and r.status == "ok"]
+    rng = np.random.default_rng([seed, 1])
+    picked = _stratified_choice([rows[i].label for i in train], val_fraction, rng, keep_one=False)
+    for p in picked:
+        rows[train[p]] = replace(rows[train[p]], split="val")
+    return rows
 
 
 class ProbeCache:
@@ -364,13 +368,17 @@ def build_manifest(
 
     ``source``: one of ``folder``, ``ucf101``, ``hmdb51``, ``kinetics``, ``activitynet``, ``frames`` (see
     :mod:`vidfast.data.sources`); ``split``: the official split 1-3 (UCF-101, HMDB-51); ``val_fraction`` /
-    ``fraction``: see :func:`split_entries`. Files are probed in ``workers`` processes with a progress
-    display; results are cached beside ``out`` so a second or interrupted run re-probes only new or changed
-    files. Bad files never stop indexing: they become ``status=bad`` rows with a reason.
+    ``fraction``: see :func:`hold_out_val` / :func:`keep_fraction` (the fraction is taken before probing,
+    the validation rows are drawn from the usable training rows after it). Files are probed in ``workers``
+    processes with a progress display; results are cached beside ``out`` so a second or interrupted run
+    re-probes only new or changed files. Bad files never stop indexing: they become ``status=bad`` rows with
+    a reason.
     """
     out = Path(out)
     listing = list_source(source, root, annotations, split)
-    entries = split_entries(listing.entries, fraction=fraction, val_fraction=val_fraction, seed=seed)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    entries = keep_fraction(listing.entries, fraction, seed)
     paths = sorted({e.path for e in entries if not e.reason})
     cache = ProbeCache(cache_path_for(out))
     results: dict[str, probe.ProbeResult] = {}
@@ -403,5 +411,5 @@ def build_manifest(
         ))
         if status != "ok":
             logger.debug("bad %s: %s", entry.path, reason)
-    write_manifest(out, rows)
+    write_manifest(out, hold_out_val(rows, val_fraction, seed))
     return read_manifest(out)

@@ -280,7 +280,8 @@ def run_parallel(
                 bar.advance()
                 yield index, result
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)))
+    try:
         pending: dict[Future[R], int] = {}
         queue = iter(enumerate(items))
 
@@ -299,3 +300,5 @@ def run_parallel(
                     bar.advance()
                     yield index, future.result()
                 refill()
+    finally:  # on an interruption, drop the queued jobs instead of running them out
+        pool.shutdown(wait=True, cancel_futures=True)

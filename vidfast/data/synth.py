@@ -30,7 +30,7 @@ class Motion:
 
     name: str
     direction: tuple[float, float] = (0.0, 0.0)
-    speed_range: tuple[float, float] = (0.6, 1.2)
+    speed_range: tuple[float, float] = (1.0, 2.0)
     spin: int = 0
     swing: int | None = None
 
@@ -51,14 +51,14 @@ MOTIONS: tuple[Motion, ...] = (
     Motion("move_up_left", (-_D, -_D)),
     Motion("move_down_left", (_D, -_D)),
     Motion("move_up_right", (-_D, _D)),
-    Motion("move_right_fast", (0.0, 1.0), speed_range=(2.2, 3.0)),
-    Motion("move_left_fast", (0.0, -1.0), speed_range=(2.2, 3.0)),
+    Motion("move_right_fast", (0.0, 1.0), speed_range=(3.0, 4.0)),
+    Motion("move_left_fast", (0.0, -1.0), speed_range=(3.0, 4.0)),
 )
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A smooth random colour field plus fine grain: float ``[H, W, 3]`` in [0, 255]."""
-    coarse = rng.uniform(30.0, 225.0, size=(max(2, height // 8), max(2, width // 8), 3))
+    coarse = rng.uniform(40.0, 215.0, size=(max(2, height // 8), max(2, width // 8), 3))
     ys = np.linspace(0, coarse.shape[0] - 1, height)
     xs = np.linspace(0, coarse.shape[1] - 1, width)
     y0 = np.floor(ys).astype(int).clip(0, coarse.shape[0] - 2)
@@ -68,13 +68,13 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
     bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
     smooth = top * (1 - fy) + bottom * fy
-    return np.clip(smooth + rng.normal(0.0, 12.0, size=smooth.shape), 0.0, 255.0)
+    return np.clip(smooth + rng.normal(0.0, 6.0, size=smooth.shape), 0.0, 255.0)
 
 
 def _disc_texture(rng: np.random.Generator, radius: int) -> np.ndarray:
-    """A checkerboard of two random colours with one quadrant in a third colour (so rotation shows):
-    float ``[2R+1, 2R+1, 3]``."""
-    colours = rng.uniform(0.0, 255.0, size=(3, 3))
+    """A high-contrast checkerboard (a random dark and a random bright colour) with one quadrant in a third
+    colour, so rotation shows: float ``[2R+1, 2R+1, 3]``."""
+    colours = np.stack([rng.uniform(0.0, 70.0, 3), rng.uniform(185.0, 255.0, 3), rng.uniform(0.0, 255.0, 3)])
     size = 2 * radius + 1
     v, u = np.mgrid[-radius:radius + 1, -radius:radius + 1].astype(np.float64)
     cell = max(2.0, radius / rng.uniform(1.5, 3.0))

@@ -8,6 +8,7 @@ their segment. Jobs run in parallel with progress; an output that already exists
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -40,11 +41,11 @@ class TranscodeJob:
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) scaled so the short side is ``short_side``, both rounded to even numbers."""
+    """(width, height) scaled so the short side is ``short_side``, both rounded (half up) to even numbers."""
     scale = short_side / min(width, height)
 
     def even(x: float) -> int:
-        return max(2, int(round(x / 2.0)) * 2)
+        return max(2, math.floor(x / 2.0 + 0.5) * 2)
 
     return even(width * scale), even(height * scale)
 

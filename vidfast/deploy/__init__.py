@@ -1,4 +1,4 @@
-"""vidfast.deploy: run exported ONNX models with onnxruntime (TensorRT -> CUDA -> CPU) from clips or videos."""
+"""vidfast.deploy: exported ONNX models on onnxruntime (TensorRT -> CUDA -> CPU), from clips or videos."""
 
 from vidfast.deploy.classifier import OnnxClassifier, softmax
 from vidfast.deploy.metadata import ModelMetadata, read_metadata

@@ -36,7 +36,8 @@ class OnnxClassifier:
         self.metadata: ModelMetadata = read_metadata(self.path)
         if self.metadata.task == "puzzle":
             raise VidfastError(
-                f"{self.path} is a full cubic-puzzle export; OnnxClassifier serves classifier or backbone exports"
+                f"{self.path} is a full cubic-puzzle export; OnnxClassifier serves classifier and backbone "
+                "exports"
             )
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -69,15 +70,15 @@ class OnnxClassifier:
     def predict(self, clips) -> np.ndarray:
         """Model outputs ``float32 [N, C]`` (logits, or features for a backbone export) of a batch.
 
-        ``clips``: numpy array or torch tensor; float ``[N, 3, T, H, W]`` normalised clips, or for a model exported
-        with ``--with-preprocess`` uint8 ``[N, T, H, W, 3]`` frames. Runs in chunks of at most ``max_batch``
-        (the fixed batch size of a static-batch export, the last chunk padded).
+        ``clips``: numpy array or torch tensor; float ``[N, 3, T, H, W]`` normalised clips, or for a model
+        exported with ``--with-preprocess`` uint8 ``[N, T, H, W, 3]`` frames. Runs in chunks of at most
+        ``max_batch`` (the fixed batch size of a static-batch export, the last chunk padded).
         """
         x = _as_numpy(clips)
         want = self.expected_shape()
         if x.ndim != 5 or tuple(x.shape[1:]) != want:
-            kind = "uint8 frames [N, T, H, W, 3]" if self.metadata.preprocess else "float clips [N, 3, T, H, W]"
-            raise ValueError(f"clips must be {kind} = [N, {', '.join(map(str, want))}], got {list(x.shape)}")
+            kind = "uint8 frames" if self.metadata.preprocess else "float clips"
+            raise ValueError(f"clips must be {kind} [N, {', '.join(map(str, want))}], got {list(x.shape)}")
         if self.metadata.preprocess and x.dtype != np.uint8:
             raise ValueError(f"this model preprocesses in-graph and takes uint8 frames, got {x.dtype}")
         if not self.metadata.preprocess and not np.issubdtype(x.dtype, np.floating):
@@ -96,8 +97,8 @@ class OnnxClassifier:
 
     def predict_video(self, path: str | Path, clips: int = 10, backend: str = "auto") -> np.ndarray:
         """Video-level scores ``float32 [C]``: ``clips`` evenly spaced centre-cropped clips decoded with
-        :func:`vidfast.data.clips.load_clips`, softmax probabilities averaged over the clips (features averaged
-        for a backbone export). Feeds uint8 frames when the model preprocesses in-graph."""
+        :func:`vidfast.data.clips.load_clips`, softmax probabilities averaged over the clips (features
+        averaged for a backbone export). Feeds uint8 frames when the model preprocesses in-graph."""
         from vidfast.data.clips import load_clips
 
         t, h, w = self.metadata.clip

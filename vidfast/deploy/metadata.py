@@ -1,10 +1,10 @@
-"""The ``vidfast.*`` metadata properties an exported ONNX model carries, so that it deploys without side files.
+"""The ``vidfast.*`` metadata properties of an exported ONNX model, so that it deploys without side files.
 
 Keys (all strings, as ONNX ``metadata_props`` require): ``vidfast.arch``, ``vidfast.task`` ("classify",
-"features" or "puzzle"), ``vidfast.class_names`` (JSON list), ``vidfast.mean`` / ``vidfast.std`` (``"m0,m1,m2"``),
-``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip": float ``[N, 3, T, H, W]``;
-"frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing), ``vidfast.precision`` ("fp32" or "fp16") and
-``vidfast.version``.
+"features" or "puzzle"), ``vidfast.class_names`` (JSON list), ``vidfast.mean`` / ``vidfast.std``
+(``"m0,m1,m2"``), ``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip":
+float ``[N, 3, T, H, W]``; "frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing),
+``vidfast.precision`` ("fp32" or "fp16") and ``vidfast.version``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ PRECISIONS = ("fp32", "fp16")
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """What a deployed model needs to know about its input and output (see the module docstring for the keys)."""
+    """What a deployed model needs to know about its input and output (keys: see the module docstring)."""
 
     arch: str
     clip: tuple[int, int, int]
@@ -69,7 +69,7 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
-        """Parse ``vidfast.*`` properties; raises VidfastError naming ``source`` when they are missing or bad."""
+        """Parse ``vidfast.*`` properties; VidfastError naming ``source`` when they are missing or bad."""
         missing = [k for k in ("arch", "clip", "mean", "std") if PREFIX + k not in props]
         if missing:
             raise VidfastError(

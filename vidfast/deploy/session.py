@@ -40,9 +40,9 @@ def available_providers() -> list[str]:
 def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
     """Provider names for a session, best first.
 
-    ``"auto"``: every provider of :data:`PROVIDER_ORDER` that is installed (TensorRT, CUDA, then CPU, which is
-    always kept as the fallback). A name (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or an onnxruntime name) or a list
-    of names asks for exactly those; one that is not installed raises :class:`BackendUnavailable`.
+    ``"auto"``: every provider of :data:`PROVIDER_ORDER` that is installed (TensorRT, CUDA, then CPU, which
+    is always kept as the fallback). A name (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or an onnxruntime name) or
+    a list of names asks for exactly those; one that is not installed raises :class:`BackendUnavailable`.
     """
     installed = available_providers()
     if isinstance(providers, str) and providers == "auto":
@@ -90,8 +90,8 @@ def _provider_options(name: str, fp16: bool) -> dict[str, Any]:
     return {}
 
 
-def make_session(model: str | Path | bytes, providers: str | Sequence[str] = "auto", threads: int | None = None,
-                 fp16: bool = False):
+def make_session(model: str | Path | bytes, providers: str | Sequence[str] = "auto",
+                 threads: int | None = None, fp16: bool = False):
     """An ``onnxruntime.InferenceSession`` for a model file (or serialized bytes) on the resolved providers.
 
     ``fp16`` lets TensorRT build half-precision engines. A model onnxruntime cannot load raises VidfastError.

@@ -1,10 +1,12 @@
 """ONNX export of vidfast models and checkpoints, with metadata, optional in-graph preprocessing and fp16.
 
 Exporters (torch 2.13): the ``dynamo`` exporter (``torch.export`` + onnxscript) is the default. It is exact
-(~1e-8 on ResNet-18) and writes opset 18 or newer only: asked for an older opset it quietly keeps 18, so older
-opsets go to the legacy ``torchscript`` exporter (deprecated by PyTorch, still exact here), and the opset of the
-written graph is always verified. The dynamo exporter specialises a batch of 1, so the example input has a batch
-of 2 when the batch axis is dynamic (``torch.export.Dim``); the legacy exporter takes ``dynamic_axes`` instead.
+(~1e-8 on ResNet-18) and writes opset 18 or newer only: asked for an older opset it quietly keeps 18, so
+older opsets go to the legacy ``torchscript`` exporter (deprecated by PyTorch, still exact here), and the
+opset of the written graph is always verified. The dynamo exporter specialises a batch of 1, so the example
+input has a batch of 2 when the batch axis is dynamic (``torch.export.Dim``); the legacy exporter takes
+``dynamic_axes`` instead. Neither translates ``adaptive_avg_pool3d`` to a non-global size that does not divide
+the input (C3D's pool5 at small clips), so such pools are rewritten for the fixed clip size before export.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class ExportResult:
         shape = "x".join(map(str, self.input_shape))
         meta = self.metadata
         lines = [
-            f"wrote {self.path} ({self.path.stat().st_size / 2**20:.1f} MiB, opset {self.opset}, {self.exporter} "
-            f"exporter, {self.seconds:.1f} s)",
+            f"wrote {self.path} ({self.path.stat().st_size / 2**20:.1f} MiB, opset {self.opset}, "
+            f"{self.exporter} exporter, {self.seconds:.1f} s)",
             f"{meta.arch} ({meta.task}, {meta.precision}): input {self.input_name} [{shape}] -> "
             f"{', '.join(self.output_names)}; {len(meta.class_names)} class names",
         ]
@@ -102,7 +104,7 @@ def parse_batch(text: str | int) -> str | int:
 
 
 class FramePreprocess(nn.Module):
-    """uint8 frames ``[..., T, H, W, 3]`` -> normalised float ``[..., 3, T, H, W]``: ``(v / 255 - mean) / std``
+    """uint8 frames ``[..., T, H, W, 3]`` -> float ``[..., 3, T, H, W]``, ``(v / 255 - mean) / std``
     as one multiply-add with float32 constants rounded from double, like :func:`vidfast.ops.cube_crop`."""
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
@@ -119,9 +121,9 @@ class FramePreprocess(nn.Module):
 class SeparableAdaptiveAvgPool3d(nn.Module):
     """``nn.AdaptiveAvgPool3d`` for one known input size ``(T, H, W)``, as three small matrix products.
 
-    Adaptive average pooling averages a box per output cell whose extent along each axis depends on that axis
-    only, so it factorises into per-axis averaging matrices; unlike ``aten._adaptive_avg_pool3d`` (which neither
-    ONNX exporter translates unless the output size divides the input size) this exports as plain MatMuls.
+    Adaptive average pooling averages a box per output cell whose extent along each axis depends on that
+    axis only, so it factorises into per-axis averaging matrices; unlike ``aten._adaptive_avg_pool3d`` (which
+    neither ONNX exporter translates unless the output size divides the input size) this exports as MatMuls.
     """
 
     def __init__(self, in_size: tuple[int, int, int], out_size: tuple[int, int, int]) -> None:
@@ -137,7 +139,8 @@ class SeparableAdaptiveAvgPool3d(nn.Module):
 
 
 def _averaging_matrix(n_in: int, n_out: int) -> Tensor:
-    """``[n_out, n_in]``: row ``i`` averages inputs ``floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out)``."""
+    """``[n_out, n_in]``: row ``i`` averages inputs ``floor(i n_in / n_out)`` up to (excluding)
+    ``ceil((i + 1) n_in / n_out)``, the cells of ``adaptive_avg_pool``."""
     matrix = torch.zeros(n_out, n_in)
     for i in range(n_out):
         lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
@@ -163,25 +166,25 @@ def _rewrite_adaptive_pools(net: nn.Module, example: Tensor) -> Any:
     ]
     try:
         with torch.no_grad():
-            out = net(example)
+            result = net(example)
     finally:
         for hook in hooks:
             hook.remove()
     for name, in_size in seen.items():
         parent, _, attr = name.rpartition(".")
         module = net.get_submodule(name)
-        out = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 3
-        out_size = tuple(i if o is None else o for i, o in zip(in_size, out, strict=True))
+        size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 3
+        out_size = tuple(i if o is None else o for i, o in zip(in_size, size, strict=True))
         if out_size == (1, 1, 1):
             continue  # a global average pool exports as ReduceMean
         replacement = nn.Identity() if out_size == in_size else SeparableAdaptiveAvgPool3d(in_size, out_size)
         setattr(net.get_submodule(parent) if parent else net, attr, replacement)
-    return out
+    return result
 
 
 class ExportGraph(nn.Module):
-    """What gets exported: optional :class:`FramePreprocess`, a cast to the compute dtype, the network, and the
-    outputs cast to ``output_dtype`` (always a tuple of tensors)."""
+    """What gets exported: optional :class:`FramePreprocess`, a cast to the compute dtype, the network, and
+    the outputs cast to ``output_dtype`` (always a tuple of tensors)."""
 
     def __init__(self, net: nn.Module, preprocess: FramePreprocess | None, compute_dtype: torch.dtype,
                  output_dtype: torch.dtype) -> None:
@@ -254,7 +257,8 @@ def _from_checkpoint(ckpt: Mapping[str, Any], puzzle_full: bool) -> _Source:
     return _Source(load_checkpoint(net, ckpt), name, "puzzle", [], data, net.num_pieces)
 
 
-def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any], puzzle_full: bool) -> _Source:
+def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any],
+                    puzzle_full: bool) -> _Source:
     from vidfast.models import read_checkpoint
 
     if isinstance(model_or_checkpoint, nn.Module):
@@ -293,7 +297,9 @@ def _pick_exporter(exporter: str, opset: int) -> str:
             f"exporter for opsets {lo}..{hi}"
         )
     if exporter == "torchscript" and opset > hi:
-        raise VidfastError(f"the torchscript exporter serves opsets {lo}..{hi}, not {opset}; use the dynamo exporter")
+        raise VidfastError(
+            f"the torchscript exporter serves opsets {lo}..{hi}, not {opset}; use the dynamo exporter"
+        )
     return exporter
 
 
@@ -348,9 +354,11 @@ def _validate(proto, opset: int, exporter: str) -> None:
 
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
-        raise VidfastError(f"the {exporter} exporter wrote opset {written} instead of {opset}; choose another opset")
+        raise VidfastError(
+            f"the {exporter} exporter wrote opset {written} instead of {opset}; choose another opset"
+        )
     if proto.ByteSize() > _PROTOBUF_LIMIT:
-        return  # the checker needs a file for models over 2 GiB; onnxruntime's load in the parity check still runs
+        return  # the checker needs a file for models over 2 GiB; the parity check's load still runs
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -375,7 +383,7 @@ def export_onnx(
     batch: str | int = "dynamic",
     clip: tuple[int, int, int] | str | None = None,
     fp16: bool = False,
-    fp32_io: bool = True,
+    fp32_io: bool = False,
     with_preprocess: bool = False,
     check: bool = True,
     puzzle_full: bool = False,
@@ -390,14 +398,14 @@ def export_onnx(
     """Export a model, a checkpoint file or a read checkpoint dict to ONNX at ``out``.
 
     Graph: input ``clip`` float ``[N, 3, T, H, W]`` -> output ``logits`` ``[N, num_classes]`` (``features``
-    ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``, which
-    takes pieces ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``: ``(T, H, W)`` or
-    "TxHxW", default from the checkpoint's data settings, else the model card. ``with_preprocess``: the input
-    is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``: half-precision weights and compute;
-    with ``fp32_io`` the graph still takes and returns float32. ``vidfast.*`` metadata is attached (see
-    :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU) and PyTorch run the same random inputs and
-    the export fails when outputs differ by more than ``tolerance`` relative to the logit scale (1e-3 fp32,
-    5e-2 fp16). The file is written only after all checks pass.
+    ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``,
+    which takes pieces ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``: ``(T, H, W)``
+    or "TxHxW", default from the checkpoint's data settings, else the model card. ``with_preprocess``: the
+    input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``: half-precision weights and
+    compute; with ``fp32_io`` the graph still takes and returns float32. ``vidfast.*`` metadata is attached
+    (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU) and PyTorch run the same random
+    inputs and the export fails when outputs differ by more than ``tolerance`` relative to the logit scale
+    (1e-3 fp32, 5e-2 fp16). The file is written only after all checks pass.
     """
     import vidfast
 
@@ -457,10 +465,10 @@ def export_onnx(
 
     parity = None
     if check:
+        default_tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
         parity = check_parity(
             proto.SerializeToString(), reference, sample_shape, (1, 3) if dynamic else (batch,),
-            with_preprocess, io_dtype,
-            tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE), seed + 1, fp16,
+            with_preprocess, io_dtype, default_tolerance if tolerance is None else tolerance, seed + 1, fp16,
         )
         if not parity.passed:
             raise VidfastError(f"export of {source.arch} rejected, {parity}")

@@ -1,4 +1,4 @@
-"""Parity of an exported graph with its PyTorch model: onnxruntime (CPU) and PyTorch on the same random inputs."""
+"""Parity of an exported graph with its PyTorch model: onnxruntime (CPU) vs PyTorch on the same inputs."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class ParityReport:
 
 
 def random_inputs(shape: Sequence[int], frames: bool, seed: int) -> torch.Tensor:
-    """Seeded test input: uint8 frames uniform in 0..255, or float clips ~ N(0, 1) (normalised-video scale)."""
+    """Seeded test input: uint8 frames uniform in 0..255, or float clips ~ N(0, 1) (normalised video)."""
     gen = torch.Generator().manual_seed(seed)
     if frames:
         return torch.randint(0, 256, tuple(shape), generator=gen, dtype=torch.uint8)
@@ -92,7 +92,9 @@ def check_parity(
         got = [np.asarray(o, dtype=np.float32) for o in session.run(None, {input_name: feed})]
         for r, g in zip(refs, got, strict=True):
             if r.shape != g.shape:
-                raise VidfastError(f"exported graph output shape {list(g.shape)} differs from PyTorch's {list(r.shape)}")
+                raise VidfastError(
+                    f"exported graph output shape {list(g.shape)} differs from PyTorch's {list(r.shape)}"
+                )
             if r.size == 0:
                 continue
             diff = float(np.abs(r - g).max())

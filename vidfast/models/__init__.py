@@ -1,4 +1,4 @@
-"""vidfast.models: the 3D-CNN model zoo (Hara et al. CVPR 2018 families, C3D), checkpoints, cubic-puzzle network.
+"""vidfast.models: the 3D-CNN zoo (Hara et al. CVPR 2018 families, C3D), checkpoints, cubic-puzzle network.
 
 Importing this package registers every model; build one with ``create_model(name, num_classes, **options)``.
 """

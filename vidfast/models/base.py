@@ -11,8 +11,8 @@ class VideoClassifier(nn.Module):
     """Base class: ``forward(x) = forward_head(forward_features(x))``.
 
     Subclasses build their layers, then call :meth:`_init_head` last so the classifier comes last in the
-    state dict and in ``named_parameters()`` (as in the reference models). ``classifier_name`` is the attribute
-    name of the final linear layer ("fc" for the ResNet families, "classifier" for DenseNet).
+    state dict and in ``named_parameters()`` (as in the reference models). ``classifier_name`` is the
+    attribute name of the final linear layer ("fc" for the ResNet families, "classifier" for DenseNet).
     """
 
     classifier_name: ClassVar[str] = "fc"
@@ -33,7 +33,8 @@ class VideoClassifier(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised ``num_features -> num_classes`` linear layer.
 
-        ``num_classes=0`` removes it: ``forward`` then returns the pooled features ``Tensor[B, num_features]``.
+        ``num_classes=0`` removes it: ``forward`` then returns the pooled features
+        ``Tensor[B, num_features]``.
         """
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")

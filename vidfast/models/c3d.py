@@ -14,7 +14,14 @@ from vidfast.models.registry import register_model
 
 #: (name, output channels) of the convs, in order; a pool follows the last conv of every group
 C3D_CONVS: tuple[tuple[str, int], ...] = (
-    ("1a", 64), ("2a", 128), ("3a", 256), ("3b", 256), ("4a", 512), ("4b", 512), ("5a", 512), ("5b", 512),
+    ("1a", 64),
+    ("2a", 128),
+    ("3a", 256),
+    ("3b", 256),
+    ("4a", 512),
+    ("4b", 512),
+    ("5a", 512),
+    ("5b", 512),
 )
 C3D_POOL_AFTER = ("1a", "2a", "3b", "4b", "5b")
 C3D_FC_WIDTH = 4096
@@ -27,7 +34,12 @@ class C3D(VideoClassifier):
     Needs ``T >= 16`` frames (four temporal halvings)."""
 
     def __init__(
-        self, num_classes: int = 400, *, n_input_channels: int = 3, widen_factor: float = 1.0, dropout: float = 0.5
+        self,
+        num_classes: int = 400,
+        *,
+        n_input_channels: int = 3,
+        widen_factor: float = 1.0,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         if widen_factor <= 0 or int(C3D_CONVS[0][1] * widen_factor) < 1:

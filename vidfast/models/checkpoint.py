@@ -1,10 +1,10 @@
 """Safe checkpoint reading and loading, for vidfast checkpoints and those of the 3D-ResNets-PyTorch project.
 
-Every file goes through ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused and
-never executed. Checkpoints may be a raw state dict or a dict with ``state_dict`` and ``arch``, which is either a
-vidfast registry name (``"resnet18"``, with ``model_kwargs``) or a reference-code name (``"resnet-18"``,
-``"preresnet-200"``, ``"resnext-101"``, ``"densenet-121"``, ``"resnet2p1d-18"``, or just ``"resnet"``, the depth
-and the options then being read off the weights).
+Every file goes through ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused
+and never executed. Checkpoints may be a raw state dict or a dict with ``state_dict`` and ``arch``, which is
+either a vidfast registry name (``"resnet18"``, with ``model_kwargs``) or a reference-code name
+(``"resnet-18"``, ``"preresnet-200"``, ``"resnext-101"``, ``"densenet-121"``, ``"resnet2p1d-18"``, or just
+``"resnet"``, the depth and the options then being read off the weights).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
             ) from None
         raise CheckpointError(f"cannot read checkpoint {p}: corrupt file ({_first_line(msg)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ValueError, zip errors ... for broken files
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {_first_line(str(e))}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: {type(e).__name__}: {_first_line(str(e))}"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {p} holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -88,7 +90,9 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     with ``module.`` / ``_orig_mod.`` prefixes stripped and legacy DenseNet names renamed."""
     sd = checkpoint.get("state_dict", checkpoint)
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise CheckpointError("checkpoint has no state dict (expected a 'state_dict' entry or a dict of tensors)")
+        raise CheckpointError(
+            "checkpoint has no state dict (expected a 'state_dict' entry or a dict of tensors)"
+        )
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
         changed = True
@@ -96,7 +100,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
             changed = False
             for prefix in WRAPPER_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         for pattern, repl in LEGACY_RENAMES:
             key = pattern.sub(repl, key)
         out[key] = value
@@ -182,8 +186,11 @@ def infer_model_kwargs(name: str, sd: Mapping[str, Tensor]) -> dict[str, Any]:
         if stem is None or growth is None or bottle is None:
             return kw
         kw.update(
-            n_input_channels=stem[1], conv1_t_size=stem[2], num_init_features=stem[0],
-            growth_rate=growth[0], bn_size=bottle[0] // growth[0],
+            n_input_channels=stem[1],
+            conv1_t_size=stem[2],
+            num_init_features=stem[0],
+            growth_rate=growth[0],
+            bn_size=bottle[0] // growth[0],
         )
     elif family == "c3d":
         stem = shape("conv1a.weight")
@@ -213,7 +220,8 @@ def _apply_state_dict(
     missing. With ``strict``, any other missing, unexpected or mis-shaped key raises one CheckpointError."""
     expected = model.state_dict()
     missing = [
-        k for k in expected
+        k
+        for k in expected
         if k not in sd and not k.endswith("num_batches_tracked") and not k.startswith(optional_prefixes)
     ]
     unexpected = [k for k in sd if k not in expected]
@@ -230,14 +238,17 @@ def _apply_state_dict(
         cls = getattr(model, "classifier_name", None)
         hint = (
             "; pass num_classes to replace the classifier"
-            if cls and misshaped and all(k.startswith(cls + ".") for k in misshaped) else ""
+            if cls and misshaped and all(k.startswith(cls + ".") for k in misshaped)
+            else ""
         )
         name = getattr(model, "arch", type(model).__name__)
         raise CheckpointError(f"checkpoint does not match {name}: " + "; ".join(parts) + hint)
     if missing or unexpected or misshaped:
         log.warning(
             "non-strict checkpoint load: skipped %d missing, %d unexpected and %d mis-shaped key(s)",
-            len(missing), len(unexpected), len(misshaped),
+            len(missing),
+            len(unexpected),
+            len(misshaped),
         )
     usable = {k: v for k, v in sd.items() if k in expected and v.shape == expected[k].shape}
     model.load_state_dict(usable, strict=False)
@@ -254,8 +265,9 @@ def load_checkpoint(
     ``model`` is a module, a model name (vidfast or reference style; must agree with the checkpoint's
     ``arch``), or None (built from the checkpoint's ``arch`` and ``model_kwargs``, or options read off the
     weights). ``num_classes`` different from the checkpoint's replaces the classifier with a fresh one
-    (fine-tuning). A cubic-puzzle checkpoint (``backbone.*`` keys) loaded into a plain model gives the backbone
-    weights and a fresh classifier; a plain checkpoint loaded into a :class:`PuzzleNet` fills its backbone.
+    (fine-tuning). A cubic-puzzle checkpoint (``backbone.*`` keys) loaded into a plain model gives the
+    backbone weights and a fresh classifier; a plain checkpoint loaded into a :class:`PuzzleNet` fills its
+    backbone.
     Mismatches raise one :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, str | os.PathLike) else checkpoint
@@ -272,12 +284,14 @@ def load_checkpoint(
             _apply_state_dict(model.backbone, {k: v for k, v in sd.items() if not k.startswith(cls)}, strict)
         return model
     if puzzle:
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
 
     if model is None or isinstance(model, str):
         arch = ckpt.get("arch")
         if model is None and not isinstance(arch, str):
-            raise CheckpointError("checkpoint records no 'arch'; pass a model or a model name to load it into")
+            raise CheckpointError(
+                "checkpoint records no 'arch'; pass a model or a model name to load it into"
+            )
         name = parse_arch(model if isinstance(model, str) else arch, sd)
         if isinstance(model, str) and isinstance(arch, str) and parse_arch(arch, sd) != name:
             raise CheckpointError(f"checkpoint holds a {arch!r} model, not {model!r}")
@@ -286,9 +300,13 @@ def load_checkpoint(
             kwargs = infer_model_kwargs(name, sd)
         stored = _classifier_rows(sd) or ckpt.get("num_classes") or 400
         try:
-            model = create_model(name, num_classes=num_classes if num_classes is not None else stored, **kwargs)
+            model = create_model(
+                name, num_classes=num_classes if num_classes is not None else stored, **kwargs
+            )
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"cannot build {name} from the checkpoint's options {dict(kwargs)}: {e}") from None
+            raise CheckpointError(
+                f"cannot build {name} from the checkpoint's options {dict(kwargs)}: {e}"
+            ) from None
     elif num_classes is not None and getattr(model, "num_classes", num_classes) != num_classes:
         model.reset_classifier(num_classes)
 
@@ -296,9 +314,10 @@ def load_checkpoint(
     cls = getattr(model, "classifier_name", None)
     if cls is not None:
         head = {k: v for k, v in sd.items() if k.startswith(cls + ".")}
+        expected = model.state_dict()
         fresh_head = puzzle or (
             num_classes is not None
-            and any(k not in model.state_dict() or model.state_dict()[k].shape != v.shape for k, v in head.items())
+            and (not head or any(k not in expected or expected[k].shape != v.shape for k, v in head.items()))
         )
         if fresh_head:
             sd = {k: v for k, v in sd.items() if k not in head}

@@ -26,18 +26,22 @@ DENSENET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
 
 
 class DenseLayer(nn.Sequential):
-    """BN-ReLU-1x1x1 conv (``bn_size * growth_rate``) - BN-ReLU-3x3x3 conv (``growth_rate``); output is the input
-    with the new features appended: ``Tensor[B, C, T, H, W] -> Tensor[B, C + growth_rate, T, H, W]``."""
+    """BN-ReLU-1x1x1 conv (``bn_size * growth_rate``) - BN-ReLU-3x3x3 conv (``growth_rate``); output is the
+    input with the new features appended: ``Tensor[B, C, T, H, W] -> Tensor[B, C + growth_rate, T, H, W]``."""
 
     def __init__(self, in_features: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
-        super().__init__(OrderedDict([
-            ("norm1", nn.BatchNorm3d(in_features)),
-            ("relu1", nn.ReLU(inplace=True)),
-            ("conv1", nn.Conv3d(in_features, bn_size * growth_rate, 1, bias=False)),
-            ("norm2", nn.BatchNorm3d(bn_size * growth_rate)),
-            ("relu2", nn.ReLU(inplace=True)),
-            ("conv2", nn.Conv3d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("norm1", nn.BatchNorm3d(in_features)),
+                    ("relu1", nn.ReLU(inplace=True)),
+                    ("conv1", nn.Conv3d(in_features, bn_size * growth_rate, 1, bias=False)),
+                    ("norm2", nn.BatchNorm3d(bn_size * growth_rate)),
+                    ("relu2", nn.ReLU(inplace=True)),
+                    ("conv2", nn.Conv3d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)),
+                ]
+            )
+        )
         self.drop_rate = drop_rate
 
     def forward(self, x: Tensor) -> Tensor:
@@ -51,12 +55,16 @@ class Transition(nn.Sequential):
     """BN-ReLU-1x1x1 conv to ``out_features`` channels, then 2x2x2 average pooling (halves T, H and W)."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__(OrderedDict([
-            ("norm", nn.BatchNorm3d(in_features)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("conv", nn.Conv3d(in_features, out_features, 1, bias=False)),
-            ("pool", nn.AvgPool3d(kernel_size=2, stride=2)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("norm", nn.BatchNorm3d(in_features)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("conv", nn.Conv3d(in_features, out_features, 1, bias=False)),
+                    ("pool", nn.AvgPool3d(kernel_size=2, stride=2)),
+                ]
+            )
+        )
 
 
 class DenseNet(VideoClassifier):
@@ -88,10 +96,17 @@ class DenseNet(VideoClassifier):
                 "must be >= 1"
             )
         stem: list[tuple[str, nn.Module]] = [
-            ("conv1", nn.Conv3d(
-                n_input_channels, num_init_features, kernel_size=(conv1_t_size, 7, 7),
-                stride=(conv1_t_stride, 2, 2), padding=(conv1_t_size // 2, 3, 3), bias=False,
-            )),
+            (
+                "conv1",
+                nn.Conv3d(
+                    n_input_channels,
+                    num_init_features,
+                    kernel_size=(conv1_t_size, 7, 7),
+                    stride=(conv1_t_stride, 2, 2),
+                    padding=(conv1_t_size // 2, 3, 3),
+                    bias=False,
+                ),
+            ),
             ("norm1", nn.BatchNorm3d(num_init_features)),
             ("relu1", nn.ReLU(inplace=True)),
         ]
@@ -100,10 +115,15 @@ class DenseNet(VideoClassifier):
         self.features = nn.Sequential(OrderedDict(stem))
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
-            block = nn.Sequential(OrderedDict(
-                (f"denselayer{j + 1}", DenseLayer(channels + j * growth_rate, growth_rate, bn_size, drop_rate))
-                for j in range(num_layers)
-            ))
+            block = nn.Sequential(
+                OrderedDict(
+                    (
+                        f"denselayer{j + 1}",
+                        DenseLayer(channels + j * growth_rate, growth_rate, bn_size, drop_rate),
+                    )
+                    for j in range(num_layers)
+                )
+            )
             self.features.add_module(f"denseblock{i}", block)
             channels += num_layers * growth_rate
             if i != len(block_config):
@@ -146,10 +166,17 @@ def densenet(
     if widen_factor <= 0:
         raise ValueError(f"widen_factor must be > 0, got {widen_factor}")
     return DenseNet(
-        DENSENET_BLOCKS[depth], num_classes, growth_rate=int(growth_rate * widen_factor), bn_size=bn_size,
-        num_init_features=int(num_init_features * widen_factor), drop_rate=drop_rate,
-        n_input_channels=n_input_channels, conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool, dropout=dropout,
+        DENSENET_BLOCKS[depth],
+        num_classes,
+        growth_rate=int(growth_rate * widen_factor),
+        bn_size=bn_size,
+        num_init_features=int(num_init_features * widen_factor),
+        drop_rate=drop_rate,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        dropout=dropout,
     )
 
 

@@ -12,13 +12,14 @@ from vidfast.models.checkpoint import extract_state_dict
 
 
 def inflate_kernel(weight_2d: Tensor, t: int, time_dim: int) -> Tensor:
-    """``Tensor[O, I, kh, kw] -> Tensor[O, I, t, kh, kw]``: the 2D kernel repeated over the ``min(time_dim, t)``
-    central time steps and divided by that count (zeros elsewhere), so a clip of identical frames gives the
-    2D response away from the clip's temporal borders (everywhere when ``time_dim=1``)."""
+    """``Tensor[O, I, kh, kw] -> Tensor[O, I, t, kh, kw]``: the 2D kernel repeated over the
+    ``min(time_dim, t)`` central time steps and divided by that count (zeros elsewhere), so a clip of
+    identical frames gives the 2D response away from the clip's temporal borders (everywhere when
+    ``time_dim=1``)."""
     n = min(time_dim, t)
     start = (t - n) // 2
     out = weight_2d.new_zeros(*weight_2d.shape[:2], t, *weight_2d.shape[2:])
-    out[:, :, start:start + n] = (weight_2d / n).unsqueeze(2)
+    out[:, :, start : start + n] = (weight_2d / n).unsqueeze(2)
     return out
 
 
@@ -44,7 +45,12 @@ def inflate_from_2d(model: nn.Module, state_dict_2d: Mapping[str, Tensor], time_
         src = sd2.get(key)
         if src is None:
             missing.append(key)
-        elif ref.dim() == 5 and src.dim() == 4 and src.shape[:2] == ref.shape[:2] and src.shape[2:] == ref.shape[3:]:
+        elif (
+            ref.dim() == 5
+            and src.dim() == 4
+            and src.shape[:2] == ref.shape[:2]
+            and src.shape[2:] == ref.shape[3:]
+        ):
             new[key] = inflate_kernel(src, ref.shape[2], time_dim)
         elif src.shape == ref.shape:
             new[key] = src

@@ -19,9 +19,9 @@ class PuzzleOutput(NamedTuple):
 
 
 class PuzzleNet(nn.Module):
-    """One backbone shared by all ``num_pieces`` pieces (folded into the batch), features concatenated in piece
-    order, an MLP (``perm_head``: fc1, relu, dropout, fc2) for the permutation class and a linear ``rot_head``
-    applied to every piece's features for its rotation class.
+    """One backbone shared by all ``num_pieces`` pieces (folded into the batch), features concatenated in
+    piece order, an MLP (``perm_head``: fc1, relu, dropout, fc2) for the permutation class and a linear
+    ``rot_head`` applied to every piece's features for its rotation class.
 
     The backbone's classifier is removed (``reset_classifier(0)``) so that every backbone parameter is used;
     :meth:`backbone_state_dict` gives the backbone in the plain-model format for fine-tuning.
@@ -50,12 +50,16 @@ class PuzzleNet(nn.Module):
         self.num_perm_classes = num_perm_classes
         self.rotation_classes = rotation_classes
         features = backbone.num_features
-        self.perm_head = nn.Sequential(OrderedDict([
-            ("fc1", nn.Linear(num_pieces * features, hidden)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("drop", nn.Dropout(dropout)),
-            ("fc2", nn.Linear(hidden, num_perm_classes)),
-        ]))
+        self.perm_head = nn.Sequential(
+            OrderedDict(
+                [
+                    ("fc1", nn.Linear(num_pieces * features, hidden)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("drop", nn.Dropout(dropout)),
+                    ("fc2", nn.Linear(hidden, num_perm_classes)),
+                ]
+            )
+        )
         self.rot_head = nn.Linear(features, rotation_classes) if rotation_classes > 0 else None
 
     def forward(self, x: Tensor) -> PuzzleOutput:
@@ -74,5 +78,5 @@ class PuzzleNet(nn.Module):
         return PuzzleOutput(perm, rot)
 
     def backbone_state_dict(self) -> dict[str, Tensor]:
-        """The backbone's weights under plain-model names (no classifier), loadable with ``load_checkpoint``."""
+        """The backbone's weights under plain-model names (no classifier), for ``load_checkpoint``."""
         return dict(self.backbone.state_dict())

@@ -24,12 +24,14 @@ from vidfast.models.resnet import (
 
 
 def factorized_mid_planes(in_planes: int, out_planes: int, t: int, k: int) -> int:
-    """Channels between the spatial and temporal convs so that (2+1)D has the parameters of a ``t x k x k`` conv."""
+    """Channels between the spatial and temporal convs giving (2+1)D the parameters of ``t x k x k``."""
     return (in_planes * out_planes * t * k * k) // (in_planes * k * k + t * out_planes)
 
 
 def _spatial(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
-    return nn.Conv3d(in_planes, out_planes, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
+    return nn.Conv3d(
+        in_planes, out_planes, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
+    )
 
 
 def _temporal(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
@@ -37,11 +39,16 @@ def _temporal(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
 
 
 class R2Plus1dBasicBlock(nn.Module):
-    """Basic block with both 3x3x3 convs factorised: (s -> BN -> ReLU -> t -> BN) twice, ReLU between; add; ReLU."""
+    """Basic block, both 3x3x3 convs factorised: (s, BN, ReLU, t, BN) twice, ReLU between; add; ReLU."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if groups != 1:
@@ -72,8 +79,13 @@ class R2Plus1dBottleneck(nn.Module):
     """Bottleneck whose 3x3x3 conv is factorised: 1x1x1 -> (1x3x3 -> 3x1x1) -> 1x1x1, BN + ReLU between."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if groups != 1:
@@ -140,10 +152,18 @@ def r2plus1d(
     layers = stage_blocks(depth, STAGE_BLOCKS)
     bottleneck = depth >= BOTTLENECK_MIN_DEPTH
     return R2Plus1dResNet(
-        R2Plus1dBottleneck if bottleneck else R2Plus1dBasicBlock, layers, RESNET_WIDTHS,
-        expansion=4 if bottleneck else 1, num_classes=num_classes, n_input_channels=n_input_channels,
-        conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool,
-        shortcut_type=shortcut_type, widen_factor=widen_factor, dropout=dropout,
+        R2Plus1dBottleneck if bottleneck else R2Plus1dBasicBlock,
+        layers,
+        RESNET_WIDTHS,
+        expansion=4 if bottleneck else 1,
+        num_classes=num_classes,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        shortcut_type=shortcut_type,
+        widen_factor=widen_factor,
+        dropout=dropout,
     )
 
 

@@ -98,7 +98,9 @@ def _entry(name: str) -> _Entry:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
+        )
         raise ValueError(f"unknown model name {name!r}{hint}") from None
 
 
@@ -112,8 +114,8 @@ def create_model(name: str, num_classes: int = 400, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with a ``num_classes``-way classifier.
 
     Options (where the family has them): ``n_input_channels``, ``conv1_t_size``, ``conv1_t_stride``,
-    ``no_max_pool``, ``shortcut_type``, ``widen_factor``, ``cardinality``, ``dropout`` and family-specific ones
-    (see ``model_options(name)``). The returned model carries ``arch`` (= ``name``) and ``model_kwargs``
+    ``no_max_pool``, ``shortcut_type``, ``widen_factor``, ``cardinality``, ``dropout`` and family-specific
+    ones (see ``model_options(name)``). The returned model carries ``arch`` (= ``name``) and ``model_kwargs``
     (= the options given) so that a checkpoint can record how to rebuild it.
     """
     entry = _entry(name)

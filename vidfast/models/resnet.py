@@ -64,8 +64,13 @@ class BasicBlock(nn.Module):
     """Two 3x3x3 convs with BN, residual add, ReLU. ``planes`` = width of both convs (= ``out_planes``)."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3x3(in_planes, planes, stride, groups)
@@ -83,11 +88,16 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1x1 reduce -> 3x3x3 (strided, optionally grouped) -> 1x1x1 expand, each with BN; residual add, ReLU."""
+    """1x1x1 reduce -> 3x3x3 (strided, maybe grouped) -> 1x1x1 expand, each with BN; residual add, ReLU."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.conv1 = conv1x1x1(in_planes, planes)
@@ -111,8 +121,13 @@ class PreActBasicBlock(nn.Module):
     """Pre-activation basic block: (BN, ReLU, 3x3x3 conv) twice, then the residual add (no ReLU after it)."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm3d(in_planes)
@@ -130,11 +145,16 @@ class PreActBasicBlock(nn.Module):
 
 
 class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck: (BN, ReLU, conv) for the 1x1x1, 3x3x3 and 1x1x1 convs, then the residual add."""
+    """Pre-activation bottleneck: (BN, ReLU, conv) before the 1x1x1, 3x3x3, 1x1x1 convs; residual add."""
 
     def __init__(
-        self, in_planes: int, planes: int, out_planes: int, stride: int = 1,
-        downsample: nn.Module | None = None, groups: int = 1,
+        self,
+        in_planes: int,
+        planes: int,
+        out_planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm3d(in_planes)
@@ -206,8 +226,12 @@ class ResNet(VideoClassifier):
 
     def _build_stem(self, n_input_channels: int, width: int, t_size: int, t_stride: int) -> None:
         self.conv1 = nn.Conv3d(
-            n_input_channels, width, kernel_size=(t_size, 7, 7), stride=(t_stride, 2, 2),
-            padding=(t_size // 2, 3, 3), bias=False,
+            n_input_channels,
+            width,
+            kernel_size=(t_size, 7, 7),
+            stride=(t_stride, 2, 2),
+            padding=(t_size // 2, 3, 3),
+            bias=False,
         )
         self.bn1 = nn.BatchNorm3d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -281,10 +305,18 @@ def resnet(
     layers = stage_blocks(depth, STAGE_BLOCKS)
     bottleneck = depth >= BOTTLENECK_MIN_DEPTH
     return ResNet(
-        Bottleneck if bottleneck else BasicBlock, layers, RESNET_WIDTHS, expansion=4 if bottleneck else 1,
-        num_classes=num_classes, n_input_channels=n_input_channels, conv1_t_size=conv1_t_size,
-        conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool, shortcut_type=shortcut_type,
-        widen_factor=widen_factor, dropout=dropout,
+        Bottleneck if bottleneck else BasicBlock,
+        layers,
+        RESNET_WIDTHS,
+        expansion=4 if bottleneck else 1,
+        num_classes=num_classes,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        shortcut_type=shortcut_type,
+        widen_factor=widen_factor,
+        dropout=dropout,
     )
 
 
@@ -304,10 +336,18 @@ def preact_resnet(
     layers = stage_blocks(depth, STAGE_BLOCKS)
     bottleneck = depth >= BOTTLENECK_MIN_DEPTH
     return ResNet(
-        PreActBottleneck if bottleneck else PreActBasicBlock, layers, RESNET_WIDTHS,
-        expansion=4 if bottleneck else 1, num_classes=num_classes, n_input_channels=n_input_channels,
-        conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool,
-        shortcut_type=shortcut_type, widen_factor=widen_factor, dropout=dropout,
+        PreActBottleneck if bottleneck else PreActBasicBlock,
+        layers,
+        RESNET_WIDTHS,
+        expansion=4 if bottleneck else 1,
+        num_classes=num_classes,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        shortcut_type=shortcut_type,
+        widen_factor=widen_factor,
+        dropout=dropout,
     )
 
 
@@ -324,14 +364,23 @@ def wide_resnet(
     widen_factor: float = 1.0,
     dropout: float = 0.0,
 ) -> ResNet:
-    """Wide 3D ResNet-``depth``: bottleneck widths multiplied by ``k``, expansion 2 (the stem stays 64 wide)."""
+    """Wide 3D ResNet-``depth``: bottleneck widths times ``k``, expansion 2 (the stem stays 64 wide)."""
     layers = stage_blocks(depth, [d for d in STAGE_BLOCKS if d >= BOTTLENECK_MIN_DEPTH])
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return ResNet(
-        Bottleneck, layers, [w * k for w in RESNET_WIDTHS], expansion=2, num_classes=num_classes,
-        n_input_channels=n_input_channels, conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool, shortcut_type=shortcut_type, widen_factor=widen_factor, dropout=dropout,
+        Bottleneck,
+        layers,
+        [w * k for w in RESNET_WIDTHS],
+        expansion=2,
+        num_classes=num_classes,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        shortcut_type=shortcut_type,
+        widen_factor=widen_factor,
+        dropout=dropout,
     )
 
 
@@ -354,15 +403,27 @@ def resnext(
     if cardinality < 1:
         raise ValueError(f"cardinality must be >= 1, got {cardinality}")
     return ResNet(
-        Bottleneck, layers, RESNEXT_WIDTHS, expansion=2, cardinality=cardinality, num_classes=num_classes,
-        n_input_channels=n_input_channels, conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool, shortcut_type=shortcut_type, widen_factor=widen_factor, dropout=dropout,
+        Bottleneck,
+        layers,
+        RESNEXT_WIDTHS,
+        expansion=2,
+        cardinality=cardinality,
+        num_classes=num_classes,
+        n_input_channels=n_input_channels,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        shortcut_type=shortcut_type,
+        widen_factor=widen_factor,
+        dropout=dropout,
     )
 
 
 for _depth in STAGE_BLOCKS:
     register_model(f"resnet{_depth}", family="resnet", depth=_depth)(partial(resnet, _depth))
-    register_model(f"preact_resnet{_depth}", family="preact_resnet", depth=_depth)(partial(preact_resnet, _depth))
+    register_model(f"preact_resnet{_depth}", family="preact_resnet", depth=_depth)(
+        partial(preact_resnet, _depth)
+    )
 for _depth in (50, 101):
     register_model(f"wide_resnet{_depth}", family="wide_resnet", depth=_depth)(partial(wide_resnet, _depth))
 for _depth in (50, 101, 152, 200):

@@ -1,0 +1,291 @@
+"""ONNX export: parity in onnxruntime for every model family, dynamic batch, metadata, in-graph preprocessing,
+fp16, puzzle networks, error messages and the ``vidfast export`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from vidfast.deploy import read_metadata
+from vidfast.errors import CheckpointError, VidfastError
+from vidfast.export import ExportResult, FramePreprocess, export_onnx, parse_batch, parse_clip
+from vidfast.export.onnx_export import SeparableAdaptiveAvgPool3d
+from vidfast.models import PuzzleNet, create_model, load_checkpoint
+from vidfast.ops import cube_crop
+from vidfast_cli.app import app
+
+CLIP = (8, 32, 32)
+MEAN = (0.45, 0.4, 0.35)
+STD = (0.25, 0.24, 0.23)
+CLASSES = ["archery", "bowling", "cooking", "diving", "eating"]
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial batch-norm statistics, so that folding them into the graph is actually exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def save_checkpoint(path: Path, model: nn.Module, arch: str, model_kwargs: dict, task: str = "classify",
+                    class_names: list[str] | None = None, puzzle: dict | None = None) -> Path:
+    """A checkpoint in the vidfast format (CONTRACTS.md), as the training engine writes it."""
+    ckpt = {
+        "arch": arch, "model_kwargs": model_kwargs, "task": task,
+        "num_classes": getattr(model, "num_classes", 0), "class_names": class_names or [],
+        "state_dict": model.state_dict(),
+        "data": {"clip_len": CLIP[0], "size": CLIP[1], "frame_step": 2, "mean": list(MEAN), "std": list(STD)},
+        "epoch": 3, "step": 30, "best_metric": 0.5, "config": {"model": arch},
+    }
+    if puzzle is not None:
+        ckpt["puzzle"] = puzzle
+    torch.save(ckpt, path)
+    return path
+
+
+def run_onnx(path: Path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def assert_close_rel(got: np.ndarray, want: torch.Tensor, rel: float = 1e-4) -> None:
+    want_np = want.detach().float().numpy()
+    assert got.shape == want_np.shape
+    scale = float(np.abs(want_np).max())
+    assert float(np.abs(got - want_np).max()) <= rel * scale, (np.abs(got - want_np).max(), scale)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def resnet(workdir: Path) -> tuple[nn.Module, Path]:
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet18", num_classes=5, widen_factor=0.25))
+    return model, save_checkpoint(workdir / "resnet18.pt", model, "resnet18", {"widen_factor": 0.25},
+                                  class_names=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def resnet_export(resnet, workdir: Path) -> ExportResult:
+    """Export from the checkpoint with every default (clip, mean, std, frame step read from its data)."""
+    return export_onnx(resnet[1], workdir / "resnet18.onnx")
+
+
+@pytest.fixture(scope="module")
+def puzzle(workdir: Path) -> tuple[PuzzleNet, Path]:
+    torch.manual_seed(1)
+    net = PuzzleNet(create_model("resnet18", num_classes=0, widen_factor=0.25), num_pieces=4,
+                    num_perm_classes=24, rotation_classes=4, hidden=32)
+    randomize_bn(net, seed=1)
+    ckpt = save_checkpoint(workdir / "puzzle.pt", net, "resnet18", {"widen_factor": 0.25}, task="puzzle",
+                           puzzle={"num_pieces": 4, "num_perm_classes": 24, "rotation_classes": 4, "hidden": 32})
+    return net, ckpt
+
+
+def test_checkpoint_export_parity_and_dynamic_batch(resnet, resnet_export: ExportResult) -> None:
+    model, _ = resnet
+    assert resnet_export.parity is not None and resnet_export.parity.passed
+    assert resnet_export.parity.max_rel < 1e-5 and resnet_export.parity.top1_agreement == 1.0
+    assert resnet_export.exporter == "dynamo" and resnet_export.opset == 18
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, *CLIP, generator=torch.Generator().manual_seed(batch))
+        (logits,) = run_onnx(resnet_export.path, x)
+        assert_close_rel(logits, model(x))
+
+
+def test_graph_signature_checker_and_shape_inference(resnet_export: ExportResult) -> None:
+    proto = onnx.load(str(resnet_export.path))
+    onnx.checker.check_model(proto, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+
+    def dims(value: onnx.ValueInfoProto) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    (inp,), (out,) = inferred.graph.input, inferred.graph.output
+    assert inp.name == "clip" and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert dims(inp)[1:] == [3, *CLIP] and isinstance(dims(inp)[0], str)  # symbolic batch axis
+    assert out.name == "logits" and dims(out)[1] == 5 and isinstance(dims(out)[0], str)
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [18]
+
+
+def test_metadata_round_trip(resnet_export: ExportResult) -> None:
+    meta = read_metadata(resnet_export.path)
+    assert meta == resnet_export.metadata
+    assert (meta.arch, meta.task, meta.class_names) == ("resnet18", "classify", CLASSES)
+    assert meta.mean == MEAN and meta.std == STD and meta.clip == CLIP and meta.frame_step == 2
+    assert (meta.input_format, meta.precision) == ("clip", "fp32")
+    props = {p.key: p.value for p in onnx.load(str(resnet_export.path)).metadata_props}
+    assert json.loads(props["vidfast.class_names"]) == CLASSES
+    assert props["vidfast.clip"] == "8,32,32" and props["vidfast.frame_step"] == "2"
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "clip", "exporter", "opset"), [
+    ("resnext101", {"widen_factor": 0.25, "cardinality": 8}, CLIP, "torchscript", 17),
+    ("densenet121", {"growth_rate": 8, "num_init_features": 16}, (16, 32, 32), "auto", 18),
+    ("r2plus1d_18", {"widen_factor": 0.25}, CLIP, "auto", 18),
+    ("c3d", {"widen_factor": 0.125}, (16, 32, 32), "auto", 18),  # pool5 -> 4x4 needs the pool rewrite
+])
+def test_model_family_parity(arch: str, kwargs: dict, clip: tuple, exporter: str, opset: int,
+                             workdir: Path) -> None:
+    torch.manual_seed(2)
+    model = randomize_bn(create_model(arch, num_classes=7, **kwargs), seed=2)
+    result = export_onnx(model, workdir / f"{arch}.onnx", clip=clip, exporter=exporter, opset=opset)
+    assert result.parity is not None and result.parity.passed and result.parity.max_rel < 1e-4
+    assert result.metadata.arch == arch and result.opset == opset
+    x = torch.randn(2, 3, *clip, generator=torch.Generator().manual_seed(5))
+    (logits,) = run_onnx(result.path, x)
+    assert_close_rel(logits, model(x))
+
+
+def test_puzzle_backbone_export(puzzle, workdir: Path) -> None:
+    net, ckpt = puzzle
+    result = export_onnx(ckpt, workdir / "puzzle_backbone.onnx")
+    assert result.output_names == ("features",) and result.metadata.task == "features"
+    x = torch.randn(3, 3, *CLIP, generator=torch.Generator().manual_seed(6))
+    (features,) = run_onnx(result.path, x)
+    assert_close_rel(features, net.backbone.forward_features(x))
+
+
+def test_puzzle_full_export(puzzle, workdir: Path) -> None:
+    net, ckpt = puzzle
+    result = export_onnx(ckpt, workdir / "puzzle_full.onnx", puzzle_full=True)
+    assert result.output_names == ("perm", "rot") and result.metadata.task == "puzzle"
+    assert result.input_shape[1:] == (4, 3, *CLIP)
+    x = torch.randn(2, 4, 3, *CLIP, generator=torch.Generator().manual_seed(7))
+    perm, rot = run_onnx(result.path, x)
+    want = net.eval()(x)
+    assert_close_rel(perm, want.perm)
+    assert_close_rel(rot, want.rot)
+    assert rot.shape == (2, 4, 4)
+
+
+def test_frame_preprocess_matches_cube_crop() -> None:
+    frames = torch.randint(0, 256, (2, *CLIP, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
+    t, h, w = CLIP
+    expected = cube_crop(frames, torch.arange(t).expand(2, 1, t), torch.tensor([[[0, 0, h, w]]]).expand(2, 1, 4),
+                         CLIP, mean=MEAN, std=STD)[:, 0]
+    torch.testing.assert_close(FramePreprocess(MEAN, STD)(frames), expected, rtol=0, atol=1e-5)
+
+
+def test_with_preprocess_equals_pytorch_preprocessing(resnet, workdir: Path) -> None:
+    model, ckpt = resnet
+    result = export_onnx(ckpt, workdir / "resnet18_frames.onnx", with_preprocess=True)
+    assert result.input_name == "frames" and result.input_shape[1:] == (*CLIP, 3)
+    assert read_metadata(result.path).input_format == "frames"
+    proto = onnx.load(str(result.path))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    frames = torch.randint(0, 256, (3, *CLIP, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
+    t, h, w = CLIP
+    clips = cube_crop(frames, torch.arange(t).expand(3, 1, t), torch.tensor([[[0, 0, h, w]]]).expand(3, 1, 4),
+                      CLIP, mean=MEAN, std=STD)[:, 0]
+    (logits,) = run_onnx(result.path, frames)
+    assert_close_rel(logits, model(clips))
+
+
+def test_fp16_export_runs_on_cpu_provider(resnet, workdir: Path) -> None:
+    model, ckpt = resnet
+    result = export_onnx(ckpt, workdir / "resnet18_fp16.onnx", fp16=True)
+    assert result.parity is not None
+    if result.parity.skipped:
+        pytest.skip(result.parity.skipped)
+    assert result.metadata.precision == "fp16" and result.parity.passed
+    proto = onnx.load(str(result.path))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    x = torch.randn(2, 3, *CLIP, generator=torch.Generator().manual_seed(10))
+    (logits,) = run_onnx(result.path, x.half())
+    assert logits.dtype == np.float16
+    assert_close_rel(logits.astype(np.float32), model(x), rel=2e-2)
+
+
+def test_separable_adaptive_pool_is_exact() -> None:
+    x = torch.randn(2, 3, 5, 7, 9)
+    for out in ((1, 4, 4), (2, 3, 4), (5, 14, 3)):
+        pool = SeparableAdaptiveAvgPool3d((5, 7, 9), out)
+        torch.testing.assert_close(pool(x), nn.functional.adaptive_avg_pool3d(x, out), rtol=0, atol=1e-6)
+
+
+def test_failed_parity_rejects_and_writes_nothing(workdir: Path) -> None:
+    model = randomize_bn(create_model("resnet10", num_classes=3, widen_factor=0.25))
+    out = workdir / "rejected.onnx"
+    with pytest.raises(VidfastError, match="rejected, parity .* FAILED"):
+        export_onnx(model, out, clip=CLIP, opset=17, batch=2, tolerance=0.0)
+    assert not out.exists()
+
+
+def test_errors_are_one_clear_message(resnet, workdir: Path) -> None:
+    model, ckpt = resnet
+    out = workdir / "never.onnx"
+    bad = torch.load(ckpt, weights_only=True) | {"arch": "resnet9000"}
+    with pytest.raises(CheckpointError, match="unknown architecture 'resnet9000'"):
+        export_onnx(bad, out)
+    with pytest.raises(VidfastError, match="opset 5 cannot be served"):
+        export_onnx(model, out, opset=5)
+    with pytest.raises(VidfastError, match="dynamo exporter writes opset 18 or newer"):
+        export_onnx(model, out, opset=13, exporter="dynamo")
+    with pytest.raises(VidfastError, match=r"c3d cannot take clip 4x32x32"):
+        export_onnx(create_model("c3d", num_classes=3, widen_factor=0.125), out, clip=(4, 32, 32))
+    with pytest.raises(ValueError, match="puzzle_full needs a puzzle checkpoint"):
+        export_onnx(ckpt, out, puzzle_full=True)
+    with pytest.raises(ValueError, match="5 class names for a 3-class model"):
+        export_onnx(create_model("resnet10", num_classes=3, widen_factor=0.25), out, clip=CLIP,
+                    class_names=CLASSES)
+    assert not out.exists()
+
+
+def test_parse_clip_and_batch() -> None:
+    assert parse_clip("16x112x112") == (16, 112, 112)
+    assert parse_clip("8x64") == (8, 64, 64)
+    assert parse_batch("dynamic") == "dynamic" and parse_batch("4") == 4
+    for text in ("16x112x", "0x112x112", "abc"):
+        with pytest.raises(ValueError, match="--clip"):
+            parse_clip(text)
+    for text in ("0", "many"):
+        with pytest.raises(ValueError, match="--batch"):
+            parse_batch(text)
+
+
+def test_cli_export_static_batch(resnet, workdir: Path) -> None:
+    model, ckpt = resnet
+    out = workdir / "cli.onnx"
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(out), "--opset", "17",
+                                      "--batch", "2", "--clip", "8x32x32"])
+    assert result.exit_code == 0, result.output
+    assert "parity vs PyTorch at batch 2" in result.output and "torchscript exporter" in result.output
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, 3, *CLIP]
+    assert read_metadata(out).class_names == CLASSES
+    x = torch.randn(2, 3, *CLIP)
+    assert_close_rel(session.run(None, {"clip": x.numpy()})[0], model(x))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--checkpoint", "missing.pt"], "error: checkpoint not found"),
+    (["--clip", "16by112"], "error: ValueError: --clip must look like TxHxW"),
+    (["--opset", "3"], "error: opset 3 cannot be served"),
+    (["--batch", "0"], "error: ValueError: --batch must be 'dynamic' or a positive integer"),
+])
+def test_cli_export_errors(args: list[str], message: str, resnet, workdir: Path) -> None:
+    base = {"--checkpoint": str(resnet[1]), "--out": str(workdir / "cli_error.onnx")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value if flag != "--checkpoint" else str(workdir / value)
+    result = CliRunner().invoke(app, ["export", *[item for pair in base.items() for item in pair]])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output and not (workdir / "cli_error.onnx").exists()
