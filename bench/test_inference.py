@@ -8,9 +8,9 @@ Model: 3D ResNet-18, 400 classes, clip 16x112x112, batches of 1 and 8 clips. Pat
   onnxruntime CPU             vidfast.export -> vidfast.deploy.OnnxClassifier on the CPU provider
   onnxruntime CUDA / TensorRT the same on GPU providers (only where onnxruntime-gpu and a GPU are present)
 
-Besides each path's own pytest-benchmark timing, all paths are timed interleaved (round robin, median of ROUNDS)
-so that their ratios to eager fp32 are measured side by side even when other jobs load the machine; the ratios
-go into ``extra_info`` and the table is printed.
+Besides each path's own pytest-benchmark timing, all paths are timed interleaved (round robin, median of
+ROUNDS) so that their ratios to eager fp32 are measured side by side even when other jobs load the machine;
+the ratios go into ``extra_info`` and the table is printed.
 Run: .venv/bin/python -m pytest bench/test_inference.py -q -s --benchmark-columns=median,rounds
 """
 
@@ -35,8 +35,8 @@ BATCHES = (1, 8)
 ROUNDS = 5
 BASELINE = "torch eager fp32"
 GPU_PROVIDERS = {"onnxruntime CUDA": "cuda", "onnxruntime TensorRT": "tensorrt"}
-PATHS = (BASELINE, "torch eager bf16 cl", "torch compiled fp32 cl", "torch compiled bf16 cl", "onnxruntime CPU",
-         *GPU_PROVIDERS)
+PATHS = (BASELINE, "torch eager bf16 cl", "torch compiled fp32 cl", "torch compiled bf16 cl",
+         "onnxruntime CPU", *GPU_PROVIDERS)
 _ORT_NAMES = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
@@ -115,7 +115,8 @@ class _Paths:
             self.measured[batch] = median
             print(f"\n[resnet18 {'x'.join(map(str, CLIP))} batch {batch}] threads={torch.get_num_threads()}")
             for path, seconds in median.items():
-                print(f"  {path:26s} {batch / seconds:8.2f} clips/s  {median[BASELINE] / seconds:5.2f}x eager fp32")
+                ratio = median[BASELINE] / seconds
+                print(f"  {path:26s} {batch / seconds:8.2f} clips/s  {ratio:5.2f}x eager fp32")
         return self.measured[batch]
 
 

@@ -149,6 +149,16 @@ def test_strided_video(device):
         assert torch.equal(cube_crop(**{**args, "video": strided}), expected)
 
 
+@needs_native
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_output(channels_last):
+    """Outputs of 16 MB and more are staged per plane and written with streaming stores."""
+    args = _case(11, n=2, p=4, t=8, size=(160, 160), frames=9, hw=(200, 200))
+    out = cube_crop(**args, channels_last=channels_last)
+    assert out.numel() * out.element_size() >= 16 << 20
+    _assert_matches(out, cube_crop_reference(**args, channels_last=channels_last), args)
+
+
 def test_wrapper_falls_back_to_reference(monkeypatch):
     args = _case(4)
     expected = cube_crop_reference(**args)

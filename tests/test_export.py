@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
+from vidfast_cli.app import app
 
 from vidfast.deploy import read_metadata
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export import ExportResult, FramePreprocess, export_onnx, parse_batch, parse_clip
 from vidfast.export.onnx_export import SeparableAdaptiveAvgPool3d
-from vidfast.models import PuzzleNet, create_model, load_checkpoint
+from vidfast.models import PuzzleNet, create_model
 from vidfast.ops import cube_crop
-from vidfast_cli.app import app
 
 CLIP = (8, 32, 32)
 MEAN = (0.45, 0.4, 0.35)
@@ -93,8 +93,9 @@ def puzzle(workdir: Path) -> tuple[PuzzleNet, Path]:
     net = PuzzleNet(create_model("resnet18", num_classes=0, widen_factor=0.25), num_pieces=4,
                     num_perm_classes=24, rotation_classes=4, hidden=32)
     randomize_bn(net, seed=1)
+    puzzle_kwargs = {"num_pieces": 4, "num_perm_classes": 24, "rotation_classes": 4, "hidden": 32}
     ckpt = save_checkpoint(workdir / "puzzle.pt", net, "resnet18", {"widen_factor": 0.25}, task="puzzle",
-                           puzzle={"num_pieces": 4, "num_perm_classes": 24, "rotation_classes": 4, "hidden": 32})
+                           puzzle=puzzle_kwargs)
     return net, ckpt
 
 
@@ -137,7 +138,7 @@ def test_metadata_round_trip(resnet_export: ExportResult) -> None:
 
 @pytest.mark.parametrize(("arch", "kwargs", "clip", "exporter", "opset"), [
     ("resnext101", {"widen_factor": 0.25, "cardinality": 8}, CLIP, "torchscript", 17),
-    ("densenet121", {"growth_rate": 8, "num_init_features": 16}, (16, 32, 32), "auto", 18),
+    ("densenet121", {"growth_rate": 8, "num_init_features": 16}, (16, 32, 32), "torchscript", 17),
     ("r2plus1d_18", {"widen_factor": 0.25}, CLIP, "auto", 18),
     ("c3d", {"widen_factor": 0.125}, (16, 32, 32), "auto", 18),  # pool5 -> 4x4 needs the pool rewrite
 ])
@@ -175,12 +176,22 @@ def test_puzzle_full_export(puzzle, workdir: Path) -> None:
     assert rot.shape == (2, 4, 4)
 
 
+def random_frames(n: int, seed: int) -> torch.Tensor:
+    """uint8 frames ``[n, T, H, W, 3]`` of the clip size."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *CLIP, 3), dtype=torch.uint8, generator=gen)
+
+
+def cube_crop_whole(frames: torch.Tensor) -> torch.Tensor:
+    """vidfast's own preprocessing of clip-sized frames: the whole frame, no resize -> ``[n, 3, T, H, W]``."""
+    n, (t, h, w) = len(frames), CLIP
+    boxes = torch.tensor([[[0, 0, h, w]]]).expand(n, 1, 4)
+    return cube_crop(frames, torch.arange(t).expand(n, 1, t), boxes, CLIP, mean=MEAN, std=STD)[:, 0]
+
+
 def test_frame_preprocess_matches_cube_crop() -> None:
-    frames = torch.randint(0, 256, (2, *CLIP, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
-    t, h, w = CLIP
-    expected = cube_crop(frames, torch.arange(t).expand(2, 1, t), torch.tensor([[[0, 0, h, w]]]).expand(2, 1, 4),
-                         CLIP, mean=MEAN, std=STD)[:, 0]
-    torch.testing.assert_close(FramePreprocess(MEAN, STD)(frames), expected, rtol=0, atol=1e-5)
+    frames = random_frames(2, seed=8)
+    torch.testing.assert_close(FramePreprocess(MEAN, STD)(frames), cube_crop_whole(frames), rtol=0, atol=1e-5)
 
 
 def test_with_preprocess_equals_pytorch_preprocessing(resnet, workdir: Path) -> None:
@@ -190,12 +201,9 @@ def test_with_preprocess_equals_pytorch_preprocessing(resnet, workdir: Path) -> 
     assert read_metadata(result.path).input_format == "frames"
     proto = onnx.load(str(result.path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    frames = torch.randint(0, 256, (3, *CLIP, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
-    t, h, w = CLIP
-    clips = cube_crop(frames, torch.arange(t).expand(3, 1, t), torch.tensor([[[0, 0, h, w]]]).expand(3, 1, 4),
-                      CLIP, mean=MEAN, std=STD)[:, 0]
+    frames = random_frames(3, seed=9)
     (logits,) = run_onnx(result.path, frames)
-    assert_close_rel(logits, model(clips))
+    assert_close_rel(logits, model(cube_crop_whole(frames)))
 
 
 def test_fp16_export_runs_on_cpu_provider(resnet, workdir: Path) -> None:
@@ -232,8 +240,8 @@ def test_failed_parity_rejects_and_writes_nothing(workdir: Path) -> None:
 def test_errors_are_one_clear_message(resnet, workdir: Path) -> None:
     model, ckpt = resnet
     out = workdir / "never.onnx"
-    bad = torch.load(ckpt, weights_only=True) | {"arch": "resnet9000"}
-    with pytest.raises(CheckpointError, match="unknown architecture 'resnet9000'"):
+    bad = torch.load(ckpt, weights_only=True) | {"arch": "mobilenet3d"}
+    with pytest.raises(CheckpointError, match="unknown architecture 'mobilenet3d'"):
         export_onnx(bad, out)
     with pytest.raises(VidfastError, match="opset 5 cannot be served"):
         export_onnx(model, out, opset=5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vidfast.models import PuzzleNet, create_model, list_models, model_card, model_options
+from vidfast.models.c3d import C3D_POOL5_SIZE, pool5_to_fc6_grid
 from vidfast.models.registry import DEFAULT_CLIP
 
 TINY = (2, 3, 8, 32, 32)
@@ -194,3 +195,10 @@ def test_puzzle_net_shapes_and_piece_order(rotation_classes: int) -> None:
         net(torch.randn(2, 3, 3, 4, 32, 32))
     assert set(net.backbone_state_dict()) == set(net.backbone.state_dict())
     assert not any(k.startswith("fc.") for k in net.backbone_state_dict())
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 1, 4, 4), (2, 5, 2, 2, 2), (2, 5, 1, 7, 5), (1, 3, 3, 3, 9)])
+def test_c3d_pool_to_fc6_grid_is_adaptive_average_pooling(shape: tuple[int, ...]) -> None:
+    x = torch.randn(shape)
+    expected = torch.nn.functional.adaptive_avg_pool3d(x, C3D_POOL5_SIZE)
+    torch.testing.assert_close(pool5_to_fc6_grid(x), expected)

@@ -7,6 +7,7 @@ identity for the native 16x112x112 clip and lets other clip sizes through.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from vidfast.models.base import VideoClassifier
@@ -26,6 +27,29 @@ C3D_CONVS: tuple[tuple[str, int], ...] = (
 C3D_POOL_AFTER = ("1a", "2a", "3b", "4b", "5b")
 C3D_FC_WIDTH = 4096
 C3D_POOL5_SIZE = (1, 4, 4)
+
+
+def _bin_matrix(n_in: int, n_out: int, like: Tensor) -> Tensor:
+    """``Tensor[n_out, n_in]`` averaging the bins of adaptive average pooling (``nn.AdaptiveAvgPool1d``)."""
+    rows = []
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n_in)])
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def pool5_to_fc6_grid(x: Tensor) -> Tensor:
+    """Adaptive average pool ``Tensor[B, C, T, H, W] -> Tensor[B, C, 1, 4, 4]`` (identity at the native size).
+
+    Written as a mean and two small matrix products, which torch.onnx exports (``adaptive_avg_pool3d`` to a
+    size other than 1 has no ONNX lowering)."""
+    if tuple(x.shape[-3:]) == C3D_POOL5_SIZE:
+        return x
+    _, out_h, out_w = C3D_POOL5_SIZE
+    pooled = torch.einsum(
+        "bchw,ih,jw->bcij", x.mean(2), _bin_matrix(x.shape[3], out_h, x), _bin_matrix(x.shape[4], out_w, x)
+    )
+    return pooled.unsqueeze(2)
 
 
 class C3D(VideoClassifier):
@@ -60,7 +84,6 @@ class C3D(VideoClassifier):
                 setattr(self, f"pool{group}", pool)
             channels = width
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool3d(C3D_POOL5_SIZE)
         fc_width = int(C3D_FC_WIDTH * widen_factor)
         self.fc6 = nn.Linear(channels * C3D_POOL5_SIZE[0] * C3D_POOL5_SIZE[1] * C3D_POOL5_SIZE[2], fc_width)
         self.drop6 = nn.Dropout(dropout)
@@ -79,7 +102,7 @@ class C3D(VideoClassifier):
             x = self.relu(getattr(self, f"bn{name}")(getattr(self, f"conv{name}")(x)))
             if name in C3D_POOL_AFTER:
                 x = getattr(self, f"pool{name[0]}")(x)
-        x = self.avgpool(x).flatten(1)
+        x = pool5_to_fc6_grid(x).flatten(1)
         x = self.drop6(self.relu(self.fc6(x)))
         return self.relu(self.fc7(x))
 

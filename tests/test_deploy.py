@@ -1,0 +1,209 @@
+"""vidfast.deploy: provider choice, session options, OnnxClassifier on clips and videos, metadata errors
+and the default-backend rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from vidfast.data.clips import load_clips
+from vidfast.data.video_io import write_video
+from vidfast.deploy import (
+    ModelMetadata,
+    OnnxClassifier,
+    available_providers,
+    best_backend,
+    read_metadata,
+    resolve_providers,
+    session_options,
+    softmax,
+)
+from vidfast.deploy.backend import COMPILE_PAYBACK_CLIPS
+from vidfast.errors import BackendUnavailable, VidfastError
+from vidfast.export import export_onnx
+from vidfast.models import create_model
+
+CLIP = (8, 32, 32)
+MEAN = (0.43, 0.4, 0.37)
+STD = (0.27, 0.27, 0.27)
+NAMES = ["a", "b", "c", "d"]
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only choices")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(3)
+    net = create_model("resnet10", num_classes=len(NAMES), widen_factor=0.25).eval()
+    gen = torch.Generator().manual_seed(3)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    net.fc.weight.data.mul_(20)  # spread the logits so that softmax scores differ between classes
+    return net
+
+
+def _export(model: nn.Module, out: Path, **kw):
+    return export_onnx(model, out, clip=CLIP, class_names=NAMES, mean=MEAN, std=STD, frame_step=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def float_model(model: nn.Module, workdir: Path) -> Path:
+    return _export(model, workdir / "float.onnx").path
+
+
+@pytest.fixture(scope="module")
+def frames_model(model: nn.Module, workdir: Path) -> Path:
+    return _export(model, workdir / "frames.onnx", with_preprocess=True).path
+
+
+@pytest.fixture(scope="module")
+def video(workdir: Path) -> Path:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8).repeat(12, 0).repeat(10, 1)  # blocky 48x60 frames
+    frames = np.stack([np.roll(base, 2 * i, axis=1) for i in range(40)])
+    return write_video(workdir / "synthetic.mp4", frames, fps=25, codec="mjpeg")
+
+
+def test_auto_providers_are_ordered_and_keep_cpu() -> None:
+    chosen = resolve_providers("auto")
+    order = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert chosen == [p for p in order if p in available_providers()]
+    assert chosen[-1] == "CPUExecutionProvider"
+    assert resolve_providers("cpu") == resolve_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_unavailable_provider_is_one_clear_error() -> None:
+    if "TensorrtExecutionProvider" in available_providers():
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(BackendUnavailable, match="tensorrt not available in this onnxruntime build; .*CPU"):
+        resolve_providers("tensorrt")
+    with pytest.raises(BackendUnavailable, match="NoSuchExecutionProvider"):
+        resolve_providers(["cpu", "NoSuchExecutionProvider"])
+
+
+def test_session_options() -> None:
+    options = session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == len(__import__("os").sched_getaffinity(0))
+    assert session_options(threads=1).intra_op_num_threads == 1
+
+
+def test_predict_matches_pytorch(model: nn.Module, float_model: Path) -> None:
+    clf = OnnxClassifier(float_model)
+    assert clf.provider in available_providers()
+    assert clf.class_names == NAMES and clf.clip == CLIP and clf.batch_size is None
+    x = torch.randn(5, 3, *CLIP, generator=torch.Generator().manual_seed(0))
+    want = model(x).detach().numpy()
+    np.testing.assert_allclose(clf.predict(x), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(clf.predict(x.numpy()), clf.predict(x), rtol=0, atol=0)
+    small = OnnxClassifier(float_model, providers="cpu", max_batch=2)  # chunks of 2, 2 and 1
+    np.testing.assert_allclose(small.predict(x), clf.predict(x), rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_predict_rejects_bad_input(float_model: Path, frames_model: Path) -> None:
+    clf = OnnxClassifier(float_model)
+    with pytest.raises(ValueError, match=r"must be float clips \[N, 3, 8, 32, 32\], got \[2, 3, 8, 16, 16\]"):
+        clf.predict(np.zeros((2, 3, 8, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="floating-point"):
+        clf.predict(np.zeros((1, 3, *CLIP), np.uint8))
+    with pytest.raises(ValueError, match="takes uint8 frames"):
+        OnnxClassifier(frames_model).predict(np.zeros((1, *CLIP, 3), np.float32))
+
+
+def test_static_batch_model_pads_the_last_chunk(model: nn.Module, workdir: Path) -> None:
+    path = _export(model, workdir / "static.onnx", batch=2, opset=17).path
+    clf = OnnxClassifier(path)
+    assert clf.batch_size == 2
+    x = torch.randn(3, 3, *CLIP, generator=torch.Generator().manual_seed(1))
+    want = model(x).detach().numpy()
+    np.testing.assert_allclose(clf.predict(x), want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+def _pytorch_video_scores(model: nn.Module, video: Path, clips: int) -> np.ndarray:
+    """The PyTorch path: the same decoding, the float clips through the model, softmax averaged."""
+    x = load_clips(video, clip_len=CLIP[0], frame_step=2, size=CLIP[1], clips=clips, mean=MEAN, std=STD)
+    with torch.no_grad():
+        return torch.softmax(model(x), dim=1).mean(0).numpy()
+
+
+def test_predict_video_agrees_with_pytorch(model: nn.Module, float_model: Path, video: Path) -> None:
+    scores = OnnxClassifier(float_model).predict_video(video, clips=3)
+    assert scores.shape == (len(NAMES),) and abs(float(scores.sum()) - 1) < 1e-5
+    np.testing.assert_allclose(scores, _pytorch_video_scores(model, video, 3), rtol=0, atol=1e-5)
+
+
+def test_predict_video_uint8_path(model: nn.Module, frames_model: Path, video: Path) -> None:
+    clf = OnnxClassifier(frames_model)
+    assert clf.metadata.preprocess and clf.expected_shape() == (*CLIP, 3)
+    scores = clf.predict_video(video, clips=3)
+    frames = load_clips(video, clip_len=CLIP[0], frame_step=2, size=CLIP[1], clips=3, normalize=False)
+    x = (frames.permute(0, 4, 1, 2, 3).float() / 255 - torch.tensor(MEAN).view(3, 1, 1, 1)) / torch.tensor(
+        STD).view(3, 1, 1, 1)
+    with torch.no_grad():
+        want = torch.softmax(model(x), dim=1).mean(0).numpy()
+    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-5)
+    # the float path differs only by the uint8 rounding of the resized frames
+    np.testing.assert_allclose(scores, _pytorch_video_scores(model, video, 3), rtol=0, atol=2e-2)
+    assert scores.argmax() == _pytorch_video_scores(model, video, 3).argmax()
+
+
+def test_predict_video_undecodable_file(float_model: Path, workdir: Path) -> None:
+    bad = workdir / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(VidfastError):
+        OnnxClassifier(float_model).predict_video(bad, clips=2)
+
+
+def test_metadata_errors(float_model: Path, workdir: Path) -> None:
+    proto = onnx.load(str(float_model))
+    del proto.metadata_props[:]
+    plain = workdir / "plain.onnx"
+    onnx.save(proto, str(plain))
+    with pytest.raises(VidfastError, match="is not a vidfast export: metadata lacks vidfast.arch"):
+        OnnxClassifier(plain)
+    with pytest.raises(VidfastError, match="ONNX model not found"):
+        OnnxClassifier(workdir / "missing.onnx")
+    garbage = workdir / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01 definitely not protobuf")
+    with pytest.raises(VidfastError, match="cannot read ONNX model"):
+        read_metadata(garbage)
+    props = read_metadata(float_model).to_props() | {"vidfast.clip": "8,32"}
+    with pytest.raises(VidfastError, match="malformed vidfast metadata"):
+        ModelMetadata.from_props(props)
+    puzzle = onnx.load(str(float_model))
+    for prop in puzzle.metadata_props:
+        if prop.key == "vidfast.task":
+            prop.value = "puzzle"
+    onnx.save(puzzle, str(workdir / "puzzle.onnx"))
+    with pytest.raises(VidfastError, match="full cubic-puzzle export"):
+        OnnxClassifier(workdir / "puzzle.onnx")
+
+
+def test_softmax_is_stable() -> None:
+    p = softmax(np.array([[1000.0, 1000.0], [0.0, -1000.0]]))
+    np.testing.assert_allclose(p, [[0.5, 0.5], [1.0, 0.0]], atol=1e-7)
+
+
+@no_gpu
+def test_best_backend_rule_on_cpu() -> None:
+    small = best_backend(batch_size=1)
+    assert (small.engine, small.provider) == ("onnxruntime", "CPUExecutionProvider")
+    assert best_backend(batch_size=10).engine == "torch" and not best_backend(batch_size=10).compile
+    long_run = best_backend(batch_size=8, total_clips=COMPILE_PAYBACK_CLIPS)
+    assert long_run.compile and long_run.channels_last and long_run.dtype == torch.float32
+    with pytest.raises(ValueError, match="batch_size"):
+        best_backend(batch_size=0)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        best_backend(device="cuda")
