@@ -3,13 +3,13 @@
 Competitors, on the same inputs and producing the same float32 output bytes:
   native           torch.ops.vidfast.cube_crop (C++/OpenMP or CUDA)
   reference        vidfast.ops.cube_crop_reference (vectorised PyTorch gathers)
-  straightforward  per-sample slicing, permute, float, F.interpolate, normalise, stack (what one writes by hand)
-  copy_            Tensor.copy_ of a tensor with the output's size into a preallocated one (bandwidth yardstick)
+  straightforward  per-sample slicing, permute, float, F.interpolate, normalise, stack (written by hand)
+  copy_            Tensor.copy_ of a tensor of the output's size into a preallocated one (bandwidth yardstick)
 Cases: (a) "puzzle": N=32 clips [16, 128, 171, 3] uint8 -> 4 pieces [3, 16, 64, 64], no resize, random perm;
 (b) "supervised": N=32 clips -> one [3, 16, 112, 112] crop resized from a random multi-scale corner box.
 
-Besides each competitor's own pytest-benchmark timing, all four are timed interleaved (round robin, median of
-ROUNDS) so that their ratios are measured side by side even when other jobs load the machine; the ratios go into
+Besides each competitor's own pytest-benchmark timing, all four are timed interleaved (round robin, median
+of ROUNDS) so that their ratios are measured side by side even when other jobs load the machine; they go into
 ``extra_info`` (``gb_per_s_written``, ``of_copy_bandwidth``, ``speedup_vs_straightforward``) and are printed.
 Run: .venv/bin/python -m pytest bench/test_cube_crop.py -q -s --benchmark-columns=median,rounds
 """
@@ -64,7 +64,7 @@ def _make_case(name: str, device: str) -> dict:
 
 
 def _straightforward(video, frame_idx, boxes, out_size, perm) -> torch.Tensor:
-    """The hand-written version: slice each piece, permute to [3, t, h, w], float, resize, normalise, stack."""
+    """Hand-written version: slice each piece, permute to [3, t, h, w], float, resize, normalise, stack."""
     mean = torch.tensor(KINETICS_MEAN, device=video.device).view(3, 1, 1, 1)
     std = torch.tensor(KINETICS_STD, device=video.device).view(3, 1, 1, 1)
     _, oh, ow = out_size

@@ -159,6 +159,14 @@ def test_large_output(channels_last):
     _assert_matches(out, cube_crop_reference(**args, channels_last=channels_last), args)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_index_tensors_on_device():
+    args = _case(12, ragged=True)
+    on_device = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in _to(args, "cuda").items()}
+    _assert_matches(cube_crop(**on_device), cube_crop_reference(**args), args)
+
+
 def test_wrapper_falls_back_to_reference(monkeypatch):
     args = _case(4)
     expected = cube_crop_reference(**args)

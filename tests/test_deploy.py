@@ -36,6 +36,15 @@ NAMES = ["a", "b", "c", "d"]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only choices")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These models are tiny: one intra-op thread is as fast and does not stall when other jobs load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deploy")

@@ -68,6 +68,15 @@ def assert_close_rel(got: np.ndarray, want: torch.Tensor, rel: float = 1e-4) -> 
     assert float(np.abs(got - want_np).max()) <= rel * scale, (np.abs(got - want_np).max(), scale)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These models are tiny: one intra-op thread is as fast and does not stall when other jobs load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("export")
