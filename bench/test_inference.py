@@ -34,6 +34,8 @@ CLIP = (16, 112, 112)
 BATCHES = (1, 8)
 ROUNDS = 5
 BASELINE = "torch eager fp32"
+#: speed-up over eager fp32 the fastest deployment path should reach (issue 6)
+GOALS = {1: 3.0, 8: 1.5}
 GPU_PROVIDERS = {"onnxruntime CUDA": "cuda", "onnxruntime TensorRT": "tensorrt"}
 PATHS = (BASELINE, "torch eager bf16 cl", "torch compiled fp32 cl", "torch compiled bf16 cl",
          "onnxruntime CPU", *GPU_PROVIDERS)
@@ -117,6 +119,9 @@ class _Paths:
             for path, seconds in median.items():
                 ratio = median[BASELINE] / seconds
                 print(f"  {path:26s} {batch / seconds:8.2f} clips/s  {ratio:5.2f}x eager fp32")
+            fastest = min(median, key=median.get)
+            speedup = median[BASELINE] / median[fastest]
+            print(f"  fastest: {fastest}, {speedup:.2f}x (goal: >= {GOALS[batch]}x)")
         return self.measured[batch]
 
 

@@ -38,7 +38,7 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-on
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """These models are tiny: one intra-op thread is as fast and does not stall when other jobs load the CPU."""
+    """The model here is tiny: one intra-op thread is as fast and does not stall under load."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

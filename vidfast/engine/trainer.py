@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import read_manifest
+from vidfast.engine.amp import bf16_broken_convs, run_in_fp32
 from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
 from vidfast.engine.config import TrainConfig, save_config
 from vidfast.engine.distributed import DistInfo, all_reduce_sum, any_rank, barrier, cleanup, init_distributed
@@ -274,6 +275,12 @@ class _Trainer:
         self.model = setup.model.to(self.device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.fp32_layers: list[str] = []
+        if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16:
+            pieces = (4,) if cfg.task == "puzzle" else ()
+            example = torch.zeros(1, *pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+            self.fp32_layers = bf16_broken_convs(self.model, example)
+            run_in_fp32(self.model, self.fp32_layers)
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
         self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype)
@@ -283,7 +290,7 @@ class _Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise DataError(
-                f"split {cfg.data.train_split!r} has fewer clips than one batch of {cfg.data.batch_size} clips"
+                f"split {cfg.data.train_split!r} has fewer clips than one batch ({cfg.data.batch_size})"
             )
         self.optimizer = build_optimizer(setup.param_groups, cfg.optim)
         self.schedule = Schedule(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
@@ -445,6 +452,11 @@ class _Trainer:
             f"channels_last={cfg.runtime.channels_last}, compile={cfg.runtime.compile}; "
             f"best.pt by {'val' if self.has_val else 'train'} {what}"
         )
+        if self.fp32_layers:
+            log.info(
+                f"bf16 weight gradients of this torch build are wrong for {', '.join(self.fp32_layers)} at "
+                "this clip size; those layers train in fp32 (see vidfast.engine.amp)"
+            )
         if self.epoch or self.batch_in_epoch:
             log.info(f"resumed from {self.last_path} at epoch {self.epoch + 1} batch {self.batch_in_epoch}")
         try:

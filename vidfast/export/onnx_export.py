@@ -27,9 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vidfast import __version__
 from vidfast.deploy.metadata import ModelMetadata
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
+from vidfast.models import PuzzleNet, create_model, is_model, load_checkpoint, model_card, read_checkpoint
+from vidfast.models.checkpoint import extract_state_dict, parse_arch
+from vidfast.models.registry import DEFAULT_CLIP
 from vidfast.ops import KINETICS_MEAN, KINETICS_STD
 
 DEFAULT_OPSET = 18
@@ -37,7 +41,6 @@ DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18
 TORCHSCRIPT_OPSETS = (9, 20)
 EXPORTERS = ("auto", "dynamo", "torchscript")
-DEFAULT_CLIP = (16, 112, 112)
 _PROTOBUF_LIMIT = 2**31 - 1
 
 PathLike = str | os.PathLike[str]
@@ -66,7 +69,7 @@ class ExportResult:
 
     def summary(self) -> list[str]:
         """Human-readable lines for the CLI."""
-        shape = "x".join(map(str, self.input_shape))
+        shape = ", ".join(map(str, self.input_shape))
         meta = self.metadata
         lines = [
             f"wrote {self.path} ({self.path.stat().st_size / 2**20:.1f} MiB, opset {self.opset}, "
@@ -215,8 +218,6 @@ class _Source:
 
 
 def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:
-    from vidfast.models import PuzzleNet
-
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     if isinstance(model, PuzzleNet):
         arch = getattr(model.backbone, "arch", type(model.backbone).__name__)
@@ -230,9 +231,6 @@ def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:
 
 
 def _from_checkpoint(ckpt: Mapping[str, Any], puzzle_full: bool) -> _Source:
-    from vidfast.models import PuzzleNet, create_model, load_checkpoint
-    from vidfast.models.checkpoint import extract_state_dict, parse_arch
-
     arch = ckpt.get("arch")
     if not isinstance(arch, str):
         raise CheckpointError("checkpoint records no 'arch'; cannot tell which model to export")
@@ -259,8 +257,6 @@ def _from_checkpoint(ckpt: Mapping[str, Any], puzzle_full: bool) -> _Source:
 
 def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any],
                     puzzle_full: bool) -> _Source:
-    from vidfast.models import read_checkpoint
-
     if isinstance(model_or_checkpoint, nn.Module):
         source = _from_module(model_or_checkpoint, puzzle_full)
     else:
@@ -272,14 +268,20 @@ def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any
 
 
 def _default_clip(source: _Source) -> tuple[int, int, int]:
-    from vidfast.models import is_model, model_card
-
     data = source.data
     if "clip_len" in data and "size" in data:
         size = data["size"]
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return int(data["clip_len"]), int(h), int(w)
     return model_card(source.arch).clip if is_model(source.arch) else DEFAULT_CLIP
+
+
+def _triple(name: str, values: Any, kind: type) -> tuple:
+    """``values`` as a 3-tuple of ``kind`` (clip sizes, mean, std); ValueError naming ``name`` otherwise."""
+    items = tuple(kind(v) for v in values)
+    if len(items) != 3:
+        raise ValueError(f"{name} needs 3 values, got {list(values)}")
+    return items
 
 
 def _pick_exporter(exporter: str, opset: int) -> str:
@@ -399,16 +401,14 @@ def export_onnx(
 
     Graph: input ``clip`` float ``[N, 3, T, H, W]`` -> output ``logits`` ``[N, num_classes]`` (``features``
     ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``,
-    which takes pieces ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``: ``(T, H, W)``
-    or "TxHxW", default from the checkpoint's data settings, else the model card. ``with_preprocess``: the
-    input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``: half-precision weights and
-    compute; with ``fp32_io`` the graph still takes and returns float32. ``vidfast.*`` metadata is attached
-    (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU) and PyTorch run the same random
-    inputs and the export fails when outputs differ by more than ``tolerance`` relative to the logit scale
-    (1e-3 fp32, 5e-2 fp16). The file is written only after all checks pass.
+    which takes ``pieces`` ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``:
+    ``(T, H, W)`` or "TxHxW", default from the checkpoint's data settings, else the model card.
+    ``with_preprocess``: the input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``:
+    half-precision weights and compute; with ``fp32_io`` the graph still takes and returns float32.
+    ``vidfast.*`` metadata is attached (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU)
+    and PyTorch run the same random inputs and the export fails when outputs differ by more than ``tolerance``
+    relative to the logit scale (1e-3 fp32, 5e-2 fp16). The file is written only after all checks pass.
     """
-    import vidfast
-
     started = time.perf_counter()
     chosen = _pick_exporter(exporter, opset)
     batch = parse_batch(batch)
@@ -416,21 +416,21 @@ def export_onnx(
     source = _resolve_source(model_or_checkpoint, puzzle_full)
     if isinstance(clip, str):
         clip = parse_clip(clip)
-    clip = tuple(int(v) for v in clip) if clip is not None else _default_clip(source)
-    if len(clip) != 3 or min(clip) < 1:
+    clip = _triple("clip", clip, int) if clip is not None else _default_clip(source)
+    if min(clip) < 1:
         raise ValueError(f"clip must be (T, H, W) with positive sizes, got {clip}")
     data = source.data
     meta = ModelMetadata(
         arch=source.arch,
-        clip=clip,  # type: ignore[arg-type]
-        mean=tuple(float(v) for v in (mean or data.get("mean") or KINETICS_MEAN)),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in (std or data.get("std") or KINETICS_STD)),  # type: ignore[arg-type]
+        clip=clip,
+        mean=_triple("mean", mean or data.get("mean") or KINETICS_MEAN, float),
+        std=_triple("std", std or data.get("std") or KINETICS_STD, float),
         task=source.task,
         class_names=list(class_names if class_names is not None else source.class_names),
         frame_step=int(frame_step or data.get("frame_step") or 1),
         input_format="frames" if with_preprocess else "clip",
         precision="fp16" if fp16 else "fp32",
-        version=vidfast.__version__,
+        version=__version__,
     )
     t, h, w = clip
     pieces = (source.num_pieces,) if source.num_pieces else ()
@@ -450,7 +450,7 @@ def export_onnx(
     graph = ExportGraph(exported_net.to(compute), preprocess, compute, io_dtype).eval()
     if not with_preprocess:
         example = example.to(io_dtype)
-    input_name = "frames" if with_preprocess else "clip"
+    input_name = "frames" if with_preprocess else ("pieces" if meta.task == "puzzle" else "clip")
     output_names = {"puzzle": ["perm", "rot"], "features": ["features"]}.get(meta.task, ["logits"])
     try:
         proto = _trace_to_onnx(graph, example, chosen, opset, dynamic, input_name, output_names)
