@@ -1,11 +1,12 @@
 """Which inference path is fastest by default, from what is installed and how much work there is.
 
-The rule follows ``bench/test_inference.py`` (3D ResNet-18, 16x112x112, measured side by side on a 2-core
-AVX-512 CPU without AMX): onnxruntime CPU runs a batch of 1 about 2-3.5x faster than PyTorch eager fp32 but
-is only on par with it at batch 8; ``torch.compile`` with inductor freezing on channels_last_3d fp32 is about
-as fast as onnxruntime at batch 1 and about 1.6x eager at batch 8, but costs tens of seconds of compilation,
-which pays back only over many clips; bf16 autocast is slower than fp32 on CPUs without AMX. On a GPU,
-TensorRT (through onnxruntime) is preferred when installed, else PyTorch on CUDA with bf16 autocast.
+The rule follows ``bench/test_inference.py`` (3D ResNet-18, 16x112x112, all paths timed side by side on a
+2-core AVX-512 CPU without AMX, in runs under different background load): onnxruntime CPU runs a batch of 1
+at 1.9-3.9x PyTorch eager fp32 but a batch of 8 only at 1.0-1.25x; ``torch.compile`` with inductor freezing on
+channels_last_3d fp32 reaches 2.3-3.6x at batch 1 and 1.6-2.2x at batch 8, but costs tens of seconds of
+compilation per batch size, which pays back only over many clips; bf16 autocast is no faster than fp32 on a
+CPU without AMX (0.64-1.05x eager, 1.0-1.7x compiled). On a GPU, TensorRT (through onnxruntime) is preferred
+when installed, else PyTorch on CUDA with bf16 autocast and channels_last_3d.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def best_backend(batch_size: int = 10, total_clips: int | None = None, device: s
                               "(freezing) is the fastest CPU path and its compile time pays back")
     if _ort_has("CPUExecutionProvider") and batch_size <= SMALL_BATCH:
         return Backend("onnxruntime", "cpu", provider="CPUExecutionProvider",
-                       reason=f"batches of {batch_size}: onnxruntime is 2-3.5x PyTorch eager at batch 1")
+                       reason=f"batches of {batch_size}: onnxruntime is 1.9-3.9x torch eager at batch 1")
     return Backend("torch", "cpu",
                    reason=f"batches of {batch_size}, too few clips for compilation to pay back: eager fp32 "
                           "(bf16 autocast is slower on CPUs without AMX)")

@@ -147,7 +147,8 @@ class _Variant:
     channels_last: bool
 
 
-_VARIANTS = (_Variant("fp32 NCDHW", False, False), _Variant("bf16 + channels_last", True, True))
+_VARIANTS = (_Variant("fp32 NCDHW", False, False), _Variant("fp32 + channels_last", False, True),
+             _Variant("bf16 + channels_last", True, True))
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -219,7 +220,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> li
                 with _autocast(device, variant.autocast):
                     sync(model(x))
 
-            rates.append((f"PyTorch {variant.name}", measure(forward, batch, cfg.min_seconds), ""))
+            rates.append((variant.name, measure(forward, batch, cfg.min_seconds), "PyTorch eager"))
         if cfg.onnx:
             rates.append(_onnx_rate(cfg, model, clips, workdir))
         results += _section(f"inference b{batch}", "clips/s", rates)

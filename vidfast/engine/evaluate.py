@@ -101,12 +101,14 @@ def _registry_name(checkpoint: dict, model: nn.Module) -> str:
 class ScoreEnsemble:
     """One or more classifiers whose softmax scores are averaged per clip.
 
-    ``autocast`` runs the forward pass in bfloat16 (CPU) / float16 (CUDA); ``channels_last`` converts the
-    model and clips to ``torch.channels_last_3d``; both are what makes inference fast here.
+    ``autocast`` runs the forward pass in float16 (CUDA) / bfloat16 (CPU); ``None`` = on CUDA only, because
+    on this project's CPUs (AVX-512 without AMX) bf16 3D convolutions measured slower than fp32.
+    ``channels_last`` converts the model and clips to ``torch.channels_last_3d`` (the fast layout for oneDNN
+    and cuDNN alike).
     """
 
     def __init__(self, members: Sequence[LoadedClassifier], device: str | torch.device = "cpu",
-                 autocast: bool = True, channels_last: bool = True) -> None:
+                 autocast: bool | None = None, channels_last: bool = True) -> None:
         if not members:
             raise ValueError("at least one --checkpoint is needed")
         sizes = {m.model.num_classes for m in members}
@@ -117,7 +119,7 @@ class ScoreEnsemble:
         if any(n != named[0] for n in named):
             raise CheckpointError("the checkpoints were trained on different class lists")
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.autocast = autocast
+        self.autocast = self.device.type == "cuda" if autocast is None else autocast
         self.channels_last = channels_last
         self.members = list(members)
         self.num_classes = sizes.pop()
@@ -128,7 +130,7 @@ class ScoreEnsemble:
             m.model.to(self.device, memory_format=memory_format)
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", autocast: bool = True,
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", autocast: bool | None = None,
                          channels_last: bool = True, clip_len: int | None = None, size: int | None = None,
                          frame_step: int | None = None) -> ScoreEnsemble:
         """Load every checkpoint in ``paths`` (see :func:`load_classifier`) into one ensemble."""
@@ -250,7 +252,7 @@ class EvalConfig:
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None
     channels_last: bool = True
     backend: str = "auto"
     clip_len: int | None = None

@@ -1,8 +1,9 @@
 """Video-level prediction for files on disk, from PyTorch checkpoints or an exported ONNX model.
 
 Both paths decode ``k`` evenly spaced clips per video and average the softmax scores over the clips (and
-over the models of a checkpoint ensemble). The PyTorch path runs bf16 autocast + channels_last_3d by default;
-the ONNX path goes through :class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed).
+over the models of a checkpoint ensemble). The PyTorch path runs channels_last_3d, with autocast on CUDA
+(see :class:`~vidfast.engine.evaluate.ScoreEnsemble`); the ONNX path goes through
+:class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class OnnxScorer:
 
 
 def open_scorer(checkpoints: Sequence[str | Path] = (), onnx: str | Path | None = None, device: str = "auto",
-                autocast: bool = True, channels_last: bool = True) -> VideoScorer:
+                autocast: bool | None = None, channels_last: bool = True) -> VideoScorer:
     """A scorer for ``--checkpoint`` files (score ensemble when several) or for one ``--onnx`` model."""
     if bool(checkpoints) == (onnx is not None):
         raise ValueError("give either --checkpoint (one or more) or --onnx, not both and not neither")

@@ -43,6 +43,8 @@ def demo(
     given = {"device": device, "workers": workers, "seed": seed}
     cfg = dataclasses.replace(cfg, export=export, **{k: v for k, v in given.items() if v is not None})
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
     result = run_demo(cfg, say=console.print)
     table = Table(title=f"{result.num_classes} motion classes, {result.num_train_videos} train / "
                   f"{result.num_val_videos} val videos, {cfg.arch} x{cfg.widen_factor:g}, "

@@ -60,7 +60,7 @@ def evaluate(
     config = EvalConfig(
         manifest=str(manifest), checkpoints=[str(c) for c in checkpoint], split=split, clips=clips,
         sliding=sliding, batch_size=batch_size or 16, workers=2 if workers is None else workers,
-        device=device or "auto", amp=True if amp is None else amp,
+        device=device or "auto", amp=amp,
         channels_last=True if channels_last is None else channels_last,
         clip_len=clip_len, size=size, frame_step=frame_step, run_dir=str(run_dir),
     )

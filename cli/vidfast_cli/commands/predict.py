@@ -37,9 +37,9 @@ def predict(
 ) -> None:
     """Classify whole videos: the softmax scores of CLIPS evenly spaced clips are averaged per video.
 
-    With --checkpoint the PyTorch model runs in bf16 autocast with channels_last_3d (the fastest PyTorch
-    path here; --no-amp/--no-channels-last turn them off); with --onnx the exported model runs in
-    onnxruntime on the best installed provider. A file that cannot be decoded gets one
+    With --checkpoint the PyTorch model runs with channels_last_3d, in fp16 autocast on CUDA and fp32 on
+    the CPU (bf16 measured slower on CPUs without AMX; --amp forces it); with --onnx the exported model
+    runs in onnxruntime on the best installed provider. A file that cannot be decoded gets one
     `error: FILE: reason` line on stderr; the other files are still predicted and the exit code is 1.
     """
     import json
@@ -47,7 +47,7 @@ def predict(
     from vidfast.engine.predict import open_scorer, predict_videos
 
     scorer = open_scorer(checkpoint or [], onnx=onnx, device=device or "auto",
-                         autocast=True if amp is None else amp,
+                         autocast=amp,
                          channels_last=True if channels_last is None else channels_last)
     results = predict_videos(scorer, videos, topk=topk, clips=clips)
     if as_json:
