@@ -273,3 +273,42 @@ def test_train_config_defaults_are_the_cvpr2018_setup():
     )
     assert cfg.data.clip_len == 16 and cfg.data.size == 112
     assert cfg.runtime.amp and cfg.runtime.channels_last
+
+
+def test_bf16_unsafe_convs_are_found_and_run_in_fp32():
+    from vidfast.engine.amp import bf16_unsafe_convs, run_in_fp32
+    from vidfast.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=2, widen_factor=0.25)
+    example = torch.zeros(1, 3, 8, 32, 32)  # layer2 sees depth 2 under 3x3x3 kernels
+    names = bf16_unsafe_convs(model, example)
+    assert names == ["layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2", "layer3.0.conv1"]
+    assert model.training  # mode restored
+    assert bf16_unsafe_convs(model, torch.zeros(1, 3, 16, 32, 32)) == [
+        "layer3.0.conv2",
+        "layer3.1.conv1",
+        "layer3.1.conv2",
+        "layer4.0.conv1",
+    ]
+    run_in_fp32(model, names)
+    conv = model.layer2[1].conv1
+    x, grad_out = torch.randn(2, 32, 2, 4, 4), torch.randn(2, 32, 2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x.bfloat16())
+        assert y.dtype == torch.float32  # left autocast
+        assert model.layer1[0].conv1(torch.randn(1, 16, 4, 8, 8)).dtype == torch.bfloat16  # others did not
+    y.backward(grad_out)
+    weight = conv.weight.detach().clone().requires_grad_()
+    torch.nn.functional.conv3d(x.bfloat16().float(), weight, conv.bias, padding=1).backward(grad_out)
+    assert torch.allclose(conv.weight.grad, weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_rich_progress_runs(tmp_path):
+    logger = RunLogger(tmp_path, progress="rich", tensorboard=False)
+    bar = logger.epoch_progress("epoch 1/1", total_steps=3, start_step=1)
+    for _ in range(2):
+        bar.update(4, loss=0.5, acc=1.0)
+    bar.close()
+    assert bar.done == 3 and bar.clips == 8 and bar.clips_per_s > 0
+    logger.close(plots=False)

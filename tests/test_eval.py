@@ -228,3 +228,15 @@ def test_eval_counts_a_video_that_no_longer_decodes(dataset, tmp_path):
     report = json.loads(result.stdout)
     assert report["num_videos"] == 6 and report["skipped"] == 1
     assert report["skipped_videos"][0]["path"] == str(broken)
+
+
+def test_checkpoint_without_data_entry_uses_the_model_card_clip(tmp_path):
+    """A checkpoint written by the CVPR 2018 code (``arch`` "resnet-10", no ``data``) evaluates at 16x112."""
+    from vidfast.engine.evaluate import load_classifier
+    from vidfast.models import create_model
+
+    model = create_model("resnet10", num_classes=5)
+    torch.save({"arch": "resnet-10", "state_dict": model.state_dict(), "epoch": 3}, tmp_path / "cvpr.pt")
+    loaded = load_classifier(tmp_path / "cvpr.pt", frame_step=2)
+    assert (loaded.spec.clip_len, loaded.spec.size, loaded.spec.frame_step) == (16, 112, 2)
+    assert loaded.model.num_classes == 5 and loaded.class_names == []

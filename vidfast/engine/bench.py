@@ -57,9 +57,21 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """Tiny sizes: each section takes a few seconds on 2 CPU cores."""
-        return cls(widen_factor=0.25, clip_len=8, size=32, batch_size=4, cube_batch=4, cube_frames=32,
-                   cube_side=112, cube_out=(8, 40, 40), loader_videos=8, loader_frames=32, loader_side=64,
-                   workers=0, min_seconds=0.5)
+        return cls(
+            widen_factor=0.25,
+            clip_len=8,
+            size=32,
+            batch_size=4,
+            cube_batch=4,
+            cube_frames=32,
+            cube_side=112,
+            cube_out=(8, 40, 40),
+            loader_videos=8,
+            loader_frames=32,
+            loader_side=64,
+            workers=0,
+            min_seconds=0.5,
+        )
 
 
 def measure(fn: Callable[[], object], items: int, min_seconds: float, warmup: int = 1) -> float:
@@ -76,8 +88,10 @@ def measure(fn: Callable[[], object], items: int, min_seconds: float, warmup: in
 
 def _section(name: str, unit: str, rates: list[tuple[str, float, str]]) -> list[BenchResult]:
     base = rates[0][1]
-    return [BenchResult(name, variant, rate, unit, rate / base if base else float("nan"), note)
-            for variant, rate, note in rates]
+    return [
+        BenchResult(name, variant, rate, unit, rate / base if base else float("nan"), note)
+        for variant, rate, note in rates
+    ]
 
 
 def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
@@ -87,8 +101,9 @@ def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]
 
     g = torch.Generator().manual_seed(0)
     n, p, (t, oh, ow) = cfg.cube_batch, 4, cfg.cube_out
-    video = torch.randint(0, 256, (n, cfg.cube_frames, cfg.cube_side, cfg.cube_side, 3), dtype=torch.uint8,
-                          generator=g).to(device)
+    video = torch.randint(
+        0, 256, (n, cfg.cube_frames, cfg.cube_side, cfg.cube_side, 3), dtype=torch.uint8, generator=g
+    ).to(device)
     start = torch.randint(0, cfg.cube_frames - t + 1, (n, p, 1), generator=g)
     frame_idx = (start + torch.arange(t)).to(device)
     side = cfg.cube_side // 2
@@ -100,12 +115,21 @@ def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]
     args = (video, frame_idx, boxes, (t, oh, ow), perm, None, rot)
     sync = _synchronizer(device)
     rates = [
-        ("cube_crop", measure(lambda: sync(cube_crop(*args)), n, cfg.min_seconds),
-         "native kernel" if native_available(device) else "no native op: reference"),
-        ("cube_crop_reference", measure(lambda: sync(cube_crop_reference(*args)), n, cfg.min_seconds),
-         "plain PyTorch ops"),
-        ("copy of the source", measure(lambda: sync(video.clone()), n, cfg.min_seconds),
-         f"{video.numel() // n / 1e6:.1f} MB/sample"),
+        (
+            "cube_crop",
+            measure(lambda: sync(cube_crop(*args)), n, cfg.min_seconds),
+            "native kernel" if native_available(device) else "no native op: reference",
+        ),
+        (
+            "cube_crop_reference",
+            measure(lambda: sync(cube_crop_reference(*args)), n, cfg.min_seconds),
+            "plain PyTorch ops",
+        ),
+        (
+            "copy of the source",
+            measure(lambda: sync(video.clone()), n, cfg.min_seconds),
+            f"{video.numel() // n / 1e6:.1f} MB/sample",
+        ),
     ]
     return _section("cube op", "samples/s", rates)
 
@@ -121,14 +145,27 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     from vidfast.data import build_manifest, make_loader, read_manifest, synthesize_dataset
 
     classes = 4
-    synthesize_dataset(workdir / "videos", classes=classes, per_class=max(1, cfg.loader_videos // classes),
-                       frames=cfg.loader_frames, size=(cfg.loader_side, cfg.loader_side))
+    synthesize_dataset(
+        workdir / "videos",
+        classes=classes,
+        per_class=max(1, cfg.loader_videos // classes),
+        frames=cfg.loader_frames,
+        size=(cfg.loader_side, cfg.loader_side),
+    )
     build_manifest("folder", workdir / "videos", workdir / "manifest.csv", progress=False)
     manifest = read_manifest(workdir / "manifest.csv")
     rates = []
     for task in ("classify", "puzzle"):
-        loader = make_loader(manifest, task=task, split="train", clip_len=cfg.clip_len, size=cfg.size,
-                             batch_size=cfg.batch_size, workers=cfg.workers, drop_last=False)
+        loader = make_loader(
+            manifest,
+            task=task,
+            split="train",
+            clip_len=cfg.clip_len,
+            size=cfg.size,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            drop_last=False,
+        )
         clips = sum(len(batch["video"]) for batch in loader)
 
         def epoch(loader=loader) -> None:
@@ -147,8 +184,11 @@ class _Variant:
     channels_last: bool
 
 
-_VARIANTS = (_Variant("fp32 NCDHW", False, False), _Variant("fp32 + channels_last", False, True),
-             _Variant("bf16 + channels_last", True, True))
+_VARIANTS = (
+    _Variant("fp32 NCDHW", False, False),
+    _Variant("fp32 + channels_last", False, True),
+    _Variant("bf16 + channels_last", True, True),
+)
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -197,9 +237,11 @@ def describe(cfg: BenchConfig) -> str:
     """One line naming the sizes a bench run uses."""
     width = f" x{cfg.widen_factor:g}" if cfg.widen_factor != 1.0 else ""
     t, oh, ow = cfg.cube_out
-    return (f"model {cfg.arch}{width}, clips {cfg.clip_len}x{cfg.size}x{cfg.size}; cube op: 4 cubes "
-            f"{t}x{oh}x{ow} from {cfg.cube_frames}x{cfg.cube_side}x{cfg.cube_side} uint8 clips; "
-            f"loader: {cfg.loader_videos} videos {cfg.loader_frames}x{cfg.loader_side}x{cfg.loader_side}")
+    return (
+        f"model {cfg.arch}{width}, clips {cfg.clip_len}x{cfg.size}x{cfg.size}; cube op: 4 cubes "
+        f"{t}x{oh}x{ow} from {cfg.cube_frames}x{cfg.cube_side}x{cfg.cube_side} uint8 clips; "
+        f"loader: {cfg.loader_videos} videos {cfg.loader_frames}x{cfg.loader_side}x{cfg.loader_side}"
+    )
 
 
 def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> list[BenchResult]:
@@ -227,8 +269,9 @@ def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> li
     return results
 
 
-def _onnx_rate(cfg: BenchConfig, model: nn.Module, clips: torch.Tensor,
-               workdir: Path) -> tuple[str, float, str]:
+def _onnx_rate(
+    cfg: BenchConfig, model: nn.Module, clips: torch.Tensor, workdir: Path
+) -> tuple[str, float, str]:
     """onnxruntime through vidfast.export + vidfast.deploy (exported once per run, batch axis dynamic)."""
     try:
         from vidfast.deploy import OnnxClassifier
@@ -237,8 +280,12 @@ def _onnx_rate(cfg: BenchConfig, model: nn.Module, clips: torch.Tensor,
         return ("onnxruntime", float("nan"), f"not available: {exc}")
     path = workdir / "bench.onnx"
     if not path.exists():
-        export_onnx(model.float().to(memory_format=torch.contiguous_format).cpu(), path,
-                    clip=(cfg.clip_len, cfg.size, cfg.size), check=False)
+        export_onnx(
+            model.float().to(memory_format=torch.contiguous_format).cpu(),
+            path,
+            clip=(cfg.clip_len, cfg.size, cfg.size),
+            check=False,
+        )
     classifier = OnnxClassifier(path)
     x = clips.float().cpu().contiguous()
     rate = measure(lambda: classifier.predict(x), len(x), cfg.min_seconds)
@@ -248,8 +295,9 @@ def _onnx_rate(cfg: BenchConfig, model: nn.Module, clips: torch.Tensor,
 SECTIONS = ("cube", "loader", "train", "inference")
 
 
-def run_bench(cfg: BenchConfig, sections: tuple[str, ...] = SECTIONS,
-              on_section: Callable[[str], None] | None = None) -> list[BenchResult]:
+def run_bench(
+    cfg: BenchConfig, sections: tuple[str, ...] = SECTIONS, on_section: Callable[[str], None] | None = None
+) -> list[BenchResult]:
     """Run the chosen sections in order; a section whose dependency is unusable yields a row saying why."""
     from vidfast.engine.trainer import resolve_device
 

@@ -76,6 +76,13 @@ def any_rank(flags: Sequence[bool], device: torch.device, info: DistInfo) -> lis
     return [v > 0 for v in all_reduce_sum([float(f) for f in flags], device, info)]
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (batch-norm statistics), as DDP does before each forward."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -76,7 +76,7 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
         raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
     model = load_checkpoint(None, checkpoint)
     data = checkpoint.get("data") or {}
-    card = model_card(_registry_name(checkpoint, model))
+    card = model_card(model.arch)  # create_model records the registry name
     spec = ClipSpec(
         clip_len=int(clip_len or data.get("clip_len") or card.clip[0]),
         size=int(size or data.get("size") or card.clip[1]),
@@ -86,16 +86,6 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
     )
     names = [str(n) for n in checkpoint.get("class_names") or []]
     return LoadedClassifier(model=model.eval(), spec=spec, class_names=names, source=str(path))
-
-
-def _registry_name(checkpoint: dict, model: nn.Module) -> str:
-    """The registry name of a loaded model (vidfast checkpoints store it; for others ask the model)."""
-    from vidfast.models import list_models
-
-    arch = str(checkpoint.get("arch", ""))
-    if arch in list_models():
-        return arch
-    return str(getattr(model, "arch", None) or type(model).__name__.lower())
 
 
 class ScoreEnsemble:

@@ -23,8 +23,9 @@ def topk_hits(scores: Tensor, labels: Tensor, k: int) -> Tensor:
     ``scores``: ``Tensor[N, C]``; ``labels``: long ``Tensor[N]``.
     """
     if scores.ndim != 2 or labels.shape != scores.shape[:1]:
-        raise ValueError(f"scores must be [N, C] and labels [N], got {tuple(scores.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores must be [N, C] and labels [N], got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     k = min(k, scores.shape[1])
     top = scores.topk(k, dim=1).indices
     return (top == labels.unsqueeze(1)).any(dim=1)
@@ -132,8 +133,10 @@ def classification_report(
         clip_top5=topk_accuracy(clip_scores, clip_labels, k),
         video_top1=topk_accuracy(scores, labels, 1),
         video_top5=topk_accuracy(scores, labels, k),
-        per_class={name: (None if math.isnan(acc) else acc)
-                   for name, acc in zip(class_names, recall.tolist(), strict=True)},
+        per_class={
+            name: (None if math.isnan(acc) else acc)
+            for name, acc in zip(class_names, recall.tolist(), strict=True)
+        },
         confusion=confusion.tolist(),
         num_videos=len(ids),
         num_clips=int(clip_scores.shape[0]),
@@ -144,8 +147,12 @@ def classification_report(
     return report, ids, scores
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
-                   title: str = "Video-level confusion matrix") -> Path:
+def plot_confusion(
+    confusion: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    path: str | Path,
+    title: str = "Video-level confusion matrix",
+) -> Path:
     """Draw the confusion matrix (rows true, columns predicted, colour = row-normalised share) as a PNG."""
     import matplotlib
 
@@ -164,8 +171,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
         ax.set_yticks(range(n), labels=list(class_names), fontsize=8)
     if n <= 20:
         for i, j in counts.nonzero().tolist():
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if shares[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

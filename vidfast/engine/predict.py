@@ -60,8 +60,13 @@ class OnnxScorer:
         return torch.as_tensor(self.classifier.predict_video(path, clips=clips)).float().reshape(-1)
 
 
-def open_scorer(checkpoints: Sequence[str | Path] = (), onnx: str | Path | None = None, device: str = "auto",
-                autocast: bool | None = None, channels_last: bool = True) -> VideoScorer:
+def open_scorer(
+    checkpoints: Sequence[str | Path] = (),
+    onnx: str | Path | None = None,
+    device: str = "auto",
+    autocast: bool | None = None,
+    channels_last: bool = True,
+) -> VideoScorer:
     """A scorer for ``--checkpoint`` files (score ensemble when several) or for one ``--onnx`` model."""
     if bool(checkpoints) == (onnx is not None):
         raise ValueError("give either --checkpoint (one or more) or --onnx, not both and not neither")
@@ -69,8 +74,9 @@ def open_scorer(checkpoints: Sequence[str | Path] = (), onnx: str | Path | None 
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
         return OnnxScorer(onnx, providers=device)
-    return ScoreEnsemble.from_checkpoints(checkpoints, device=device, autocast=autocast,
-                                          channels_last=channels_last)
+    return ScoreEnsemble.from_checkpoints(
+        checkpoints, device=device, autocast=autocast, channels_last=channels_last
+    )
 
 
 def top_classes(probs: Tensor, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -79,8 +85,9 @@ def top_classes(probs: Tensor, class_names: Sequence[str], k: int) -> list[tuple
     return [(class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
-def predict_videos(scorer: VideoScorer, paths: Sequence[str | Path], topk: int = 5,
-                   clips: int = 10) -> list[VideoPrediction]:
+def predict_videos(
+    scorer: VideoScorer, paths: Sequence[str | Path], topk: int = 5, clips: int = 10
+) -> list[VideoPrediction]:
     """Predict every file of ``paths``; a file that cannot be used gets ``error`` set (the run goes on)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")

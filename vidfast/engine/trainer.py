@@ -32,10 +32,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import read_manifest
-from vidfast.engine.amp import bf16_broken_convs, run_in_fp32
+from vidfast.engine.amp import bf16_unsafe_convs, run_in_fp32
 from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
 from vidfast.engine.config import TrainConfig, save_config
-from vidfast.engine.distributed import DistInfo, all_reduce_sum, any_rank, barrier, cleanup, init_distributed
+from vidfast.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    cleanup,
+    init_distributed,
+)
 from vidfast.engine.logging import RunLogger
 from vidfast.engine.optim import Schedule, build_optimizer
 from vidfast.engine.tasks import ClassifyTask, PuzzleTask, StepOutput
@@ -279,7 +287,7 @@ class _Trainer:
         if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16:
             pieces = (4,) if cfg.task == "puzzle" else ()
             example = torch.zeros(1, *pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
-            self.fp32_layers = bf16_broken_convs(self.model, example)
+            self.fp32_layers = bf16_unsafe_convs(self.model, example)
             run_in_fp32(self.model, self.fp32_layers)
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
@@ -454,8 +462,8 @@ class _Trainer:
         )
         if self.fp32_layers:
             log.info(
-                f"bf16 weight gradients of this torch build are wrong for {', '.join(self.fp32_layers)} at "
-                "this clip size; those layers train in fp32 (see vidfast.engine.amp)"
+                f"{', '.join(self.fp32_layers)} train in fp32: their input is shallower in time than their "
+                "kernel, where torch's bf16 CPU convolution gives wrong weight gradients (vidfast.engine.amp)"
             )
         if self.epoch or self.batch_in_epoch:
             log.info(f"resumed from {self.last_path} at epoch {self.epoch + 1} batch {self.batch_in_epoch}")
@@ -537,6 +545,9 @@ class _Trainer:
                     return {}, True
         finally:
             progress.close()
+        broadcast_buffers(
+            self.model, self.info
+        )  # same batch-norm statistics on every rank for eval and saving
         loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {
@@ -589,7 +600,44 @@ def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = 
     """
     device = resolve_device(config.runtime.device)
     info = init_distributed(device.type)
+    global_flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
         return _Trainer(config, callbacks, device, info).run()
     finally:
+        torch.use_deterministic_algorithms(global_flags[0])
+        torch.backends.cudnn.benchmark = global_flags[1]
         cleanup(info)
+
+
+def measure_training_throughput(
+    config: TrainConfig, steps: int = 4, warmup: int = 1, in_memory: bool = False
+) -> float:
+    """Training clips/s of ``config``'s setup on this machine, without writing checkpoints.
+
+    ``in_memory=False``: the whole pipeline (loader + step, batches as they come); ``True``: the step alone,
+    repeating the loader's first batch held in memory. ``warmup`` steps are not timed.
+    """
+    device = resolve_device(config.runtime.device)
+    trainer = _Trainer(config, (), device, DistInfo())
+    trainer.logger.close(plots=False)
+    batches = trainer._batches(0)
+    first = next(batches)
+
+    def next_batch() -> dict[str, Any]:
+        if in_memory:
+            return first
+        try:
+            return next(batches)
+        except StopIteration as exc:
+            raise ValueError(f"the train split has fewer than {warmup + steps} batches") from exc
+
+    clips, started = 0, 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            clips, started = 0, time.perf_counter()
+        out = trainer._train_step(first if i == 0 else next_batch())
+        clips += out.count
+    float(out.loss.detach())  # wait for the device
+    return clips / (time.perf_counter() - started)

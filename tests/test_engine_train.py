@@ -1,0 +1,206 @@
+"""End-to-end tests of ``vidfast.engine.fit``: learning, exact resume, signals, NaN, DDP on 2 gloo ranks.
+
+Data: tiny videos of a bar sweeping left or right over a random background (32x32, 16 frames), so a 3D CNN
+must use time to tell the classes apart; models are ``resnet18`` at ``widen_factor=0.25`` on 8x32x32 clips.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from vidfast.data.manifest import build_manifest
+from vidfast.data.video_io import write_video
+from vidfast.engine import TrainingDiverged, fit, resolve_config
+from vidfast.engine.config import TrainConfig
+from vidfast.engine.tasks import ClassifyTask
+from vidfast.models import read_checkpoint
+
+CONTRACT_KEYS = {
+    "arch",
+    "model_kwargs",
+    "task",
+    "num_classes",
+    "class_names",
+    "state_dict",
+    "data",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "rng",
+    "config",
+    "best_metric",
+}
+
+
+def write_bar_videos(
+    root: Path, per_class: int = 24, frames: int = 16, size: int = 32, seed: int = 0
+) -> None:
+    """ROOT/left|right/*.mp4: a 6-pixel bright bar moving 2-3 px/frame left or right (wrapping around)."""
+    rng = np.random.default_rng(seed)
+    for label, direction in (("left", -1), ("right", 1)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            x0, speed = rng.integers(0, size), rng.integers(2, 4)
+            video = np.empty((frames, size, size, 3), np.uint8)
+            video[:] = rng.integers(0, 100, size=3)
+            color = rng.integers(150, 256, size=3)
+            for t in range(frames):
+                video[t, :, (np.arange(6) + x0 + direction * speed * t) % size] = color
+            write_video(root / label / f"{label}_{i:03d}.mp4", video)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bars")
+    write_bar_videos(root / "videos")
+    build_manifest("folder", root / "videos", root / "manifest.csv", val_fraction=0.25, progress=False)
+    return root / "manifest.csv"
+
+
+def tiny_config(manifest: Path, run_dir: Path, epochs: int = 2, **sections) -> TrainConfig:
+    overrides = {
+        "epochs": epochs,
+        "data": {
+            "manifest": str(manifest),
+            "clip_len": 8,
+            "size": 32,
+            "batch_size": 8,
+            "workers": 0,
+            "loader": {"hflip": False},
+        },
+        "model": {"widen_factor": 0.25},
+        "optim": {"optimizer": "adamw", "lr": 2e-3, "schedule": "cosine"},
+        "runtime": {"run_dir": str(run_dir), "tensorboard": False, "progress": "none", "plots": False},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return resolve_config("classify", None, overrides)
+
+
+@pytest.mark.slow
+def test_train_learns_motion_and_writes_the_run_dir(manifest, tmp_path):
+    cfg = tiny_config(manifest, tmp_path / "run", epochs=6, runtime={"plots": True, "tensorboard": True})
+    result = fit(cfg)
+    assert result.status == "completed" and result.epochs_completed == 6
+    assert result.best_metric is not None and result.best_metric >= 0.75  # chance is 0.5 (12 val videos)
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.csv", "train.log", "curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert any((tmp_path / "run" / "tb").iterdir())
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert CONTRACT_KEYS <= set(ckpt)
+    assert (ckpt["task"], ckpt["arch"], ckpt["num_classes"], ckpt["class_names"]) == (
+        "classify",
+        "resnet18",
+        2,
+        ["left", "right"],
+    )
+    assert ckpt["model_kwargs"] == {"widen_factor": 0.25} and ckpt["data"]["clip_len"] == 8
+    assert ckpt["best_metric"] == pytest.approx(result.best_metric)
+    assert len(result.history) == 6 and all("val_acc" in row for row in result.history)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_resume_after_sigterm_matches_uninterrupted_run(manifest, tmp_path):
+    det = {"deterministic": True}
+    full = fit(tiny_config(manifest, tmp_path / "full", runtime=det))
+    assert full.status == "completed"
+
+    def stop_at_step_3(event):
+        if event.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = tiny_config(manifest, tmp_path / "split", runtime=det)
+    part = fit(cfg, callbacks=[stop_at_step_3])
+    assert part.status == "interrupted" and part.steps == 3
+    saved = read_checkpoint(tmp_path / "split" / "last.pt")
+    assert (saved["epoch"], saved["step"], saved["batch_in_epoch"]) == (0, 3, 3)
+    resumed = fit(tiny_config(manifest, tmp_path / "split", runtime={**det, "resume": True}))
+    assert resumed.status == "completed" and resumed.steps == full.steps
+    a, b = _state(tmp_path / "full" / "last.pt"), _state(tmp_path / "split" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the CSV of the resumed run holds every epoch once
+    assert (tmp_path / "split" / "metrics.csv").read_text().count("\n") == 1 + 2
+
+
+def test_sigint_saves_a_checkpoint_and_resume_checks_the_run(manifest, tmp_path):
+    def ctrl_c(event):
+        if event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = fit(tiny_config(manifest, tmp_path / "run", epochs=1), callbacks=[ctrl_c])
+    assert result.status == "interrupted"
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (0, 2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    wrong = tiny_config(
+        manifest, tmp_path / "run", epochs=1, model={"arch": "resnet10"}, runtime={"resume": True}
+    )
+    with pytest.raises(Exception, match="has arch 'resnet18' but this run has 'resnet10'"):
+        fit(wrong)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(manifest, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_step = ClassifyTask.step
+
+    def poisoned(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 6:  # second epoch (4 steps per epoch)
+            out.loss = out.loss * math.nan
+        return out
+
+    monkeypatch.setattr(ClassifyTask, "step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2 .*last good checkpoint"):
+        fit(tiny_config(manifest, tmp_path / "run", epochs=3, data={"val_split": "test"}))
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["batch_in_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert (tmp_path / "run" / "best.pt").is_file()  # no val split: best by training accuracy
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, manifest: str, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    cfg = tiny_config(Path(manifest), Path(out_dir) / "run", epochs=1, data={"val_split": "test"})
+    result = fit(cfg)
+    torch.save({"state": result.model.state_dict(), "steps": result.steps}, Path(out_dir) / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_ranks_end_with_identical_weights(manifest, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(manifest), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 2  # 36 train clips / 2 ranks / batch 8, last partial batch dropped
+    for key, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][key]), key
+    saved = _state(tmp_path / "run" / "last.pt")  # rank 0 wrote the run directory
+    assert all(torch.equal(saved[k], v) for k, v in r0["state"].items())
