@@ -113,6 +113,8 @@ def _train_config(cfg: DemoConfig, task: str, manifest: Path, run_dir: Path, epo
     }
     if task == "puzzle":
         overrides["puzzle"] = {"sampler": {"cube_len": cfg.cube_len, "out_size": cfg.cube_size}}
+    else:  # the synthetic classes are directions and rotation senses: a horizontal flip changes the label
+        data["loader"] = {"hflip": False}
     if init is not None:
         overrides["finetune"] = {"checkpoint": str(init)}
     return resolve_config(task, overrides=overrides)

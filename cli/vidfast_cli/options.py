@@ -73,6 +73,15 @@ Workers = Annotated[
         rich_help_panel=_DATA,
     ),
 ]
+HFlip = Annotated[
+    bool | None,
+    typer.Option(
+        "--hflip/--no-hflip",
+        help="Random horizontal flips of training clips (turn off when the classes depend on left/right "
+        "direction or rotation sense, as in `vidfast data synth`).",
+        rich_help_panel=_DATA,
+    ),
+]
 Epochs = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Number of training epochs.", rich_help_panel=_OPTIM)
 ]
@@ -237,6 +246,7 @@ TRAINING_OPTIONS: dict[str, Any] = {
     "frame_step": FrameStep,
     "batch_size": BatchSize,
     "workers": Workers,
+    "hflip": HFlip,
     "epochs": Epochs,
     "lr": Lr,
     "optimizer": Optimizer,
@@ -268,6 +278,7 @@ CONFIG_KEYS: dict[str, str] = {
     "frame_step": "data.frame_step",
     "batch_size": "data.batch_size",
     "workers": "data.workers",
+    "hflip": "data.loader.hflip",
     "epochs": "epochs",
     "lr": "optim.lr",
     "optimizer": "optim.optimizer",
