@@ -37,7 +37,7 @@ class DemoConfig:
 
     out: str = "demo_runs"
     classes: int = 6
-    per_class: int = 32
+    per_class: int = 40
     frames: int = 32
     video_size: int = 64
     val_fraction: float = 0.25
@@ -48,10 +48,10 @@ class DemoConfig:
     cube_len: int = 8
     cube_size: int = 32
     batch_size: int = 16
-    pretrain_epochs: int = 20
-    train_epochs: int = 12
-    lr: float = 0.05
-    pretrain_lr: float = 0.05
+    pretrain_epochs: int = 60
+    train_epochs: int = 20
+    lr: float = 0.02
+    pretrain_lr: float = 0.02
     amp: bool = False
     eval_clips: int = 4
     workers: int = 1
