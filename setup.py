@@ -1,9 +1,9 @@
 """Build script for vidfast's native extension ``vidfast._C``.
 
-The C++ CPU kernels (OpenMP) are always built.  The CUDA kernels are built when a CUDA toolkit and a CUDA build of
-torch are present; ``VIDFAST_CUDA=0`` forces them off and ``VIDFAST_CUDA=1`` forces them on (failing loudly if the
-toolkit is missing).  Install with ``pip install --no-build-isolation -e .`` after torch, so that the build uses the
-torch already installed instead of pulling a multi-GB one into an isolated build environment.
+The C++ CPU kernels (OpenMP) are always built. The CUDA kernels are built when a CUDA toolkit and a CUDA
+build of torch are present; ``VIDFAST_CUDA=0`` forces them off and ``VIDFAST_CUDA=1`` forces them on (failing
+loudly if the toolkit is missing). Install with ``pip install --no-build-isolation -e .`` after torch, so that
+the build uses the torch already installed, not a multi-GB one pulled into an isolated build environment.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _want_cuda() -> bool:
-    from torch.utils.cpp_extension import CUDA_HOME
-
     import torch
+    from torch.utils.cpp_extension import CUDA_HOME
 
     flag = os.environ.get("VIDFAST_CUDA", "").strip()
     if flag == "0":
@@ -39,7 +38,9 @@ def _want_cuda() -> bool:
 def _extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    cpp_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp"))
+    cpp_sources = sorted(
+        glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp")
+    )
     # no FMA contraction: the kernels round like the PyTorch reference, bit for bit, also with -march=native
     cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
     if os.environ.get("VIDFAST_NATIVE_ARCH", "0") == "1":

@@ -10,7 +10,7 @@ from test_eval import run_cli
 
 
 def test_bench_quick_measures_every_section():
-    from vidfast.engine.bench import BenchConfig, run_bench
+    from vidfast.bench import BenchConfig, run_bench
 
     rows = run_bench(dataclasses.replace(BenchConfig.quick(), min_seconds=0.05))  # the --quick sizes, short
     by_section: dict[str, list[dict]] = {}

@@ -51,7 +51,7 @@ def test_predict_reports_each_bad_file_and_exits_nonzero(files, tmp_path):
 
 def test_onnx_and_pytorch_paths_agree(files, tmp_path):
     pytest.importorskip("onnxruntime")
-    from vidfast.engine.predict import open_scorer
+    from vidfast.deploy.predict import open_scorer
     from vidfast.export import export_onnx
 
     model = tmp_path / "model.onnx"

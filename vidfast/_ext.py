@@ -1,4 +1,4 @@
-"""Loads the native extension ``vidfast._C`` once; without it the ops fall back to their PyTorch references."""
+"""Loads the native extension ``vidfast._C`` once; without it the ops use their PyTorch references."""
 
 from __future__ import annotations
 

@@ -215,8 +215,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
 def _export_and_predict(cfg: DemoConfig, checkpoint: Path, folder: Path,
                         videos: list[Path]) -> dict[str, Any]:
     """Export ``checkpoint``, predict ``videos`` with onnxruntime and with PyTorch; agreement and clips/s."""
+    from vidfast.deploy.predict import OnnxScorer, predict_videos
     from vidfast.engine.evaluate import ScoreEnsemble
-    from vidfast.engine.predict import OnnxScorer, predict_videos
     from vidfast.export import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Errors a user can cause. The CLI prints these as one line; anything else is a bug and keeps its traceback."""
+"""Errors a user can cause; the CLI prints them, like any other exception, as one line."""
 
 from __future__ import annotations
 

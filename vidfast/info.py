@@ -37,14 +37,14 @@ def info() -> dict:
 
     native = _ext.native_module()
     cuda_ok = torch.cuda.is_available()
-    kernels = {op: {"cpu": _kernel_in_use(op, "CPU"), "cuda": _kernel_in_use(op, "CUDA")} for op in NATIVE_OPS}
+    kernels = {op: {dev.lower(): _kernel_in_use(op, dev) for dev in ("CPU", "CUDA")} for op in NATIVE_OPS}
     return {
         "vidfast": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda_build": torch.version.cuda,
         "cuda_available": cuda_ok,
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda_ok else [],
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cudnn_available": bool(torch.backends.cudnn.is_available()) if cuda_ok else False,
         "cudnn_version": torch.backends.cudnn.version() if cuda_ok else None,
         "native_extension": native is not None,

@@ -1,7 +1,7 @@
 """The Typer application behind the ``vidfast`` console script.
 
-Command modules import only Typer at module level; the library and torch are imported inside each command so that
-``vidfast --help`` answers instantly.
+Command modules import only Typer at module level; the library and torch are imported inside each
+command so that ``vidfast --help`` answers instantly.
 """
 
 from __future__ import annotations

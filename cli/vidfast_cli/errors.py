@@ -14,7 +14,7 @@ EXIT_USER_ERROR = 1
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception as a single line: its message with whitespace collapsed, prefixed by its type if foreign."""
+    """The exception as one line: its message, whitespace collapsed, prefixed by its type if foreign."""
     from vidfast.errors import VidfastError
 
     message = " ".join(str(exc).split()) or type(exc).__name__

@@ -41,7 +41,7 @@ def bench(
     import dataclasses
     import json
 
-    from vidfast.engine.bench import SECTIONS, BenchConfig, describe, run_bench
+    from vidfast.bench import SECTIONS, BenchConfig, describe, run_bench
 
     cfg = BenchConfig.quick() if quick else BenchConfig()
     given = {"arch": arch, "widen_factor": widen_factor, "clip_len": clip_len, "size": size,

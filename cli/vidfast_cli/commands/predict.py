@@ -44,7 +44,7 @@ def predict(
     """
     import json
 
-    from vidfast.engine.predict import open_scorer, predict_videos
+    from vidfast.deploy.predict import open_scorer, predict_videos
 
     scorer = open_scorer(checkpoint or [], onnx=onnx, device=device or "auto",
                          autocast=amp,
