@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) 
             err=True,
         )
         raise typer.Exit(code=EXIT_INTERRUPTED)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     metric = "puzzle accuracy" if task == "puzzle" else "accuracy"
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
     typer.echo(
