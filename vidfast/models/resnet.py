@@ -8,7 +8,7 @@ with ``conv1, bn1, conv2, bn2[, conv3, bn3]``, projection shortcuts ``downsample
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch.nn.functional as F
@@ -289,66 +289,55 @@ def stage_blocks(depth: int, allowed: Sequence[int]) -> tuple[int, int, int, int
     return STAGE_BLOCKS[depth]
 
 
-def resnet(
-    depth: int,
-    num_classes: int = 400,
-    *,
-    n_input_channels: int = 3,
-    conv1_t_size: int = 7,
-    conv1_t_stride: int = 1,
-    no_max_pool: bool = False,
-    shortcut_type: str = "B",
-    widen_factor: float = 1.0,
-    dropout: float = 0.0,
-) -> ResNet:
-    """3D ResNet-``depth`` (basic blocks up to 34, bottleneck blocks with expansion 4 from 50)."""
-    layers = stage_blocks(depth, STAGE_BLOCKS)
-    bottleneck = depth >= BOTTLENECK_MIN_DEPTH
-    return ResNet(
-        Bottleneck if bottleneck else BasicBlock,
-        layers,
-        RESNET_WIDTHS,
-        expansion=4 if bottleneck else 1,
-        num_classes=num_classes,
-        n_input_channels=n_input_channels,
-        conv1_t_size=conv1_t_size,
-        conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool,
-        shortcut_type=shortcut_type,
-        widen_factor=widen_factor,
-        dropout=dropout,
-    )
+def _basic_or_bottleneck_builder(
+    basic: type[nn.Module], bottleneck: type[nn.Module], doc: str
+) -> Callable[..., ResNet]:
+    """A ResNet-``depth`` builder: ``basic`` blocks up to depth 34, ``bottleneck`` blocks (expansion 4) from
+    50, the stem and stages of :class:`ResNet`. ``resnet`` and ``preact_resnet`` differ only in the blocks."""
+
+    def build(
+        depth: int,
+        num_classes: int = 400,
+        *,
+        n_input_channels: int = 3,
+        conv1_t_size: int = 7,
+        conv1_t_stride: int = 1,
+        no_max_pool: bool = False,
+        shortcut_type: str = "B",
+        widen_factor: float = 1.0,
+        dropout: float = 0.0,
+    ) -> ResNet:
+        layers = stage_blocks(depth, STAGE_BLOCKS)
+        deep = depth >= BOTTLENECK_MIN_DEPTH
+        return ResNet(
+            bottleneck if deep else basic,
+            layers,
+            RESNET_WIDTHS,
+            expansion=4 if deep else 1,
+            num_classes=num_classes,
+            n_input_channels=n_input_channels,
+            conv1_t_size=conv1_t_size,
+            conv1_t_stride=conv1_t_stride,
+            no_max_pool=no_max_pool,
+            shortcut_type=shortcut_type,
+            widen_factor=widen_factor,
+            dropout=dropout,
+        )
+
+    build.__doc__ = doc
+    return build
 
 
-def preact_resnet(
-    depth: int,
-    num_classes: int = 400,
-    *,
-    n_input_channels: int = 3,
-    conv1_t_size: int = 7,
-    conv1_t_stride: int = 1,
-    no_max_pool: bool = False,
-    shortcut_type: str = "B",
-    widen_factor: float = 1.0,
-    dropout: float = 0.0,
-) -> ResNet:
-    """Pre-activation 3D ResNet-``depth`` (same stem and stages as :func:`resnet`, pre-activation blocks)."""
-    layers = stage_blocks(depth, STAGE_BLOCKS)
-    bottleneck = depth >= BOTTLENECK_MIN_DEPTH
-    return ResNet(
-        PreActBottleneck if bottleneck else PreActBasicBlock,
-        layers,
-        RESNET_WIDTHS,
-        expansion=4 if bottleneck else 1,
-        num_classes=num_classes,
-        n_input_channels=n_input_channels,
-        conv1_t_size=conv1_t_size,
-        conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool,
-        shortcut_type=shortcut_type,
-        widen_factor=widen_factor,
-        dropout=dropout,
-    )
+resnet = _basic_or_bottleneck_builder(
+    BasicBlock,
+    Bottleneck,
+    "3D ResNet-``depth`` (basic blocks up to 34, bottleneck blocks with expansion 4 from 50).",
+)
+preact_resnet = _basic_or_bottleneck_builder(
+    PreActBasicBlock,
+    PreActBottleneck,
+    "Pre-activation 3D ResNet-``depth`` (same stem and stages as :func:`resnet`, pre-activation blocks).",
+)
 
 
 def wide_resnet(
