@@ -13,14 +13,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from vidfast.models.registry import register_model
-from vidfast.models.resnet import (
-    BOTTLENECK_MIN_DEPTH,
-    RESNET_WIDTHS,
-    STAGE_BLOCKS,
-    ResNet,
-    conv1x1x1,
-    stage_blocks,
-)
+from vidfast.models.resnet import STAGE_BLOCKS, ResNet, basic_or_bottleneck_builder, conv1x1x1
 
 
 def factorized_mid_planes(in_planes: int, out_planes: int, t: int, k: int) -> int:
@@ -136,35 +129,12 @@ class R2Plus1dResNet(ResNet):
         return self.relu(self.bn1_t(self.conv1_t(x)))
 
 
-def r2plus1d(
-    depth: int,
-    num_classes: int = 400,
-    *,
-    n_input_channels: int = 3,
-    conv1_t_size: int = 7,
-    conv1_t_stride: int = 1,
-    no_max_pool: bool = False,
-    shortcut_type: str = "B",
-    widen_factor: float = 1.0,
-    dropout: float = 0.0,
-) -> R2Plus1dResNet:
-    """R(2+1)D-``depth`` (basic blocks up to 34, bottlenecks with expansion 4 from 50)."""
-    layers = stage_blocks(depth, STAGE_BLOCKS)
-    bottleneck = depth >= BOTTLENECK_MIN_DEPTH
-    return R2Plus1dResNet(
-        R2Plus1dBottleneck if bottleneck else R2Plus1dBasicBlock,
-        layers,
-        RESNET_WIDTHS,
-        expansion=4 if bottleneck else 1,
-        num_classes=num_classes,
-        n_input_channels=n_input_channels,
-        conv1_t_size=conv1_t_size,
-        conv1_t_stride=conv1_t_stride,
-        no_max_pool=no_max_pool,
-        shortcut_type=shortcut_type,
-        widen_factor=widen_factor,
-        dropout=dropout,
-    )
+r2plus1d = basic_or_bottleneck_builder(
+    R2Plus1dBasicBlock,
+    R2Plus1dBottleneck,
+    "R(2+1)D-``depth`` (basic blocks up to 34, bottlenecks with expansion 4 from 50).",
+    network=R2Plus1dResNet,
+)
 
 
 for _depth in STAGE_BLOCKS:

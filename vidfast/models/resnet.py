@@ -289,11 +289,12 @@ def stage_blocks(depth: int, allowed: Sequence[int]) -> tuple[int, int, int, int
     return STAGE_BLOCKS[depth]
 
 
-def _basic_or_bottleneck_builder(
-    basic: type[nn.Module], bottleneck: type[nn.Module], doc: str
+def basic_or_bottleneck_builder(
+    basic: type[nn.Module], bottleneck: type[nn.Module], doc: str, network: type[ResNet] = ResNet
 ) -> Callable[..., ResNet]:
     """A ResNet-``depth`` builder: ``basic`` blocks up to depth 34, ``bottleneck`` blocks (expansion 4) from
-    50, the stem and stages of :class:`ResNet`. ``resnet`` and ``preact_resnet`` differ only in the blocks."""
+    50, in ``network`` (its stem and stages). ``resnet``, ``preact_resnet`` and ``r2plus1d`` differ only in
+    the blocks and the network class."""
 
     def build(
         depth: int,
@@ -309,7 +310,7 @@ def _basic_or_bottleneck_builder(
     ) -> ResNet:
         layers = stage_blocks(depth, STAGE_BLOCKS)
         deep = depth >= BOTTLENECK_MIN_DEPTH
-        return ResNet(
+        return network(
             bottleneck if deep else basic,
             layers,
             RESNET_WIDTHS,
@@ -328,12 +329,12 @@ def _basic_or_bottleneck_builder(
     return build
 
 
-resnet = _basic_or_bottleneck_builder(
+resnet = basic_or_bottleneck_builder(
     BasicBlock,
     Bottleneck,
     "3D ResNet-``depth`` (basic blocks up to 34, bottleneck blocks with expansion 4 from 50).",
 )
-preact_resnet = _basic_or_bottleneck_builder(
+preact_resnet = basic_or_bottleneck_builder(
     PreActBasicBlock,
     PreActBottleneck,
     "Pre-activation 3D ResNet-``depth`` (same stem and stages as :func:`resnet`, pre-activation blocks).",
