@@ -105,6 +105,62 @@ def test_h264_fixture_has_b_frames_and_short_gop(videos: dict[str, Path]) -> Non
         assert video.fps == pytest.approx(25.0)
 
 
+def _first_decoded_frames(video, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the first frame index each ``_decode_run`` of ``video`` decodes (where its seek landed)."""
+    landed: list[int] = []
+    decode_run = type(video)._decode_run
+
+    def recording(self, *args):
+        first = decode_run(self, *args)
+        landed.append(first)
+        return first
+
+    monkeypatch.setattr(type(video), "_decode_run", recording)
+    return landed
+
+
+@pytest.mark.parametrize("name", ["h264_gop4", "shifted_mkv"])
+def test_seek_lands_on_the_keyframe_not_a_gop_earlier(
+    videos: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With B-frames a keyframe's dts precedes its pts; seeking to the dts lands on the keyframe before, and
+    the decoder would decode a whole extra GOP per clip."""
+    with open_video(videos[name], backend="pyav") as video:
+        landed = _first_decoded_frames(video, monkeypatch)
+        for key in video.index.key_frames[1:].tolist():
+            video.get_frames(range(key, key + 2))
+        assert landed == video.index.key_frames[1:].tolist()
+
+
+class _OvershootingSeeks:
+    """A container whose first seek of each pair lands one GOP (4 frames) late, like a demuxer whose index
+    does not match the stream's pts; everything else is the real container."""
+
+    def __init__(self, container, step: int) -> None:
+        self.container, self.step, self.calls = container, step, 0
+
+    def seek(self, offset: int, **kwargs) -> None:
+        self.calls += 1
+        self.container.seek(offset + (self.step if self.calls % 2 else 0), **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.container, name)
+
+
+def test_seek_retries_at_the_safe_timestamp_when_it_overshoots(
+    videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = full_decode(videos["h264_gop4"])
+    with open_video(videos["h264_gop4"], backend="pyav") as video:
+        landed = _first_decoded_frames(video, monkeypatch)
+        gop_ticks = int(video.index.pts[4] - video.index.pts[0])
+        video._container = _OvershootingSeeks(video._container, gop_ticks)
+        got = video.get_frames([9, 10, 11])
+        np.testing.assert_array_equal(got.numpy(), reference[[9, 10, 11]])
+        assert video._container.calls == 2  # the pts seek overshot to frame 12, the safe seek did not
+        assert landed[0] > 9 and landed[1] <= 8
+
+
 def test_index_for_shifted_and_timestampless_streams(videos: dict[str, Path]) -> None:
     with open_video(videos["shifted_mkv"], backend="pyav") as video:
         assert video.index.seekable and video.index.pts[0] > 0

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,7 +273,7 @@ def test_train_config_defaults_are_the_cvpr2018_setup():
         1e-3,
     )
     assert cfg.data.clip_len == 16 and cfg.data.size == 112
-    assert cfg.runtime.amp and cfg.runtime.channels_last
+    assert cfg.runtime.amp is None and cfg.runtime.channels_last  # autocast where it pays
 
 
 def test_bf16_unsafe_convs_are_found_and_run_in_fp32():
@@ -312,3 +313,34 @@ def test_rich_progress_runs(tmp_path):
     bar.close()
     assert bar.done == 3 and bar.clips == 8 and bar.clips_per_s > 0
     logger.close(plots=False)
+
+
+def test_autocast_defaults_to_where_it_pays(monkeypatch):
+    """bf16 only on a CPU with AMX (without it, bf16 convolutions are slower); fp16/bf16 on CUDA; explicit
+    choices win; fp16 on a CPU is refused."""
+    from vidfast.engine import amp
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(amp, "cpu_has_bf16_matrix_unit", lambda: False)
+    assert amp.autocast_dtype(cpu) is None
+    assert amp.autocast_dtype(cpu, enabled=True) == torch.bfloat16
+    monkeypatch.setattr(amp, "cpu_has_bf16_matrix_unit", lambda: True)
+    assert amp.autocast_dtype(cpu) == torch.bfloat16
+    assert amp.autocast_dtype(cpu, enabled=False) is None
+    for bf16_ok, dtype in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda ok=bf16_ok: ok)
+        assert amp.autocast_dtype(cuda) == dtype
+    assert amp.autocast_dtype(cuda, choice="fp16") == torch.float16
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        amp.autocast_dtype(cpu, enabled=True, choice="fp16")
+
+
+def test_bf16_matrix_unit_probe_agrees_with_the_kernel(monkeypatch):
+    """The probe says AMX exactly when the Linux kernel lists the amx_tile CPU flag (it enables AMX state)."""
+    from vidfast.engine.amp import cpu_has_bf16_matrix_unit
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs Linux /proc/cpuinfo")
+    flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    assert cpu_has_bf16_matrix_unit() == ("amx_tile" in flags.split())

@@ -79,6 +79,24 @@ def test_transcode_sizes_gop_frames_and_segments(source: Path, tmp_path: Path) -
     assert np.allclose(_grey_levels(Path(a.path)), source_levels, atol=2)  # every frame, in order
 
 
+def _x264_settings(path: Path) -> str:
+    """The settings x264 writes into its stream (an SEI message: ``... options: cabac=1 ref=1 ...``)."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start: data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_h264_output_is_encoded_for_fast_decoding_unless_disabled(source: Path, tmp_path: Path) -> None:
+    """``tune=fastdecode``: CAVLC instead of CABAC and no deblocking filter (the settings that cost decode
+    time)."""
+    for fast, expected in ((True, ("cabac=0", "deblock=0")), (False, ("cabac=1", "deblock=1"))):
+        manifest, _ = transcode_manifest(source, tmp_path / str(fast), short_side=16, gop=4, codec="h264",
+                                         workers=1, progress=False, fast_decode=fast)
+        for row in manifest.rows:
+            settings = _x264_settings(Path(row.path))
+            assert all(flag in settings for flag in expected), settings
+
+
 def test_resume_keeps_done_outputs_and_redoes_broken_ones(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first, _ = transcode_manifest(source, out, short_side=16, gop=4, workers=1, progress=False)

@@ -31,8 +31,8 @@ MARKER = "summary.json"
 class DemoConfig:
     """Sizes of the demo. The defaults take about 10 minutes on 2 CPU cores; :meth:`quick` about one.
 
-    ``amp`` is off: for these tiny 3D convolutions bf16 autocast measured slower than fp32 on an AVX-512 CPU
-    without AMX (``vidfast bench`` shows it), and fp32 + channels_last the fastest.
+    ``amp`` None: autocast where it pays (CUDA, or a CPU with AMX); on an AVX-512 CPU without AMX bf16
+    autocast measured slower than fp32 (``vidfast bench`` shows it), and fp32 + channels_last the fastest.
     """
 
     out: str = "demo_runs"
@@ -52,7 +52,7 @@ class DemoConfig:
     train_epochs: int = 20
     lr: float = 0.02
     pretrain_lr: float = 0.02
-    amp: bool = False
+    amp: bool | None = None
     eval_clips: int = 4
     workers: int = 1
     device: str = "auto"

@@ -157,7 +157,8 @@ Amp = Annotated[
     bool | None,
     typer.Option(
         "--amp/--no-amp",
-        help="Mixed precision: bf16 autocast on CPU, fp16 + GradScaler or bf16 on CUDA.",
+        help="Mixed precision: bf16 autocast on CPU, fp16 + GradScaler or bf16 on CUDA. Default: on CUDA, "
+        "and on a CPU with AMX (without it bf16 is slower than fp32).",
         rich_help_panel=_RUNTIME,
     ),
 ]

@@ -92,16 +92,17 @@ def _check_indices(indices: Sequence[int], num_frames: int, path: str | Path) ->
 class StreamIndex:
     """Presentation timestamps of every frame (sorted: frame ``i`` has ``pts[i]``) and keyframe positions.
 
-    ``seek_ts[k]`` is the timestamp to seek to for keyframe ``key_frames[k]`` (min of its pts and dts, so a
-    backward seek lands on it or earlier whatever timestamp the demuxer's index uses). ``pts`` is empty
-    when the
-    container carries no timestamps; the decoder then counts frames from the start.
+    A keyframe is sought at its own pts first: MP4/MKV demuxers land exactly on it, whereas its dts (earlier
+    under B-frame reordering) lands one GOP early. ``safe_seek_ts[k]`` (min of the pts and dts of keyframe
+    ``key_frames[k]``) is the retry for a demuxer that overshoots the pts: a backward seek to it lands on the
+    keyframe or earlier whatever timestamp the demuxer's index uses. ``pts`` is empty when the container
+    carries no timestamps; the decoder then counts frames from the start.
     """
 
     num_frames: int
     pts: np.ndarray
     key_frames: np.ndarray
-    seek_ts: np.ndarray
+    safe_seek_ts: np.ndarray
 
     @property
     def seekable(self) -> bool:
@@ -205,6 +206,7 @@ class PyAVVideo(_ClosingVideo):
 
         self.path = str(path)
         self.threads = default_threads() if threads is None else threads
+        self._to_rgb = av.video.reformatter.VideoReformatter()
         self._open()
         try:
             self.index = _INDEX_CACHE.get(self.path, lambda: _build_index(self._container, self._stream))
@@ -219,6 +221,12 @@ class PyAVVideo(_ClosingVideo):
         self.fps = float(rate) if rate else 0.0
         self.height = int(self._stream.codec_context.height)
         self.width = int(self._stream.codec_context.width)
+
+    def _rgb(self, frame) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` RGB of a decoded frame. One reformatter per video:
+        ``frame.to_ndarray(format=...)`` builds a new swscale context for every frame, which costs 5-10x the
+        conversion itself."""
+        return self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
 
     def _open(self) -> None:
         self._container = _open_container(self.path)
@@ -257,19 +265,25 @@ class PyAVVideo(_ClosingVideo):
 
     def _decode_seeking(self, wanted: np.ndarray) -> dict[int, np.ndarray] | None:
         """Decode ``wanted`` via keyframe seeks; None if the timestamps do not match the index (then the
-        caller
-        decodes from the start, counting frames). Non-reference frames shown before the first wanted frame of
-        a run are not decoded at all (``skip_frame=NONREF``): nothing depends on them."""
-        pts = self.index.pts
-        position = {int(p): i for i, p in enumerate(pts)}
+        caller decodes from the start, counting frames). Each run seeks to its keyframe's pts, and again to
+        the keyframe's ``safe_seek_ts`` if that overshot. Non-reference frames shown before the first wanted
+        frame of a run are not decoded at all (``skip_frame=NONREF``): nothing depends on them."""
+        index = self.index
+        position = {int(p): i for i, p in enumerate(index.pts)}
         context = self._stream.codec_context
         out: dict[int, np.ndarray] = {}
         try:
             for key, frames in self._runs(wanted):
-                self._container.seek(int(self.index.seek_ts[key]), backward=True, stream=self._stream)
-                seen = self._decode_run(set(frames), int(pts[frames[0]]), frames[-1], position, out)
-                if seen is None or seen > frames[0]:
-                    return None  # unknown timestamps, or the seek overshot (bad container index)
+                first_pts = int(index.pts[frames[0]])
+                for target in (index.pts[index.key_frames[key]], index.safe_seek_ts[key]):
+                    self._container.seek(int(target), backward=True, stream=self._stream)
+                    seen = self._decode_run(set(frames), first_pts, frames[-1], position, out)
+                    if seen is None:
+                        return None  # a timestamp missing from the index
+                    if seen <= frames[0]:
+                        break
+                else:
+                    return None  # both seeks overshot (bad container index)
         finally:
             context.skip_frame = "DEFAULT"
         return out
@@ -290,7 +304,7 @@ class PyAVVideo(_ClosingVideo):
                     return None
                 first = i if first is None else min(first, i)
                 if i in need:
-                    out[i] = frame.to_ndarray(format="rgb24")
+                    out[i] = self._rgb(frame)
                 if i >= last:
                     return first
         return first
@@ -305,7 +319,7 @@ class PyAVVideo(_ClosingVideo):
         out: dict[int, np.ndarray] = {}
         for i, frame in enumerate(self._container.decode(self._stream)):
             if i in need:
-                out[i] = frame.to_ndarray(format="rgb24")
+                out[i] = self._rgb(frame)
             if i >= last:
                 break
         return out

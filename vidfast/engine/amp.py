@@ -1,4 +1,9 @@
-"""Guard against wrong bf16 convolution gradients on CPU.
+"""When mixed precision pays, and a guard against wrong bf16 convolution gradients on CPU.
+
+``amp_pays_off``: on a CPU, bf16 autocast speeds 3D convolutions up only with a bf16 matrix unit (Intel
+AMX). Measured here (2-core AVX-512 CPU with avx512_bf16 and no AMX, oneDNN 3.12): a bf16 2048^2 GEMM runs at
+166 GFLOP/s against 297 in fp32, a bf16 64->64 3x3x3 convolution takes 1.8x the fp32 time, and a resnet18
+training step under bf16 + channels_last_3d takes 1.33x the fp32 NCDHW one.
 
 Measured with torch 2.13 (CPU build, oneDNN 3.12): under bf16, the *weight* gradient of a ``Conv3d`` whose
 input is shallower than its kernel in time (input depth ``T`` with ``2 <= T < kernel_t``, e.g. depth 2 under
@@ -15,6 +20,31 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+
+def cpu_has_bf16_matrix_unit() -> bool:
+    """Whether this CPU has AMX tiles (enabled by the OS): the unit that makes bf16 faster than fp32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def amp_pays_off(device: torch.device) -> bool:
+    """The default for autocast on ``device``: always on CUDA; on a CPU only with a bf16 matrix unit."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matrix_unit())
+
+
+def autocast_dtype(
+    device: torch.device, enabled: bool | None = None, choice: str = "auto"
+) -> torch.dtype | None:
+    """The autocast dtype for training on ``device``, None for float32. ``enabled`` None: where
+    :func:`amp_pays_off`. ``choice`` "auto": bf16 on CPU and on GPUs that support it, else fp16."""
+    if not (amp_pays_off(device) if enabled is None else enabled):
+        return None
+    if choice == "auto":
+        choice = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "fp16" and device.type == "cpu":
+        raise ValueError("runtime.amp_dtype fp16 needs CUDA; use bf16 (or auto) on CPU")
+    return torch.bfloat16 if choice == "bf16" else torch.float16
 
 
 def bf16_unsafe_convs(model: nn.Module, example: Tensor) -> list[str]:

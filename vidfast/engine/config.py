@@ -100,7 +100,8 @@ class RuntimeConfig:
     """Device, speed switches, reproducibility, and where the run writes."""
 
     device: str = "auto"
-    amp: bool = True
+    #: autocast; None: where it pays (CUDA, or a CPU with AMX; see ``vidfast.engine.amp.amp_pays_off``)
+    amp: bool | None = None
     amp_dtype: str = "auto"
     channels_last: bool = True
     compile: bool = False

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vidfast.engine.amp import amp_pays_off
 from vidfast.engine.metrics import (
     ClassificationReport,
     classification_report,
@@ -91,8 +92,8 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
 class ScoreEnsemble:
     """One or more classifiers whose softmax scores are averaged per clip.
 
-    ``autocast`` runs the forward pass in float16 (CUDA) / bfloat16 (CPU); ``None`` = on CUDA only, because
-    on this project's CPUs (AVX-512 without AMX) bf16 3D convolutions measured slower than fp32.
+    ``autocast`` runs the forward pass in float16 (CUDA) / bfloat16 (CPU); ``None`` = where it pays (CUDA,
+    or a CPU with AMX: see :func:`vidfast.engine.amp.amp_pays_off`).
     ``channels_last`` converts the model and clips to ``torch.channels_last_3d`` (the fast layout for oneDNN
     and cuDNN alike).
     """
@@ -109,7 +110,7 @@ class ScoreEnsemble:
         if any(n != named[0] for n in named):
             raise CheckpointError("the checkpoints were trained on different class lists")
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.autocast = self.device.type == "cuda" if autocast is None else autocast
+        self.autocast = amp_pays_off(self.device) if autocast is None else autocast
         self.channels_last = channels_last
         self.members = list(members)
         self.num_classes = sizes.pop()

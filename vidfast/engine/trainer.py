@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import read_manifest
-from vidfast.engine.amp import bf16_unsafe_convs, run_in_fp32
+from vidfast.engine.amp import autocast_dtype, bf16_unsafe_convs, run_in_fp32
 from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
 from vidfast.engine.config import TrainConfig, save_config
 from vidfast.engine.distributed import (
@@ -116,18 +116,6 @@ def resolve_device(name: str) -> torch.device:
             f"--device {name} requested but no CUDA GPU is available (use --device cpu or auto)"
         )
     return torch.device(name)
-
-
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None when AMP is off."""
-    if not cfg.runtime.amp:
-        return None
-    choice = cfg.runtime.amp_dtype
-    if choice == "auto":
-        choice = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
-    if choice == "fp16" and device.type == "cpu":
-        raise VidfastError("runtime.amp_dtype fp16 needs CUDA; use bf16 (or auto) on CPU")
-    return torch.bfloat16 if choice == "bf16" else torch.float16
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -271,7 +259,10 @@ class _Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = rt.cudnn_benchmark and not rt.deterministic
-        self.amp_dtype = _amp_dtype(cfg, self.device)
+        try:
+            self.amp_dtype = autocast_dtype(self.device, rt.amp, rt.amp_dtype)
+        except ValueError as exc:
+            raise VidfastError(str(exc)) from None
         seed_everything(_epoch_seed(rt.seed, -1, self.info.rank))
 
         manifest = read_manifest(cfg.data.manifest)

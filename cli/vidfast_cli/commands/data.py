@@ -94,6 +94,11 @@ def transcode(
     frames_fps: Annotated[
         float, typer.Option("--frames-fps", help="Frame rate given to JPEG frame folders.")
     ] = 25.0,
+    fast_decode: Annotated[
+        bool,
+        typer.Option("--fast-decode/--no-fast-decode",
+                     help="h264: encode for decoding speed (x264 tune=fastdecode, a few % more bytes)."),
+    ] = True,
     workers: Workers = None,
 ) -> None:
     """Re-encode a manifest's videos (short side, keyframe interval, codec) in parallel with resume, cut
@@ -102,7 +107,8 @@ def transcode(
     from vidfast.data.transcode import transcode_manifest
 
     new, kept = transcode_manifest(manifest, outdir, short_side=short_side, gop=gop, codec=codec,
-                                   workers=workers, crf=crf, frames_fps=frames_fps)
+                                   workers=workers, crf=crf, frames_fps=frames_fps,
+                                   fast_decode=fast_decode)
     for line in summarize(new):
         typer.echo(line)
     if kept:
