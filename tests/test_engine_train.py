@@ -22,6 +22,7 @@ from vidfast.data.video_io import write_video
 from vidfast.engine import TrainingDiverged, fit, resolve_config
 from vidfast.engine.config import TrainConfig
 from vidfast.engine.tasks import ClassifyTask
+from vidfast.errors import DataError
 from vidfast.models import read_checkpoint
 
 CONTRACT_KEYS = {
@@ -181,7 +182,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, manifest: str, out_dir: str) -> None:
+def _ddp_worker(
+    rank: int, world_size: int, port: int, manifest: str, out_dir: str, failing_rank: int | None = None
+) -> None:
+    """One rank of a 1-epoch run; on ``failing_rank`` every video of the first batch fails to decode."""
+    if rank == failing_rank:
+        from vidfast.data import dataset
+
+        real_open, calls = dataset.open_video, {"n": 0}
+
+        def open_failing_first_batch(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] <= 8:
+                raise DataError("cannot decode: test")
+            return real_open(*args, **kwargs)
+
+        dataset.open_video = open_failing_first_batch
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -192,7 +208,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, manifest: str, out_dir: s
     torch.set_num_threads(1)
     cfg = tiny_config(Path(manifest), Path(out_dir) / "run", epochs=1, data={"val_split": "test"})
     result = fit(cfg)
-    torch.save({"state": result.model.state_dict(), "steps": result.steps}, Path(out_dir) / f"rank{rank}.pt")
+    torch.save(
+        {"state": result.model.state_dict(), "steps": result.steps, "history": result.history},
+        Path(out_dir) / f"rank{rank}.pt",
+    )
 
 
 @pytest.mark.slow
@@ -204,3 +223,17 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(manifest, tmp_path):
         assert torch.equal(value, r1["state"][key]), key
     saved = _state(tmp_path / "run" / "last.pt")  # rank 0 wrote the run directory
     assert all(torch.equal(saved[k], v) for k, v in r0["state"].items())
+
+
+@pytest.mark.slow
+def test_ddp_rank_whose_whole_batch_fails_to_decode_stays_in_step(manifest, tmp_path):
+    """Rank 1 gets nothing decodable in its first batch: it takes an idle step instead of dropping the batch
+    (which would leave rank 0 alone in the gradient all-reduce), and the ranks end identical."""
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(manifest), str(tmp_path), 1), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 2
+    for key, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][key]), key
+    assert r0["history"][0]["train_loss"] == pytest.approx(r1["history"][0]["train_loss"])
+    # summed over ranks: 2 full batches on rank 0, the second batch on rank 1 (8 clips skipped)
+    assert r0["history"][0]["clips_per_s"] * r0["history"][0]["seconds"] == pytest.approx(24)

@@ -344,3 +344,17 @@ def test_bf16_matrix_unit_probe_agrees_with_the_kernel(monkeypatch):
         pytest.skip("needs Linux /proc/cpuinfo")
     flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
     assert cpu_has_bf16_matrix_unit() == ("amx_tile" in flags.split())
+
+
+def test_blank_batches_fit_their_task_and_model():
+    """The placeholder of a DDP idle step has the shapes and label keys its task's step needs."""
+    from vidfast.engine.tasks import ClassifyTask, PuzzleTask
+    from vidfast.models import PuzzleNet, create_model
+
+    cpu = torch.device("cpu")
+    classifier = create_model("resnet10", num_classes=3, widen_factor=0.25).eval()
+    out = ClassifyTask().step(classifier, ClassifyTask.blank_batch((3, 8, 32, 32)), cpu, True)
+    assert out.count == 1 and torch.isfinite(out.loss)
+    puzzle = PuzzleNet(create_model("resnet10", widen_factor=0.25), hidden=16).eval()
+    out = PuzzleTask().step(puzzle, PuzzleTask.blank_batch((4, 3, 8, 32, 32)), cpu, True)
+    assert out.count == 1 and out.rot_count == 4 and torch.isfinite(out.loss)

@@ -68,6 +68,18 @@ def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFix
     assert len(warnings) == 2 and any("corrupt.mp4" in w for w in warnings)  # logged once per file
 
 
+def test_batch_of_only_bad_videos_is_dropped_or_kept_empty(manifest: Path) -> None:
+    """Batch size 1 without shuffling: each bad file is a batch of its own; ``empty_batches`` keeps it (for
+    DDP ranks, which must all take every step) as ``{"skipped": 1}``."""
+    dropped = _epoch(make_loader(manifest, clip_len=8, size=16, batch_size=1, workers=0, shuffle=False), 0)
+    assert len(dropped) == GOOD and all("video" in b and b["skipped"] == 0 for b in dropped)
+    keeping = make_loader(
+        manifest, clip_len=8, size=16, batch_size=1, workers=0, shuffle=False, empty_batches=True
+    )
+    kept = _epoch(keeping, 0)
+    assert len(kept) == GOOD + 2 and kept[GOOD:] == [{"skipped": 1}, {"skipped": 1}]
+
+
 def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
     def run(workers: int, epoch: int, seed: int = 0) -> list[dict]:
         return _epoch(

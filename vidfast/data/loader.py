@@ -115,6 +115,7 @@ class VideoLoader:
         class_names: list[str],
         channels_last: bool,
         device: torch.device,
+        empty_batches: bool = False,
     ) -> None:
         self.dataset = dataset
         self.sampler = sampler
@@ -122,6 +123,7 @@ class VideoLoader:
         self.class_names = class_names
         self.channels_last = channels_last
         self.device = device
+        self.empty_batches = empty_batches
         self.num_skipped = 0
         self._logged: set[str] = set()
 
@@ -146,9 +148,10 @@ class VideoLoader:
             skipped = self._count_skips(batch.pop("skipped"))
             if "encoded" in batch:
                 self._decode_on_device(batch)
-            if "params" not in batch:
-                continue
-            yield self._finish(batch, skipped)
+            if "params" in batch:
+                yield self._finish(batch, skipped)
+            elif self.empty_batches:
+                yield {"skipped": skipped}
 
     def _count_skips(self, skipped: list[tuple[str, str]]) -> int:
         for path, reason in skipped:
@@ -237,6 +240,7 @@ def make_loader(
     device: str | torch.device = "cpu",
     crop_in: str = "worker",
     prefetch_factor: int = 2,
+    empty_batches: bool = False,
 ) -> VideoLoader:
     """Batches of ``manifest``'s ``split`` rows (``status == ok``) for ``task``.
 
@@ -244,9 +248,11 @@ def make_loader(
     puzzle: ``video`` float ``[B, 4, 3, cube_len, out, out]``, ``perm_label`` ``[B]``, ``rot_label``
     ``[B, 4]``, ``kind`` ``[B]`` (0 spatial, 1 temporal), ``video_index``. Every batch also has ``skipped``
     (videos of this batch that failed to decode; ``loader.num_skipped`` counts them all; a batch may then be
-    smaller than ``batch_size``). Evaluation: ``sampling="center"``, ``"uniform"`` (``clips`` per video) or
-    ``"sliding"`` (windows every ``stride`` frames), ``spatial="center"``, ``hflip=False``; every (video,
-    clip) is one sample. ``shuffle`` defaults to ``split == "train"``. ``device="cuda"`` with DALI decodes
+    smaller than ``batch_size``; where every video of a batch failed it is dropped, or with
+    ``empty_batches`` comes as ``{"skipped": n}`` alone, so that a DDP rank can still take its step).
+    Evaluation: ``sampling="center"``, ``"uniform"`` (``clips`` per video) or ``"sliding"`` (windows every
+    ``stride`` frames), ``spatial="center"``, ``hflip=False``; every (video, clip) is one sample.
+    ``shuffle`` defaults to ``split == "train"``. ``device="cuda"`` with DALI decodes
     on the GPU (``backend="dali"``, or ``"auto"`` when DALI is installed) and returns CUDA batches.
     """
     from vidfast.data.manifest import Manifest, read_manifest
@@ -290,4 +296,4 @@ def make_loader(
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )
-    return VideoLoader(dataset, sampler, loader, manifest.class_names, channels_last, device)
+    return VideoLoader(dataset, sampler, loader, manifest.class_names, channels_last, device, empty_batches)

@@ -81,7 +81,7 @@ class EpochProgress:
         if not self.logger.active:
             return
         stats = (
-            f"loss {self.loss_sum / self.count:.4f} acc {self.acc_sum / self.count:.3f} "
+            f"loss {self.loss_sum / max(self.count, 1):.4f} acc {self.acc_sum / max(self.count, 1):.3f} "
             f"{self.clips_per_s:.1f} clips/s"
         )
         if self._rich is not None:

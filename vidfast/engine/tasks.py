@@ -61,6 +61,12 @@ class ClassifyTask:
         correct = (logits.detach().argmax(1) == label).sum()
         return StepOutput(loss=loss, correct=correct, count=label.numel())
 
+    @staticmethod
+    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        """A one-clip batch of zeros: ``video`` ``Tensor[1, C, T, H, W]`` for ``clip_shape``
+        ``(C, T, H, W)``."""
+        return {"video": torch.zeros(1, *clip_shape), "label": torch.zeros(1, dtype=torch.long)}
+
 
 class PuzzleTask:
     """Space-Time Cubic Puzzle pretext task (Kim et al., AAAI 2019)."""
@@ -89,3 +95,14 @@ class PuzzleTask:
             result.rot_correct = (rot_logits.detach().argmax(1) == rot_label).sum()
             result.rot_count = rot_label.numel()
         return result
+
+    @staticmethod
+    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        """A one-puzzle batch of zeros (``video`` ``Tensor[1, P, C, t, h, w]`` for ``clip_shape``
+        ``(P, C, t, h, w)``)."""
+        pieces = clip_shape[0]
+        return {
+            "video": torch.zeros(1, *clip_shape),
+            "perm_label": torch.zeros(1, dtype=torch.long),
+            "rot_label": torch.zeros(1, pieces, dtype=torch.long),
+        }

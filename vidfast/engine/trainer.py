@@ -202,10 +202,17 @@ def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
 
 
 def _loader(
-    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype
+    manifest: Any,
+    cfg: TrainConfig,
+    split: str,
+    training: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    distributed: bool = False,
 ) -> Any:
     """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
-    (center clip and crop); ``data.loader`` entries override any argument."""
+    (center clip and crop); ``data.loader`` entries override any argument. Distributed training keeps batches
+    whose videos all failed (as empty batches) so that every rank takes every step."""
     data = cfg.data
     kwargs: dict[str, Any] = dict(
         task=cfg.task,
@@ -223,6 +230,7 @@ def _loader(
         drop_last=training,  # a last tiny batch makes batch norm statistics (and gradients) explode
         pin_memory=device.type == "cuda",
         device=device if device.type == "cuda" else "cpu",
+        empty_batches=training and distributed,
     )
     if not training:
         kwargs.update(sampling="center", spatial="center", hflip=False)
@@ -274,15 +282,17 @@ class _Trainer:
         self.model = setup.model.to(self.device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
+        pieces = (4,) if cfg.task == "puzzle" else ()
+        self.clip_shape = (*pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
         self.fp32_layers: list[str] = []
         if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16:
-            pieces = (4,) if cfg.task == "puzzle" else ()
-            example = torch.zeros(1, *pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
-            self.fp32_layers = bf16_unsafe_convs(self.model, example)
+            self.fp32_layers = bf16_unsafe_convs(self.model, torch.zeros(1, *self.clip_shape))
             run_in_fp32(self.model, self.fp32_layers)
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
-        self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype)
+        self.train_loader = _loader(
+            manifest, cfg, cfg.data.train_split, True, self.device, dtype, distributed=self.info.enabled
+        )
         self.val_loader = (
             _loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype) if self.has_val else None
         )
@@ -411,9 +421,23 @@ class _Trainer:
         return batches
 
     def _train_step(self, batch: dict[str, Any]) -> StepOutput:
-        """Forward, backward and update of one batch (a NaN loss is caught by the caller before any save)."""
-        with self._autocast():
-            out = self.setup.task.step(self.net, batch, self.device, self.cfg.runtime.channels_last)
+        """Forward, backward and update of one batch (a NaN loss is caught by the caller before any save).
+
+        A batch without ``video`` (under DDP: every video of this rank's batch failed to decode) makes an
+        idle step: a blank clip in eval mode (batch-norm statistics untouched), its loss times zero. The rank
+        still joins the gradient all-reduce and the update, so the ranks stay in step and identical; the
+        update is the other ranks' gradients averaged over all ranks."""
+        idle = "video" not in batch
+        if idle:
+            batch = self.setup.task.blank_batch(self.clip_shape)
+            self.net.eval()
+        try:
+            with self._autocast():
+                out = self.setup.task.step(self.net, batch, self.device, self.cfg.runtime.channels_last)
+        finally:
+            self.net.train()
+        if idle:
+            out = StepOutput(loss=out.loss * 0.0, correct=out.correct * 0, count=0)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         if self.cfg.optim.clip_grad_norm > 0:
@@ -512,9 +536,9 @@ class _Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 counts = _counts(out)
-                loss = counts[0] / out.count
+                loss = counts[0] / max(out.count, 1)
                 sums = [a + b for a, b in zip(sums, counts, strict=True)]
-                progress.update(out.count, loss, counts[1] / out.count)
+                progress.update(out.count, loss, counts[1] / max(out.count, 1))
                 event = StepEvent(epoch, self.step, self.batch_in_epoch, loss, self.schedule.lr)
                 for callback in self.callbacks:
                     callback(event)
