@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 
-from test_eval import run_cli
+from helpers import run_cli
 
 
 def test_bench_quick_measures_every_section():

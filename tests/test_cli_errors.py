@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_eval import make_checkpoint, make_dataset, run_cli
+from helpers import make_checkpoint, make_dataset, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_train import write_bar_videos
+from helpers import write_bar_videos
 from typer.testing import CliRunner
 from vidfast_cli.app import app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_eval import run_cli
+from helpers import run_cli
 
 
 def test_demo_quick_end_to_end(tmp_path):

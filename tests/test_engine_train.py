@@ -12,13 +12,12 @@ import signal
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import write_bar_videos
 
 from vidfast.data.manifest import build_manifest
-from vidfast.data.video_io import write_video
 from vidfast.engine import TrainingDiverged, fit, resolve_config
 from vidfast.engine.config import TrainConfig
 from vidfast.engine.tasks import ClassifyTask
@@ -42,23 +41,6 @@ CONTRACT_KEYS = {
     "config",
     "best_metric",
 }
-
-
-def write_bar_videos(
-    root: Path, per_class: int = 24, frames: int = 16, size: int = 32, seed: int = 0
-) -> None:
-    """ROOT/left|right/*.mp4: a 6-pixel bright bar moving 2-3 px/frame left or right (wrapping around)."""
-    rng = np.random.default_rng(seed)
-    for label, direction in (("left", -1), ("right", 1)):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            x0, speed = rng.integers(0, size), rng.integers(2, 4)
-            video = np.empty((frames, size, size, 3), np.uint8)
-            video[:] = rng.integers(0, 100, size=3)
-            color = rng.integers(150, 256, size=3)
-            for t in range(frames):
-                video[t, :, (np.arange(6) + x0 + direction * speed * t) % size] = color
-            write_video(root / label / f"{label}_{i:03d}.mp4", video)
 
 
 @pytest.fixture(scope="module")

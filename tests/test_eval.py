@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import make_checkpoint, make_dataset, run_cli
 
 from vidfast.engine.metrics import (
     classification_report,
@@ -124,46 +125,6 @@ def test_plot_confusion_writes_png(tmp_path):
 
 
 # --- end to end: tiny checkpoints and videos written at test time ------------------------------------
-
-CLIP = {"clip_len": 8, "size": 32, "frame_step": 1, "mean": [0.4345, 0.4051, 0.3775],
-        "std": [0.2768, 0.2713, 0.2737]}
-
-
-def make_checkpoint(path, class_names, seed=0, arch="resnet10", task="classify", **overrides):
-    """A vidfast classifier checkpoint of a tiny randomly initialised model (what ``fit`` writes)."""
-    from vidfast.models import create_model
-
-    torch.manual_seed(seed)
-    model = create_model(arch, num_classes=len(class_names), widen_factor=0.25)
-    checkpoint = {"arch": arch, "model_kwargs": {"widen_factor": 0.25}, "task": task,
-                  "num_classes": len(class_names), "class_names": list(class_names),
-                  "state_dict": model.state_dict(), "data": dict(CLIP), **overrides}
-    torch.save(checkpoint, path)
-    return path
-
-
-def make_dataset(root, classes=3, per_class=2, split="test"):
-    """Synthetic motion videos (16 frames, 32x32) and a manifest listing them all in ``split``."""
-    from vidfast.data import write_manifest
-    from vidfast.data.manifest import ManifestRow
-    from vidfast.data.synth import synthesize_dataset
-
-    paths = synthesize_dataset(root / "videos", classes=classes, per_class=per_class, frames=16,
-                               size=(32, 32))
-    names = sorted({p.parent.name for p in paths})
-    rows = [ManifestRow(str(p), names.index(p.parent.name), p.parent.name, split, None, None, 16, 25.0,
-                        32, 32, "ok", "") for p in paths]
-    write_manifest(root / "manifest.csv", rows)
-    return root / "manifest.csv", names, paths
-
-
-def run_cli(*args):
-    """``vidfast ARGS`` in-process; returns typer's Result (exit_code, stdout, stderr)."""
-    from typer.testing import CliRunner
-    from vidfast_cli.app import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):

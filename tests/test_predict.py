@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_eval import make_checkpoint, make_dataset, run_cli
+from helpers import make_checkpoint, make_dataset, run_cli
 
 
 @pytest.fixture(scope="module")
