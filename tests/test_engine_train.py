@@ -158,6 +158,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(manifest, tmp_path, monke
     assert (tmp_path / "run" / "best.pt").is_file()  # no val split: best by training accuracy
 
 
+def test_batch_with_no_decodable_video_is_skipped_and_counted(manifest, tmp_path, monkeypatch):
+    from vidfast.data import dataset
+
+    real_open, calls = dataset.open_video, {"n": 0}
+
+    def open_failing_first_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 8:
+            raise DataError("cannot decode: test")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(dataset, "open_video", open_failing_first_batch)
+    result = fit(tiny_config(manifest, tmp_path / "run", epochs=1, data={"val_split": "test"}))
+    assert result.status == "completed" and result.steps == 3  # 4 batches, the first one all bad
+    assert result.history[0]["clips_per_s"] * result.history[0]["seconds"] == pytest.approx(24)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -96,6 +96,24 @@ def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
     assert not torch.allclose(_cat(first, "video")[:1], _cat(other_seed, "video")[:1])
 
 
+def test_epoch_started_at_a_later_batch_gives_the_rest_of_the_same_epoch(manifest: Path) -> None:
+    """What a mid-epoch resume relies on: the skipped batches are not loaded, the others come out the same."""
+    loader = make_loader(manifest, clip_len=8, size=16, batch_size=2, workers=0, empty_batches=True)
+    full = _epoch(loader, 3)
+    assert len(full) == 4
+    opened = loader.num_skipped
+    loader.set_epoch(3, start_batch=2)
+    rest = list(loader)
+    assert len(rest) == 2
+    for a, b in zip(full[2:], rest, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+    skipped_before = sum(b["skipped"] for b in full[:2])
+    assert loader.num_skipped - opened == 2 - skipped_before  # the two bad files, minus those not reached
+    assert _epoch(loader, 3)[0]["video_index"].tolist() == full[0]["video_index"].tolist()  # start resets
+
+
 def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
     kwargs = dict(clip_len=8, size=16, batch_size=4, workers=0, channels_last=True)
     worker = _epoch(make_loader(manifest, crop_in="worker", **kwargs), 3)

@@ -54,7 +54,8 @@ def current_shard(distributed: bool | None) -> Shard:
 
 class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(epoch, index)`` for this rank: a seeded permutation per epoch (``shuffle``), padded by
-    wrapping around to a multiple of the world size and split round-robin like ``DistributedSampler``."""
+    wrapping around to a multiple of the world size and split round-robin like ``DistributedSampler``.
+    ``start`` skips that many of this rank's first samples (resuming mid-epoch; ``len`` stays the epoch's)."""
 
     def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, shard: Shard = Shard()) -> None:
         self.num_samples = num_samples
@@ -62,6 +63,7 @@ class EpochSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.shard = shard
         self.epoch = 0
+        self.start = 0
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.shard.world_size)
@@ -74,7 +76,8 @@ class EpochSampler(torch.utils.data.Sampler):
             order = list(range(self.num_samples))
         total = len(self) * self.shard.world_size
         order = (order * math.ceil(total / max(len(order), 1)))[:total]
-        return iter([(self.epoch, i) for i in order[self.shard.rank :: self.shard.world_size]])
+        mine = order[self.shard.rank :: self.shard.world_size][self.start :]
+        return iter([(self.epoch, i) for i in mine])
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,8 +140,11 @@ class VideoLoader:
         """(video, clip) samples over all ranks."""
         return len(self.dataset)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Reshuffle and reseed for ``epoch``; the epoch's iteration begins at its batch ``start_batch``
+        (the batches before it are neither loaded nor decoded)."""
         self.sampler.epoch = epoch
+        self.sampler.start = start_batch * (self.loader.batch_size or 1)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -208,11 +208,11 @@ def _loader(
     training: bool,
     device: torch.device,
     dtype: torch.dtype,
-    distributed: bool = False,
 ) -> Any:
     """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
-    (center clip and crop); ``data.loader`` entries override any argument. Distributed training keeps batches
-    whose videos all failed (as empty batches) so that every rank takes every step."""
+    (center clip and crop); ``data.loader`` entries override any argument. The train loader keeps batches
+    whose videos all failed, as empty batches: under DDP every rank must take every step, and the batch
+    count a mid-epoch checkpoint records must count them to resume at the right sample."""
     data = cfg.data
     kwargs: dict[str, Any] = dict(
         task=cfg.task,
@@ -230,7 +230,7 @@ def _loader(
         drop_last=training,  # a last tiny batch makes batch norm statistics (and gradients) explode
         pin_memory=device.type == "cuda",
         device=device if device.type == "cuda" else "cpu",
-        empty_batches=training and distributed,
+        empty_batches=training,
     )
     if not training:
         kwargs.update(sampling="center", spatial="center", hflip=False)
@@ -290,9 +290,7 @@ class _Trainer:
             run_in_fp32(self.model, self.fp32_layers)
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
-        self.train_loader = _loader(
-            manifest, cfg, cfg.data.train_split, True, self.device, dtype, distributed=self.info.enabled
-        )
+        self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype)
         self.val_loader = (
             _loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype) if self.has_val else None
         )
@@ -409,12 +407,11 @@ class _Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
-        """The epoch's batches, replaying (and discarding) those a mid-epoch checkpoint already trained on."""
+        """The epoch's batches from the first one a mid-epoch checkpoint has not trained on (the sampler skips
+        the others: they are not decoded again)."""
         seed_everything(_epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
-        self.train_loader.set_epoch(epoch)
+        self.train_loader.set_epoch(epoch, start_batch=self.batch_in_epoch)
         batches = iter(self.train_loader)
-        for _ in range(self.batch_in_epoch):
-            next(batches)
         if self.resume_rng is not None:
             restore_rng_state(self.resume_rng)
             self.resume_rng = None
@@ -532,6 +529,9 @@ class _Trainer:
                         raise
                     self._save()
                     return {}, True
+                if "video" not in batch and not self.info.enabled:
+                    self.batch_in_epoch += 1  # no video of the batch decoded: nothing to train on
+                    continue
                 out = self._train_step(batch)
                 self.step += 1
                 self.batch_in_epoch += 1
