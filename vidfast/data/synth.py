@@ -148,7 +148,9 @@ def synthesize_dataset(
     return their paths (class by class).
 
     Class k is ``MOTIONS[k]``; video i of class k is drawn from ``numpy.random.default_rng([seed, k, i])``, so
-    the dataset is deterministic from ``seed`` and growing ``per_class`` keeps the earlier videos.
+    the rendered frames are deterministic from ``seed`` and growing ``per_class`` keeps the earlier videos.
+    The encoded bytes almost always are too, but libx264 reads some uninitialised memory (glibc's
+    ``MALLOC_PERTURB_`` changes its output), so now and then a file differs from run to run by codec noise.
     """
     if not 1 <= classes <= len(MOTIONS):
         raise ValueError(f"classes must be between 1 and {len(MOTIONS)}, got {classes}")
