@@ -202,12 +202,7 @@ def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
 
 
 def _loader(
-    manifest: Any,
-    cfg: TrainConfig,
-    split: str,
-    training: bool,
-    device: torch.device,
-    dtype: torch.dtype,
+    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype
 ) -> Any:
     """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
     (center clip and crop); ``data.loader`` entries override any argument. The train loader keeps batches
