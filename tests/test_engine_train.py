@@ -158,18 +158,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(manifest, tmp_path, monke
     assert (tmp_path / "run" / "best.pt").is_file()  # no val split: best by training accuracy
 
 
-def test_batch_with_no_decodable_video_is_skipped_and_counted(manifest, tmp_path, monkeypatch):
-    from vidfast.data import dataset
+def _failing_first_opens(real_open, count: int = 8):
+    """``real_open`` (the loader's ``open_video``), except that its first ``count`` calls fail to decode:
+    with ``workers=0`` and batch 8, every video of the first batch."""
+    calls = {"n": 0}
 
-    real_open, calls = dataset.open_video, {"n": 0}
-
-    def open_failing_first_batch(*args, **kwargs):
+    def open_video(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] <= 8:
+        if calls["n"] <= count:
             raise DataError("cannot decode: test")
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(dataset, "open_video", open_failing_first_batch)
+    return open_video
+
+
+def test_batch_with_no_decodable_video_is_skipped_and_counted(manifest, tmp_path, monkeypatch):
+    from vidfast.data import dataset
+
+    monkeypatch.setattr(dataset, "open_video", _failing_first_opens(dataset.open_video))
     result = fit(tiny_config(manifest, tmp_path / "run", epochs=1, data={"val_split": "test"}))
     assert result.status == "completed" and result.steps == 3  # 4 batches, the first one all bad
     assert result.history[0]["clips_per_s"] * result.history[0]["seconds"] == pytest.approx(24)
@@ -188,15 +194,7 @@ def _ddp_worker(
     if rank == failing_rank:
         from vidfast.data import dataset
 
-        real_open, calls = dataset.open_video, {"n": 0}
-
-        def open_failing_first_batch(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] <= 8:
-                raise DataError("cannot decode: test")
-            return real_open(*args, **kwargs)
-
-        dataset.open_video = open_failing_first_batch
+        dataset.open_video = _failing_first_opens(dataset.open_video)
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
