@@ -26,6 +26,15 @@ class VideoClassifier(nn.Module):
         self.head_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_classifier(num_classes)
 
+    def _init_conv_and_norm(self) -> None:
+        """He (fan-out) init of every ``Conv3d`` weight; every ``BatchNorm3d`` starts as the identity."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
     def get_classifier(self) -> nn.Module:
         """The final layer (``nn.Linear``, or ``nn.Identity`` after ``reset_classifier(0)``)."""
         return getattr(self, self.classifier_name)

@@ -88,12 +88,7 @@ class C3D(VideoClassifier):
         self.fc6 = nn.Linear(channels * C3D_POOL5_SIZE[0] * C3D_POOL5_SIZE[1] * C3D_POOL5_SIZE[2], fc_width)
         self.drop6 = nn.Dropout(dropout)
         self.fc7 = nn.Linear(fc_width, fc_width)
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._init_conv_and_norm()
         self._init_head(fc_width, num_classes, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -130,12 +130,7 @@ class DenseNet(VideoClassifier):
                 self.features.add_module(f"transition{i}", Transition(channels, channels // 2))
                 channels //= 2
         self.features.add_module("norm5", nn.BatchNorm3d(channels))
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._init_conv_and_norm()
         self._init_head(channels, num_classes, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:

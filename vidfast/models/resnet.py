@@ -222,7 +222,7 @@ class ResNet(VideoClassifier):
         self.layer4 = self._make_layer(block, widths[3], layers[3], shortcut_type, stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self._init_head(widths[3] * expansion, num_classes, dropout)
-        self._init_weights()
+        self._init_conv_and_norm()
 
     def _build_stem(self, n_input_channels: int, width: int, t_size: int, t_stride: int) -> None:
         self.conv1 = nn.Conv3d(
@@ -264,14 +264,6 @@ class ResNet(VideoClassifier):
         self.in_planes = out_planes
         layers += [block(out_planes, planes, out_planes, 1, None, groups) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``Tensor[B, C, T, H, W] -> Tensor[B, num_features]`` (stem, four stages, global average pool)."""
