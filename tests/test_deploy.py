@@ -29,20 +29,13 @@ from vidfast.errors import BackendUnavailable, VidfastError
 from vidfast.export import export_onnx
 from vidfast.models import create_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLIP = (8, 32, 32)
 MEAN = (0.43, 0.4, 0.37)
 STD = (0.27, 0.27, 0.27)
 NAMES = ["a", "b", "c", "d"]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only choices")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The model here is tiny: one intra-op thread is as fast and does not stall under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ from vidfast.export.onnx_export import SeparableAdaptiveAvgPool3d
 from vidfast.models import PuzzleNet, create_model
 from vidfast.ops import cube_crop
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLIP = (8, 32, 32)
 MEAN = (0.45, 0.4, 0.35)
 STD = (0.25, 0.24, 0.23)
@@ -66,16 +68,6 @@ def assert_close_rel(got: np.ndarray, want: torch.Tensor, rel: float = 1e-4) -> 
     assert got.shape == want_np.shape
     scale = float(np.abs(want_np).max())
     assert float(np.abs(got - want_np).max()) <= rel * scale, (np.abs(got - want_np).max(), scale)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models here are tiny: one intra-op thread is as fast and does not stall when other jobs load the
-    CPU (OpenMP barriers with a descheduled thread made some exports 5x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
