@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# torchvision matching TORCH_SPEC, without dependencies: the tests run its pure-Python video ResNet file as the
+# reference for vidfast's tv_* models (its compiled ops need not load, and vidfast itself never imports it)
+TORCHVISION_SPEC ?= torchvision==0.28.0
 EXTRAS ?= dev,export,dali
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vidfast-installed
@@ -17,6 +20,7 @@ $(BIN)/python:
 # build isolation, so pip does not pull a second, multi-GB torch into an isolated build environment.
 $(STAMP): $(BIN)/python $(NATIVE_SOURCES)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --no-deps "$(TORCHVISION_SPEC)"
 	$(BIN)/pip install -q setuptools wheel pybind11
 	$(BIN)/pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
 	touch $(STAMP)

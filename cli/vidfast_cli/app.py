@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vidfast_cli.commands import bench, data, demo, evaluate, export, info, predict, train
+from vidfast_cli.commands import bench, data, demo, evaluate, export, info, models, predict, train
 from vidfast_cli.errors import ErrorReportingGroup
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
 app.command("pretrain")(train.pretrain)
 app.command("train")(train.train)
 app.command("finetune")(train.finetune)

@@ -220,11 +220,12 @@ RotationWeight = Annotated[
     ),
 ]
 FromCheckpoint = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--from",
-        help="Checkpoint to start from: a vidfast puzzle or classifier checkpoint, or one "
-        "published with the CVPR 2018 3D-ResNets code (then --arch names its model).",
+        help="Checkpoint to start from: a vidfast puzzle or classifier checkpoint, a 3D-ResNets-PyTorch "
+        "2018/2020 file or torchvision video weights (architecture and input convention recognised from the "
+        "file; the convention is kept unless --preset says otherwise).",
         rich_help_panel=_MODEL,
     ),
 ]
@@ -237,6 +238,71 @@ FtBeginModule = Annotated[
         rich_help_panel=_MODEL,
     ),
 ]
+
+_CONVENTION = "Input convention"
+
+
+def _triple(value: str | None) -> list[float] | None:
+    """``"0.43,0.39,0.37"`` -> ``[0.43, 0.39, 0.37]`` (None stays None)."""
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise typer.BadParameter(f"expected 3 comma-separated numbers, got {value!r}")
+    return values
+
+
+Preset = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Input convention preset of the weights: kinetics (vidfast's default), cvpr2018 (3D-ResNets "
+        "2018 release: values 0-255 minus the ActivityNet mean), 3dr2020, torchvision or imagenet. Default: "
+        "what the checkpoint records or its layout tells (see `vidfast models show FILE`).",
+        rich_help_panel=_CONVENTION,
+    ),
+]
+Mean = Annotated[
+    str | None,
+    typer.Option("--mean", callback=_triple, help="Per-channel mean m0,m1,m2 in value units (see "
+                 "--value-scale).", rich_help_panel=_CONVENTION),
+]
+Std = Annotated[
+    str | None,
+    typer.Option("--std", callback=_triple, help="Per-channel std s0,s1,s2 in value units.",
+                 rich_help_panel=_CONVENTION),
+]
+ValueScale = Annotated[
+    float | None,
+    typer.Option("--value-scale", help="Pixel values the weights expect: 1 (0-1) or 255 (0-255).",
+                 rich_help_panel=_CONVENTION),
+]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Accept a convention that contradicts what the checkpoint records or its "
+                 "layout tells.", rich_help_panel=_CONVENTION),
+]
+InflateFrom = Annotated[
+    Path | None,
+    typer.Option(
+        "--inflate-from",
+        help="Start --arch from a torchvision-format 2D ResNet state dict, inflated to 3D (ImageNet-inflated "
+        "initialisation; ImageNet convention unless --preset says otherwise).",
+        rich_help_panel=_MODEL,
+    ),
+]
+
+
+def convention_override(preset: str | None, mean: list[float] | None, std: list[float] | None,
+                        value_scale: float | None, force: bool = False) -> Any:
+    """The ``vidfast.conventions.Override`` of the input-convention options."""
+    from vidfast.conventions import Override
+
+    return Override(preset, mean, std, value_scale, force)
+
 
 # the options every training command takes, in --help order
 TRAINING_OPTIONS: dict[str, Any] = {
@@ -267,6 +333,10 @@ TRAINING_OPTIONS: dict[str, Any] = {
     "seed": Seed,
     "run_dir": RunDir,
     "resume": Resume,
+    "preset": Preset,
+    "mean": Mean,
+    "std": Std,
+    "value_scale": ValueScale,
     "config": ConfigFile,
 }
 
@@ -301,7 +371,13 @@ CONFIG_KEYS: dict[str, str] = {
     "resume": "runtime.resume",
     "rotation_weight": "puzzle.rotation_weight",
     "from_checkpoint": "finetune.checkpoint",
+    "inflate_from": "finetune.inflate_from",
+    "force": "finetune.force",
     "ft_begin_module": "finetune.begin_module",
+    "preset": "data.convention",
+    "mean": "data.mean",
+    "std": "data.std",
+    "value_scale": "data.value_scale",
 }
 
 

@@ -106,7 +106,8 @@ class OnnxClassifier:
             raise VidfastError(f"predict_video needs a square clip, the model takes {t}x{h}x{w}")
         batch = load_clips(
             path, clip_len=t, frame_step=self.metadata.frame_step, size=h, clips=clips, backend=backend,
-            normalize=not self.metadata.preprocess, mean=self.metadata.mean, std=self.metadata.std,
+            normalize=not self.metadata.preprocess, mean=self.metadata.input_convention.unit_mean,
+            std=self.metadata.input_convention.unit_std,
         )
         out = self.predict(batch)
         scores = softmax(out) if self.metadata.task == "classify" else out

@@ -1,8 +1,10 @@
 """The ``vidfast.*`` metadata properties of an exported ONNX model, so that it deploys without side files.
 
 Keys (all strings, as ONNX ``metadata_props`` require): ``vidfast.arch``, ``vidfast.task`` ("classify",
-"features" or "puzzle"), ``vidfast.class_names`` (JSON list), ``vidfast.mean`` / ``vidfast.std``
-(``"m0,m1,m2"``), ``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip":
+"features" or "puzzle"), ``vidfast.class_names`` (JSON list), the input convention of
+:mod:`vidfast.conventions`: ``vidfast.convention`` (its name), ``vidfast.value_scale`` ("1.0" or "255.0";
+absent in older exports: 1) and ``vidfast.mean`` / ``vidfast.std`` (``"m0,m1,m2"``, in value units),
+``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip":
 float ``[N, 3, T, H, W]``; "frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing),
 ``vidfast.precision`` ("fp32" or "fp16") and ``vidfast.version``.
 """
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidfast.conventions import Convention
 from vidfast.errors import VidfastError
 
 PREFIX = "vidfast."
@@ -36,6 +39,8 @@ class ModelMetadata:
     input_format: str = "clip"
     precision: str = "fp32"
     version: str = ""
+    value_scale: float = 1.0
+    convention: str = "custom"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -45,6 +50,12 @@ class ModelMetadata:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        Convention(self.convention, self.value_scale, self.mean, self.std)  # ValueError for bad values
+
+    @property
+    def input_convention(self) -> Convention:
+        """The recorded convention (its ``unit_mean`` / ``unit_std`` are what the pipelines apply)."""
+        return Convention(self.convention, self.value_scale, self.mean, self.std)
 
     @property
     def preprocess(self) -> bool:
@@ -57,6 +68,8 @@ class ModelMetadata:
             "arch": self.arch,
             "task": self.task,
             "class_names": json.dumps(list(self.class_names)),
+            "convention": self.convention,
+            "value_scale": repr(float(self.value_scale)),
             "mean": _join(self.mean),
             "std": _join(self.std),
             "clip": _join(self.clip),
@@ -93,6 +106,8 @@ class ModelMetadata:
                 input_format=props.get(PREFIX + "input", "clip"),
                 precision=props.get(PREFIX + "precision", "fp32"),
                 version=props.get(PREFIX + "version", ""),
+                value_scale=float(props.get(PREFIX + "value_scale", "1.0")),
+                convention=props.get(PREFIX + "convention", "custom"),
             )
         except ValueError as exc:
             raise VidfastError(f"{source} has malformed vidfast metadata: {exc}") from None

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from vidfast.conventions import Override
 from vidfast.engine.evaluate import ScoreEnsemble
 from vidfast.errors import VidfastError
 
@@ -66,16 +67,21 @@ def open_scorer(
     device: str = "auto",
     autocast: bool | None = None,
     channels_last: bool = True,
+    convention: Override = Override(),
 ) -> VideoScorer:
-    """A scorer for ``--checkpoint`` files (score ensemble when several) or for one ``--onnx`` model."""
+    """A scorer for ``--checkpoint`` files (score ensemble when several; ``convention`` overrides their input
+    convention) or for one ``--onnx`` model (its metadata carries the convention)."""
     if bool(checkpoints) == (onnx is not None):
         raise ValueError("give either --checkpoint (one or more) or --onnx, not both and not neither")
     if onnx is not None:
+        if convention != Override():
+            raise ValueError("an --onnx model carries its input convention: --preset, --mean, --std and "
+                             "--value-scale do not apply")
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
         return OnnxScorer(onnx, providers=device)
     return ScoreEnsemble.from_checkpoints(
-        checkpoints, device=device, autocast=autocast, channels_last=channels_last
+        checkpoints, device=device, autocast=autocast, channels_last=channels_last, convention=convention
     )
 
 

@@ -47,7 +47,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     """Clip geometry and loading. ``loader`` holds extra ``make_loader`` keyword arguments (sampler
-    options)."""
+    options). ``convention`` (a preset of :mod:`vidfast.conventions`), ``mean``, ``std`` and ``value_scale``
+    override the input convention (default: vidfast's, or a fine-tuned checkpoint's own)."""
 
     manifest: str = ""
     clip_len: int = 16
@@ -59,6 +60,10 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     loader: dict[str, Any] = field(default_factory=dict)
+    convention: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    value_scale: float | None = None
 
 
 @dataclass
@@ -118,11 +123,15 @@ class RuntimeConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Start from ``checkpoint`` (vidfast classifier/puzzle or CVPR 2018 file); train modules from
-    ``begin_module`` on (None = all)."""
+    """Start from ``checkpoint`` (a vidfast classifier/puzzle checkpoint, a 3D-ResNets-PyTorch 2018/2020 file
+    or torchvision video weights) or from ``inflate_from`` (a torchvision-format 2D ResNet state dict,
+    inflated); train modules from ``begin_module`` on (None = all). ``force`` accepts a data convention
+    that contradicts the checkpoint's."""
 
     checkpoint: str | None = None
+    inflate_from: str | None = None
     begin_module: str | None = None
+    force: bool = False
 
 
 @dataclass
@@ -269,6 +278,10 @@ def _validate(cfg: TrainConfig) -> None:
             "runtime.progress must be auto, rich, plain or none",
         ),
         (0.0 <= cfg.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
+        (
+            cfg.finetune.checkpoint is None or cfg.finetune.inflate_from is None,
+            "finetune.checkpoint and finetune.inflate_from exclude each other",
+        ),
     ]
     for ok, message in checks:
         if not ok:

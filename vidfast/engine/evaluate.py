@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vidfast.conventions import Override
 from vidfast.engine.amp import amp_pays_off
 from vidfast.engine.metrics import (
     ClassificationReport,
@@ -64,26 +65,34 @@ class LoadedClassifier:
 
 
 def load_classifier(path: str | Path, clip_len: int | None = None, size: int | None = None,
-                    frame_step: int | None = None) -> LoadedClassifier:
-    """Read a classification checkpoint (vidfast or CVPR 2018 code) and build its model on the CPU.
+                    frame_step: int | None = None, convention: Override = Override()) -> LoadedClassifier:
+    """Read a classification checkpoint (any layout :func:`vidfast.models.identify.identify` knows) and
+    build its model on the CPU.
 
-    The clip geometry comes from the checkpoint's ``data`` entry unless given; a checkpoint without one (the
-    CVPR 2018 code's) falls back to the model card's clip, mean and std.
+    Clips are normalised with the convention the file records or its layout tells, ``convention`` on top
+    (refused when it contradicts the file, unless forced); a guessed convention is logged in one line. The
+    clip geometry comes from the checkpoint's ``data`` entry unless given, else from the convention's
+    training clip or the model card.
     """
     from vidfast.models import load_checkpoint, model_card, read_checkpoint
+    from vidfast.models.identify import choose_convention, identify
 
     checkpoint = read_checkpoint(path)
-    if checkpoint.get("task") == "puzzle":
+    found = identify(checkpoint)
+    if found.task == "puzzle":
         raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
+    conv = choose_convention(found, convention, source=str(path))
+    if found.certainty == "guessed" and convention == Override():
+        log.warning("%s: input convention guessed, %s: %s", path, conv.name, found.reason)
     model = load_checkpoint(None, checkpoint)
     data = checkpoint.get("data") or {}
-    card = model_card(model.arch)  # create_model records the registry name
+    clip = conv.clip or model_card(model.arch).clip  # create_model records the registry name
     spec = ClipSpec(
-        clip_len=int(clip_len or data.get("clip_len") or card.clip[0]),
-        size=int(size or data.get("size") or card.clip[1]),
+        clip_len=int(clip_len or data.get("clip_len") or clip[0]),
+        size=int(size or data.get("size") or clip[1]),
         frame_step=int(frame_step or data.get("frame_step") or 1),
-        mean=tuple(float(v) for v in data.get("mean", card.mean)),
-        std=tuple(float(v) for v in data.get("std", card.std)),
+        mean=conv.unit_mean,
+        std=conv.unit_std,
     )
     names = [str(n) for n in checkpoint.get("class_names") or []]
     return LoadedClassifier(model=model.eval(), spec=spec, class_names=names, source=str(path))
@@ -123,10 +132,13 @@ class ScoreEnsemble:
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", autocast: bool | None = None,
                          channels_last: bool = True, clip_len: int | None = None, size: int | None = None,
-                         frame_step: int | None = None) -> ScoreEnsemble:
+                         frame_step: int | None = None, convention: Override = Override()) -> ScoreEnsemble:
         """Load every checkpoint in ``paths`` (see :func:`load_classifier`) into one ensemble."""
         resolved = resolve_device(device)
-        members = [load_classifier(p, clip_len=clip_len, size=size, frame_step=frame_step) for p in paths]
+        members = [
+            load_classifier(p, clip_len=clip_len, size=size, frame_step=frame_step, convention=convention)
+            for p in paths
+        ]
         return cls(members, device=resolved, autocast=autocast, channels_last=channels_last)
 
     def check_classes(self, class_names: Sequence[str]) -> None:
@@ -233,7 +245,8 @@ def _first(batch: list) -> object:
 
 @dataclass
 class EvalConfig:
-    """Options of ``vidfast eval``; ``clip_len``, ``size``, ``frame_step`` override the checkpoint's."""
+    """Options of ``vidfast eval``; ``clip_len``, ``size``, ``frame_step`` and ``convention`` override the
+    checkpoint's."""
 
     manifest: str
     checkpoints: list[str]
@@ -250,6 +263,7 @@ class EvalConfig:
     size: int | None = None
     frame_step: int | None = None
     run_dir: str | None = None
+    convention: Override = Override()
 
 
 def _select_rows(manifest, split: str) -> tuple[list, list]:
@@ -305,6 +319,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport
     ensemble = ScoreEnsemble.from_checkpoints(
         config.checkpoints, device=config.device, autocast=config.amp, channels_last=config.channels_last,
         clip_len=config.clip_len, size=config.size, frame_step=config.frame_step,
+        convention=config.convention,
     )
     ensemble.check_classes(manifest.class_names)
     mine = _shard(list(range(len(rows))))

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vidfast import conventions
+from vidfast.conventions import Convention, Override
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import read_manifest
 from vidfast.engine.amp import autocast_dtype, bf16_unsafe_convs, run_in_fp32
@@ -48,9 +50,15 @@ from vidfast.engine.logging import RunLogger
 from vidfast.engine.optim import Schedule, build_optimizer
 from vidfast.engine.tasks import ClassifyTask, PuzzleTask, StepOutput
 from vidfast.errors import CheckpointError, DataError, VidfastError
-from vidfast.models import PuzzleNet, create_model, finetune_param_groups, load_checkpoint, read_checkpoint
-from vidfast.models.checkpoint import extract_state_dict, infer_model_kwargs, parse_arch
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD
+from vidfast.models import (
+    PuzzleNet,
+    create_model,
+    finetune_param_groups,
+    inflate_from_2d,
+    load_checkpoint,
+    read_checkpoint,
+)
+from vidfast.models.identify import Identity, choose_convention, identify
 from vidfast.puzzle import PuzzleConfig
 
 
@@ -132,6 +140,7 @@ class _Setup:
     num_classes: int
     puzzle_kwargs: dict[str, Any] | None
     param_groups: list[dict[str, Any]]
+    convention: Convention
 
 
 def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
@@ -149,19 +158,29 @@ def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
         raise VidfastError(f"puzzle.sampler: {exc}") from None
 
 
-def _finetune_source(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The model of ``finetune.checkpoint`` with a ``num_classes`` classifier; records its arch/options in
-    cfg."""
+def _convention(cfg: TrainConfig, source: Identity | Convention = conventions.DEFAULT) -> Convention:
+    """The input convention of the run: the fine-tuned checkpoint's own (ImageNet's for inflated 2D weights,
+    vidfast's default from scratch) with ``data.convention`` / ``mean`` / ``std`` / ``value_scale`` on top;
+    changing a convention the checkpoint records or its layout tells is refused (those weights would be
+    ruined)."""
+    data = cfg.data
+    override = Override(data.convention, data.mean, data.std, data.value_scale, cfg.finetune.force)
+    if isinstance(source, Identity):
+        return choose_convention(source, override, source=str(cfg.finetune.checkpoint))
+    try:
+        return conventions.resolve(source, override)
+    except ValueError as exc:
+        raise VidfastError(f"data: {exc}") from None
+
+
+def _finetune_source(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Convention]:
+    """The model of ``finetune.checkpoint`` (any layout :func:`identify` knows) with a ``num_classes``
+    classifier, and the run's convention; records the source's arch/options in cfg."""
     source = read_checkpoint(cfg.finetune.checkpoint)
-    if isinstance(source.get("model_kwargs"), dict):  # a vidfast checkpoint records how its model was built
-        arch, kwargs = str(source["arch"]), dict(source["model_kwargs"])
-    else:  # a CVPR 2018 checkpoint (arch like "resnet-18") or a bare state dict (then --arch names the model)
-        weights = extract_state_dict(source)
-        arch = parse_arch(source["arch"] if isinstance(source.get("arch"), str) else cfg.model.arch, weights)
-        kwargs = infer_model_kwargs(arch, weights)
-    cfg.model.arch, cfg.model.widen_factor, cfg.model.kwargs = arch, None, kwargs
-    model = create_model(arch, num_classes=num_classes, **kwargs)
-    return load_checkpoint(model, source, num_classes=num_classes)
+    found = identify(source)
+    cfg.model.arch, cfg.model.widen_factor, cfg.model.kwargs = found.arch, None, dict(found.model_kwargs)
+    model = create_model(found.arch, num_classes=num_classes, **found.model_kwargs)
+    return load_checkpoint(model, source, num_classes=num_classes), _convention(cfg, found)
 
 
 def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
@@ -180,7 +199,8 @@ def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
         model = PuzzleNet(backbone, **puzzle_kwargs)
         task: ClassifyTask | PuzzleTask = PuzzleTask(cfg.puzzle.rotation_weight, opt.label_smoothing)
         return _Setup(
-            model, task, [], backbone.num_classes, puzzle_kwargs, [{"params": list(model.parameters())}]
+            model, task, [], backbone.num_classes, puzzle_kwargs, [{"params": list(model.parameters())}],
+            _convention(cfg),
         )
     num_classes = len(manifest_classes)
     if num_classes < 2:
@@ -188,27 +208,37 @@ def _build(cfg: TrainConfig, manifest_classes: list[str]) -> _Setup:
             f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
         )
     task = ClassifyTask(opt.label_smoothing)
-    if cfg.finetune.checkpoint is None:
+    if cfg.finetune.checkpoint is not None:
+        model, convention = _finetune_source(cfg, num_classes)
+    elif cfg.finetune.inflate_from is not None:
         model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+        inflate_from_2d(model, read_checkpoint(cfg.finetune.inflate_from))
+        convention = _convention(cfg, conventions.PRESETS["imagenet"])
     else:
-        model = _finetune_source(cfg, num_classes)
+        model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+        convention = _convention(cfg)
     begin = cfg.finetune.begin_module
     groups = (
         finetune_param_groups(model, begin_module=begin, lr=opt.lr, weight_decay=opt.weight_decay)
         if begin
         else [{"params": list(model.parameters())}]
     )
-    return _Setup(model, task, manifest_classes, num_classes, None, groups)
+    return _Setup(model, task, manifest_classes, num_classes, None, groups, convention)
 
 
 def _loader(
-    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype
+    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype,
+    convention: Convention,
 ) -> Any:
     """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
     (center clip and crop); ``data.loader`` entries override any argument. The train loader keeps batches
     whose videos all failed, as empty batches: under DDP every rank must take every step, and the batch
-    count a mid-epoch checkpoint records must count them to resume at the right sample."""
+    count a mid-epoch checkpoint records must count them to resume at the right sample. Clips are normalised
+    with ``convention`` (set with ``data.convention``/``mean``/``std``/``value_scale``, not ``data.loader``,
+    so that the checkpoint records it)."""
     data = cfg.data
+    if {"mean", "std"} & set(data.loader):
+        raise VidfastError("data.loader: set the normalisation with data.mean / data.std / data.convention")
     kwargs: dict[str, Any] = dict(
         task=cfg.task,
         split=split,
@@ -226,6 +256,8 @@ def _loader(
         pin_memory=device.type == "cuda",
         device=device if device.type == "cuda" else "cpu",
         empty_batches=training,
+        mean=convention.unit_mean,
+        std=convention.unit_std,
     )
     if not training:
         kwargs.update(sampling="center", spatial="center", hflip=False)
@@ -285,9 +317,12 @@ class _Trainer:
             run_in_fp32(self.model, self.fp32_layers)
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
-        self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype)
+        conv = setup.convention
+        self.train_loader = _loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype, conv)
         self.val_loader = (
-            _loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype) if self.has_val else None
+            _loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype, conv)
+            if self.has_val
+            else None
         )
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
@@ -367,8 +402,7 @@ class _Trainer:
                 "clip_len": cfg.data.clip_len,
                 "size": cfg.data.size,
                 "frame_step": cfg.data.frame_step,
-                "mean": list(KINETICS_MEAN),
-                "std": list(KINETICS_STD),
+                **setup.convention.to_data(),
             },
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),

@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vidfast import __version__
+from vidfast import __version__, conventions
+from vidfast.conventions import Convention, Override
 from vidfast.deploy.metadata import ModelMetadata
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
 from vidfast.models import PuzzleNet, create_model, is_model, load_checkpoint, model_card, read_checkpoint
-from vidfast.models.checkpoint import extract_state_dict, parse_arch
+from vidfast.models.identify import Identity, choose_convention, identify
 from vidfast.models.registry import DEFAULT_CLIP
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD
 
 DEFAULT_OPSET = 18
 #: opsets each exporter can write: the dynamo exporter from 18 up to what the installed onnx package knows
@@ -215,6 +215,7 @@ class _Source:
     class_names: list[str]
     data: Mapping[str, Any]
     num_pieces: int | None = None
+    identity: Identity | None = None
 
 
 def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:
@@ -231,28 +232,25 @@ def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:
 
 
 def _from_checkpoint(ckpt: Mapping[str, Any], puzzle_full: bool) -> _Source:
-    arch = ckpt.get("arch")
-    if not isinstance(arch, str):
-        raise CheckpointError("checkpoint records no 'arch'; cannot tell which model to export")
+    found = identify(ckpt)
     data = ckpt.get("data") if isinstance(ckpt.get("data"), Mapping) else {}
-    names = [str(n) for n in ckpt.get("class_names") or []]
-    puzzle = ckpt.get("task") == "puzzle" or any(k.startswith("backbone.") for k in extract_state_dict(ckpt))
+    puzzle = found.task == "puzzle"
     if puzzle_full and not puzzle:
         raise ValueError("puzzle_full needs a puzzle checkpoint (task 'puzzle'), this one is a classifier")
     if not puzzle:
         net = load_checkpoint(None, ckpt)
-        return _Source(net, getattr(net, "arch", arch), "classify" if net.num_classes > 0 else "features",
-                       names, data)
-    name = parse_arch(arch, extract_state_dict(ckpt))
+        return _Source(net, found.arch, "classify" if net.num_classes > 0 else "features",
+                       found.class_names, data, identity=found)
+    name = found.arch
     if not puzzle_full:
-        return _Source(load_checkpoint(None, ckpt, num_classes=0), name, "features", [], data)
+        return _Source(load_checkpoint(None, ckpt, num_classes=0), name, "features", [], data, identity=found)
     kwargs = ckpt.get("model_kwargs") if isinstance(ckpt.get("model_kwargs"), Mapping) else {}
     puzzle_kw = ckpt.get("puzzle") if isinstance(ckpt.get("puzzle"), Mapping) else {}
     try:
         net = PuzzleNet(create_model(name, num_classes=0, **kwargs), **puzzle_kw)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot build the puzzle network of the checkpoint: {exc}") from None
-    return _Source(load_checkpoint(net, ckpt), name, "puzzle", [], data, net.num_pieces)
+    return _Source(load_checkpoint(net, ckpt), name, "puzzle", [], data, net.num_pieces, found)
 
 
 def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any],
@@ -267,13 +265,29 @@ def _resolve_source(model_or_checkpoint: nn.Module | PathLike | Mapping[str, Any
     return source
 
 
-def _default_clip(source: _Source) -> tuple[int, int, int]:
+def _default_clip(source: _Source, convention: Override) -> tuple[int, int, int]:
     data = source.data
     if "clip_len" in data and "size" in data:
         size = data["size"]
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return int(data["clip_len"]), int(h), int(w)
+    trained = _input_convention(source, convention).clip
+    if trained is not None:
+        return trained
     return model_card(source.arch).clip if is_model(source.arch) else DEFAULT_CLIP
+
+
+def _input_convention(source: _Source, override: Override) -> Convention:
+    """The checkpoint's convention (or the model card's) with ``override`` on top."""
+    if source.identity is not None:
+        return choose_convention(source.identity, override, source="the checkpoint")
+    base = conventions.DEFAULT
+    if is_model(source.arch):
+        base = conventions.preset(model_card(source.arch).convention)
+    try:
+        return conventions.resolve(base, override)
+    except ValueError as exc:
+        raise VidfastError(str(exc)) from None
 
 
 def _triple(name: str, values: Any, kind: type) -> tuple:
@@ -390,8 +404,7 @@ def export_onnx(
     check: bool = True,
     puzzle_full: bool = False,
     class_names: list[str] | None = None,
-    mean: tuple[float, float, float] | None = None,
-    std: tuple[float, float, float] | None = None,
+    convention: Override = Override(),
     frame_step: int | None = None,
     exporter: str = "auto",
     tolerance: float | None = None,
@@ -403,7 +416,9 @@ def export_onnx(
     ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``,
     which takes ``pieces`` ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``:
     ``(T, H, W)`` or "TxHxW", default from the checkpoint's data settings, else the model card.
-    ``with_preprocess``: the input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph. ``fp16``:
+    ``with_preprocess``: the input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph with the
+    input convention (the checkpoint's, recorded or told by its layout, ``convention`` on top; refused when
+    it contradicts the file unless forced; for a module, its card's). ``fp16``:
     half-precision weights and compute; with ``fp32_io`` the graph still takes and returns float32.
     ``vidfast.*`` metadata is attached (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU)
     and PyTorch run the same random inputs and the export fails when outputs differ by more than ``tolerance``
@@ -416,15 +431,18 @@ def export_onnx(
     source = _resolve_source(model_or_checkpoint, puzzle_full)
     if isinstance(clip, str):
         clip = parse_clip(clip)
-    clip = _triple("clip", clip, int) if clip is not None else _default_clip(source)
+    clip = _triple("clip", clip, int) if clip is not None else _default_clip(source, convention)
     if min(clip) < 1:
         raise ValueError(f"clip must be (T, H, W) with positive sizes, got {clip}")
     data = source.data
+    conv = _input_convention(source, convention)
     meta = ModelMetadata(
         arch=source.arch,
         clip=clip,
-        mean=_triple("mean", mean or data.get("mean") or KINETICS_MEAN, float),
-        std=_triple("std", std or data.get("std") or KINETICS_STD, float),
+        mean=conv.mean,
+        std=conv.std,
+        value_scale=conv.value_scale,
+        convention=conv.name,
         task=source.task,
         class_names=list(class_names if class_names is not None else source.class_names),
         frame_step=int(frame_step or data.get("frame_step") or 1),
@@ -435,7 +453,7 @@ def export_onnx(
     t, h, w = clip
     pieces = (source.num_pieces,) if source.num_pieces else ()
     sample_shape = (*pieces, t, h, w, 3) if with_preprocess else (*pieces, 3, t, h, w)
-    preprocess = FramePreprocess(meta.mean, meta.std) if with_preprocess else None
+    preprocess = FramePreprocess(conv.unit_mean, conv.unit_std) if with_preprocess else None
     reference = ExportGraph(source.net, preprocess, torch.float32, torch.float32).eval()
     example = random_inputs((2 if dynamic else batch, *sample_shape), with_preprocess, seed)
     exported_net = copy.deepcopy(source.net)

@@ -1,9 +1,10 @@
-"""vidfast.models: the 3D-CNN zoo (Hara et al. CVPR 2018 families, C3D), checkpoints, cubic-puzzle network.
+"""vidfast.models: the 3D-CNN zoo (Hara et al. CVPR 2018 families, C3D, torchvision's video ResNets),
+checkpoints, cubic-puzzle network.
 
 Importing this package registers every model; build one with ``create_model(name, num_classes, **options)``.
 """
 
-from vidfast.models import c3d, densenet, r2plus1d, resnet  # noqa: F401  (register the families)
+from vidfast.models import c3d, densenet, r2plus1d, resnet, tv_resnet  # noqa: F401  (register the families)
 from vidfast.models.base import VideoClassifier
 from vidfast.models.checkpoint import load_checkpoint, read_checkpoint
 from vidfast.models.finetune import finetune_param_groups

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from vidfast.errors import CheckpointError
 from vidfast.models.densenet import DENSENET_BLOCKS
 from vidfast.models.puzzle import PuzzleNet
-from vidfast.models.registry import create_model, find_model, is_model, model_family
+from vidfast.models.registry import create_model, find_model, is_model, list_models, model_family
 from vidfast.models.resnet import BOTTLENECK_MIN_DEPTH, STAGE_BLOCKS, STEM_WIDTH
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,56 @@ def infer_model_kwargs(name: str, sd: Mapping[str, Tensor]) -> dict[str, Any]:
     return kw
 
 
-def _classifier_rows(sd: Mapping[str, Tensor]) -> int | None:
+def match_architecture(sd: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
+    """The registered model (name, options) whose state dict has exactly the keys and shapes of ``sd``
+    (classifier rows aside), from keys and shapes alone: the 3D-ResNets-PyTorch families, C3D and the
+    torchvision trio. CheckpointError naming every rejected candidate and why when none fits."""
+    rejected: list[str] = []
+    families = dict.fromkeys(model_family(n) for n in list_models())
+    for family in families:
+        if family in RESNET_LIKE or family == "densenet":
+            try:
+                depth = infer_depth(family, sd)
+            except CheckpointError:
+                rejected.append(f"{family} (block counts fit no depth)")
+                continue
+            names = [n for n in list_models(family) if n == find_model(family, depth)]
+        else:
+            names = list_models(family)
+        for name in names:
+            kwargs = infer_model_kwargs(name, sd)
+            problem = _shape_mismatch(name, kwargs, sd)
+            if problem is None:
+                return name, kwargs
+            rejected.append(f"{name} ({problem})")
+    raise CheckpointError(
+        "the weights fit no supported architecture; rejected: " + "; ".join(rejected)
+    )
+
+
+def _shape_mismatch(name: str, kwargs: Mapping[str, Any], sd: Mapping[str, Tensor]) -> str | None:
+    """None when ``create_model(name, **kwargs)`` has exactly ``sd``'s keys and shapes (classifier rows
+    aside), else a short reason. Built on the meta device: no weights are allocated."""
+    rows = classifier_rows(sd) or 400
+    try:
+        with torch.device("meta"):
+            expected = create_model(name, num_classes=rows, **kwargs).state_dict()
+    except (ValueError, TypeError) as exc:
+        return f"options {dict(kwargs)} do not build: {exc}"
+    wanted = {k for k in expected if not k.endswith("num_batches_tracked")}
+    given = {k for k in sd if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(wanted - given), sorted(given - wanted)
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        return f"{len(missing)} missing, {len(unexpected)} unexpected key(s), e.g. {first}"
+    misshaped = [k for k in wanted if sd[k].shape != expected[k].shape]
+    if misshaped:
+        return f"{len(misshaped)} mis-shaped key(s), e.g. {misshaped[0]}"
+    return None
+
+
+def classifier_rows(sd: Mapping[str, Tensor]) -> int | None:
+    """Rows of the final linear layer of ``sd`` (its class count), None without one."""
     for key in ("fc.weight", "classifier.weight"):
         if key in sd:
             return int(sd[key].shape[0])
@@ -264,10 +313,11 @@ def load_checkpoint(
 
     ``model`` is a module, a model name (vidfast or reference style; must agree with the checkpoint's
     ``arch``), or None (built from the checkpoint's ``arch`` and ``model_kwargs``, or options read off the
-    weights). ``num_classes`` different from the checkpoint's replaces the classifier with a fresh one
-    (fine-tuning). A cubic-puzzle checkpoint (``backbone.*`` keys) loaded into a plain model gives the
-    backbone weights and a fresh classifier; a plain checkpoint loaded into a :class:`PuzzleNet` fills its
-    backbone.
+    weights; without ``arch`` the architecture is recognised from keys and shapes alone, see
+    :func:`match_architecture`). ``num_classes`` different from the checkpoint's replaces the classifier
+    with a fresh one (fine-tuning). A cubic-puzzle checkpoint (``backbone.*`` keys) loaded into a plain
+    model gives the backbone weights and a fresh classifier; a plain checkpoint loaded into a
+    :class:`PuzzleNet` fills its backbone.
     Mismatches raise one :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, str | os.PathLike) else checkpoint
@@ -288,17 +338,16 @@ def load_checkpoint(
 
     if model is None or isinstance(model, str):
         arch = ckpt.get("arch")
+        kwargs = ckpt.get("model_kwargs")
         if model is None and not isinstance(arch, str):
-            raise CheckpointError(
-                "checkpoint records no 'arch'; pass a model or a model name to load it into"
-            )
-        name = parse_arch(model if isinstance(model, str) else arch, sd)
+            name, kwargs = match_architecture(sd)
+        else:
+            name = parse_arch(model if isinstance(model, str) else arch, sd)
         if isinstance(model, str) and isinstance(arch, str) and parse_arch(arch, sd) != name:
             raise CheckpointError(f"checkpoint holds a {arch!r} model, not {model!r}")
-        kwargs = ckpt.get("model_kwargs")
         if not isinstance(kwargs, Mapping):
             kwargs = infer_model_kwargs(name, sd)
-        stored = _classifier_rows(sd) or ckpt.get("num_classes") or 400
+        stored = classifier_rows(sd) or ckpt.get("num_classes") or 400
         try:
             model = create_model(
                 name, num_classes=num_classes if num_classes is not None else stored, **kwargs

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from vidfast import conventions
+
 Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
 
@@ -23,7 +25,9 @@ class ModelCard:
     """What a user needs to know about a registered model before building it.
 
     ``num_params`` counts the default configuration at 400 classes; ``clip`` is the (T, H, W) input size the
-    model was designed for; ``classifier`` names the attribute holding the final linear layer.
+    model was designed for; ``classifier`` names the attribute holding the final linear layer; ``convention``
+    names the input convention (:mod:`vidfast.conventions`) of its pretrained weights, whose ``value_scale``,
+    ``mean`` and ``std`` the card repeats.
     """
 
     name: str
@@ -34,6 +38,8 @@ class ModelCard:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     classifier: str
+    convention: str = "kinetics"
+    value_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class _Entry:
     depth: int
     classifier: str
     clip: tuple[int, int, int]
+    convention: str
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -55,17 +62,20 @@ def register_model(
     depth: int,
     classifier: str = "fc",
     clip: tuple[int, int, int] = DEFAULT_CLIP,
+    convention: str = "kinetics",
 ) -> Callable[[B], B]:
     """Decorator registering ``builder(num_classes=..., **options) -> nn.Module`` under ``name``.
 
-    ``name`` defaults to the builder's ``__name__``. Registering a name twice is an error.
+    ``name`` defaults to the builder's ``__name__``; ``convention`` is the preset of
+    :mod:`vidfast.conventions` its pretrained weights use. Registering a name twice is an error.
     """
+    conventions.preset(convention)
 
     def wrap(builder: B) -> B:
         key = name or builder.__name__
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} is already registered")
-        _REGISTRY[key] = _Entry(builder, family, depth, classifier, clip)
+        _REGISTRY[key] = _Entry(builder, family, depth, classifier, clip, convention)
         return builder
 
     return wrap
@@ -89,7 +99,7 @@ def find_model(family: str, depth: int) -> str | None:
 
 def model_family(name: str) -> str:
     """Family of a registered model ("resnet", "preact_resnet", "wide_resnet", "resnext", "densenet",
-    "r2plus1d", "c3d")."""
+    "r2plus1d", "c3d", "torchvision")."""
     return _entry(name).family
 
 
@@ -142,16 +152,17 @@ def _default_num_params(name: str) -> int:
 
 def model_card(name: str) -> ModelCard:
     """The :class:`ModelCard` of a registered model (parameter count computed without allocating weights)."""
-    from vidfast.ops import KINETICS_MEAN, KINETICS_STD
-
     entry = _entry(name)
+    conv = conventions.preset(entry.convention)
     return ModelCard(
         name=name,
         family=entry.family,
         depth=entry.depth,
         num_params=_default_num_params(name),
         clip=entry.clip,
-        mean=tuple(KINETICS_MEAN),
-        std=tuple(KINETICS_STD),
+        mean=conv.mean,
+        std=conv.std,
         classifier=entry.classifier,
+        convention=conv.name,
+        value_scale=conv.value_scale,
     )

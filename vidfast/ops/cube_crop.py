@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from vidfast import _ext
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 
 __all__ = [
     "KINETICS_MEAN", "KINETICS_STD", "OUT_DTYPES", "cube_crop", "cube_crop_reference", "native_available",
 ]
 
-KINETICS_MEAN: tuple[float, float, float] = (0.4345, 0.4051, 0.3775)
-KINETICS_STD: tuple[float, float, float] = (0.2768, 0.2713, 0.2737)
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 
 _OP_NAME = "vidfast::cube_crop"

@@ -46,11 +46,17 @@ def evaluate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
     ] = False,
+    preset: opt.Preset = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    value_scale: opt.ValueScale = None,
+    force: opt.Force = False,
 ) -> None:
     """Evaluate classifier checkpoint(s) on a manifest split: clip- and video-level top-1/top-k, per-class
     accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png.
 
-    Clip geometry (--clip-len, --size, --frame-step) defaults to what each checkpoint was trained with.
+    Clip geometry (--clip-len, --size, --frame-step) and the input convention (--preset, --mean, --std,
+    --value-scale) default to what each checkpoint records or its layout tells.
     """
     import json
 
@@ -63,6 +69,7 @@ def evaluate(
         device=device or "auto", amp=amp,
         channels_last=True if channels_last is None else channels_last,
         clip_len=clip_len, size=size, frame_step=frame_step, run_dir=str(run_dir),
+        convention=opt.convention_override(preset, mean, std, value_scale, force),
     )
     report = run_evaluation(config, progress=not as_json)
     if as_json:

@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
+from vidfast_cli import options as opt
+
 _GRAPH = "Graph"
 
 
 def export(
     checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", "-c", help="vidfast checkpoint to export (classifier or puzzle).")
+        Path, typer.Option("--checkpoint", "-c", help="Checkpoint to export: vidfast (classifier or puzzle), "
+                           "3D-ResNets 2018/2020 or torchvision video weights.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
     opset: Annotated[
@@ -51,16 +54,22 @@ def export(
         bool, typer.Option("--check/--no-check", help="Compare onnxruntime with PyTorch on random clips; "
                            "fail beyond 1e-3 relative (5e-2 for fp16).")
     ] = True,
+    preset: opt.Preset = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    value_scale: opt.ValueScale = None,
+    force: opt.Force = False,
 ) -> None:
     """Export a checkpoint to ONNX: input `clip` float [N,3,T,H,W] (or `frames` with --with-preprocess),
-    output `logits` [N,classes]; arch, class names, normalization, clip size and frame step travel as
-    metadata. A puzzle checkpoint exports its backbone (output `features`) unless --puzzle-full."""
+    output `logits` [N,classes]; arch, class names, input convention (value scale, mean, std), clip size
+    and frame step travel as metadata. A puzzle checkpoint exports its backbone (output `features`) unless
+    --puzzle-full."""
     from vidfast.export import export_onnx, parse_batch, parse_clip
 
     result = export_onnx(
         checkpoint, out, opset=opset, batch=parse_batch(batch), clip=parse_clip(clip) if clip else None,
         fp16=fp16, fp32_io=fp32_io, with_preprocess=with_preprocess, check=check, puzzle_full=puzzle_full,
-        exporter=exporter,
+        exporter=exporter, convention=opt.convention_override(preset, mean, std, value_scale, force),
     )
     for line in result.summary():
         typer.echo(line)

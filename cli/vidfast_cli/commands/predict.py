@@ -34,6 +34,11 @@ def predict(
     device: opt.Device = None,
     amp: opt.Amp = None,
     channels_last: opt.ChannelsLast = None,
+    preset: opt.Preset = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    value_scale: opt.ValueScale = None,
+    force: opt.Force = False,
 ) -> None:
     """Classify whole videos: the softmax scores of CLIPS evenly spaced clips are averaged per video.
 
@@ -49,7 +54,8 @@ def predict(
 
     scorer = open_scorer(checkpoint or [], onnx=onnx, device=device or "auto",
                          autocast=amp,
-                         channels_last=True if channels_last is None else channels_last)
+                         channels_last=True if channels_last is None else channels_last,
+                         convention=opt.convention_override(preset, mean, std, value_scale, force))
     results = predict_videos(scorer, videos, topk=topk, clips=clips)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))

@@ -10,8 +10,10 @@ import typer
 
 from vidfast_cli.options import (
     TRAINING_OPTIONS,
+    Force,
     FromCheckpoint,
     FtBeginModule,
+    InflateFrom,
     ManifestArg,
     RotationWeight,
     overrides_from_options,
@@ -67,10 +69,18 @@ def train(manifest: ManifestArg, given: dict[str, Any]) -> None:
 @with_options(TRAINING_OPTIONS)
 def finetune(
     manifest: ManifestArg,
-    from_checkpoint: FromCheckpoint,
     given: dict[str, Any],
+    from_checkpoint: FromCheckpoint = None,
+    inflate_from: InflateFrom = None,
     ft_begin_module: FtBeginModule = None,
+    force: Force = False,
 ) -> None:
-    """Fine-tune a pretrained network (puzzle, classifier or CVPR 2018 checkpoint) on the manifest's
-    classes."""
-    _run("classify", manifest, given, from_checkpoint=from_checkpoint, ft_begin_module=ft_begin_module)
+    """Fine-tune a pretrained network (vidfast puzzle or classifier checkpoint, 3D-ResNets 2018/2020 file,
+    torchvision video weights, or a 2D ResNet inflated with --inflate-from) on the manifest's classes.
+
+    The source's input convention is kept (fine-tuning 2018 weights on 0-1 input ruins them); a --preset,
+    --mean, --std or --value-scale that contradicts it is refused unless --force."""
+    if (from_checkpoint is None) == (inflate_from is None):
+        raise typer.BadParameter("give one of --from CHECKPOINT or --inflate-from 2D_WEIGHTS")
+    _run("classify", manifest, given, from_checkpoint=from_checkpoint, inflate_from=inflate_from,
+         ft_begin_module=ft_begin_module, force=force or None)
