@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidfast.conventions import Override
 from vidfast.data.clips import load_clips
 from vidfast.data.video_io import write_video
 from vidfast.deploy import (
@@ -57,7 +58,8 @@ def model() -> nn.Module:
 
 
 def _export(model: nn.Module, out: Path, **kw):
-    return export_onnx(model, out, clip=CLIP, class_names=NAMES, mean=MEAN, std=STD, frame_step=2, **kw)
+    return export_onnx(model, out, clip=CLIP, class_names=NAMES, convention=Override(mean=MEAN, std=STD),
+                       frame_step=2, **kw)
 
 
 @pytest.fixture(scope="module")

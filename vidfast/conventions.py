@@ -89,7 +89,7 @@ class Convention:
 
 
 def _fmt(values: Sequence[float]) -> str:
-    return ",".join(f"{v:g}" for v in values)
+    return ",".join(f"{v:.7g}" for v in values)
 
 
 PRESETS: dict[str, Convention] = {

@@ -296,12 +296,19 @@ InflateFrom = Annotated[
 ]
 
 
-def convention_override(preset: str | None, mean: list[float] | None, std: list[float] | None,
-                        value_scale: float | None, force: bool = False) -> Any:
+def convention_override(preset: str | None = None, mean: list[float] | None = None,
+                        std: list[float] | None = None, value_scale: float | None = None,
+                        force: bool | None = False) -> Any:
     """The ``vidfast.conventions.Override`` of the input-convention options."""
     from vidfast.conventions import Override
 
-    return Override(preset, mean, std, value_scale, force)
+    return Override(preset, mean, std, value_scale, bool(force))
+
+
+# --preset, --mean, --std, --value-scale and --force, for the commands that read weights
+CONVENTION_OPTIONS: dict[str, Any] = {
+    "preset": Preset, "mean": Mean, "std": Std, "value_scale": ValueScale, "force": Force,
+}
 
 
 # the options every training command takes, in --help order
@@ -400,18 +407,21 @@ def overrides_from_options(**values: Any) -> dict[str, Any]:
     return nested
 
 
-def with_options(options: dict[str, Any]) -> Callable[[F], F]:
+def with_options(
+    options: dict[str, Any], name: str = "given", combine: Callable[..., Any] = dict
+) -> Callable[[F], F]:
     """Decorator adding ``options`` (parameter name -> ``Annotated`` option type, default None) to a Typer
     command.
 
     The command function declares its own parameters plus ``given: dict``; it receives the shared options'
     values in ``given`` (None = not given), e.g. ``@with_options(TRAINING_OPTIONS) def train(manifest, given):
-    ...``.
+    ...``. With ``name`` and ``combine`` it receives ``name=combine(**values)`` instead (e.g.
+    :func:`with_convention_options`).
     """
 
     def wrap(func: F) -> F:
         signature = inspect.signature(func, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name != "given"]
+        own = [p for p in signature.parameters.values() if p.name != name]
         added = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
             for name, annotation in options.items()
@@ -419,8 +429,8 @@ def with_options(options: dict[str, Any]) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
-            given = {name: kwargs.pop(name, None) for name in options}
-            return func(*args, given=given, **kwargs)
+            values = {option: kwargs.pop(option, None) for option in options}
+            return func(*args, **{name: combine(**values)}, **kwargs)
 
         command.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in own + added}
@@ -428,3 +438,9 @@ def with_options(options: dict[str, Any]) -> Callable[[F], F]:
         return command  # type: ignore[return-value]
 
     return wrap
+
+
+def with_convention_options(func: F) -> F:
+    """Decorator adding :data:`CONVENTION_OPTIONS` to a command, which receives them as ``convention`` (a
+    ``vidfast.conventions.Override``)."""
+    return with_options(CONVENTION_OPTIONS, "convention", convention_override)(func)

@@ -70,7 +70,7 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
     build its model on the CPU.
 
     Clips are normalised with the convention the file records or its layout tells, ``convention`` on top
-    (refused when it contradicts the file, unless forced); a guessed convention is logged in one line. The
+    (refused when it contradicts the file, unless forced; a guess is logged in one line). The
     clip geometry comes from the checkpoint's ``data`` entry unless given, else from the convention's
     training clip or the model card.
     """
@@ -82,8 +82,6 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
     if found.task == "puzzle":
         raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
     conv = choose_convention(found, convention, source=str(path))
-    if found.certainty == "guessed" and convention == Override():
-        log.warning("%s: input convention guessed, %s: %s", path, conv.name, found.reason)
     model = load_checkpoint(None, checkpoint)
     data = checkpoint.get("data") or {}
     clip = conv.clip or model_card(model.arch).clip  # create_model records the registry name

@@ -14,6 +14,7 @@ Layouts recognised from the file alone:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,8 @@ from vidfast.models.checkpoint import (
     read_checkpoint,
 )
 from vidfast.models.registry import is_model, model_card, model_family
+
+log = logging.getLogger(__name__)
 
 ORIGINS = {
     "vidfast": "a vidfast checkpoint",
@@ -126,12 +129,15 @@ def choose_convention(identity: Identity, override: Override = Override(),
     """The file's convention with the user's ``override`` on top.
 
     An override that changes the values of a convention the file records or its layout tells is refused
-    (CheckpointError) unless ``override.force``: such weights normalised otherwise give wrong results.
+    (CheckpointError) unless ``override.force``: such weights normalised otherwise give wrong results. A
+    guessed convention that no override replaces is logged as a warning (one line).
     """
     try:
         chosen = conventions.resolve(identity.convention, override)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
+    if identity.certainty == "guessed" and chosen is identity.convention:
+        log.warning("%s: input convention guessed, %s: %s", source, chosen.describe(), identity.reason)
     if identity.certainty != "guessed" and not override.force and not chosen.same_values(identity.convention):
         raise CheckpointError(
             f"{source} is {ORIGINS[identity.origin]} and expects {identity.convention.describe()}; "

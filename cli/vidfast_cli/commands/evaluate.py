@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from vidfast_cli import options as opt
 _EVAL = "Evaluation"
 
 
+@opt.with_convention_options
 def evaluate(
     manifest: opt.ManifestArg,
     checkpoint: Annotated[
@@ -46,11 +47,7 @@ def evaluate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
     ] = False,
-    preset: opt.Preset = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    value_scale: opt.ValueScale = None,
-    force: opt.Force = False,
+    convention: Any = None,
 ) -> None:
     """Evaluate classifier checkpoint(s) on a manifest split: clip- and video-level top-1/top-k, per-class
     accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png.
@@ -69,7 +66,7 @@ def evaluate(
         device=device or "auto", amp=amp,
         channels_last=True if channels_last is None else channels_last,
         clip_len=clip_len, size=size, frame_step=frame_step, run_dir=str(run_dir),
-        convention=opt.convention_override(preset, mean, std, value_scale, force),
+        convention=convention,
     )
     report = run_evaluation(config, progress=not as_json)
     if as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from vidfast_cli import options as opt
 _GRAPH = "Graph"
 
 
+@opt.with_convention_options
 def export(
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", "-c", help="Checkpoint to export: vidfast (classifier or puzzle), "
@@ -54,11 +55,7 @@ def export(
         bool, typer.Option("--check/--no-check", help="Compare onnxruntime with PyTorch on random clips; "
                            "fail beyond 1e-3 relative (5e-2 for fp16).")
     ] = True,
-    preset: opt.Preset = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    value_scale: opt.ValueScale = None,
-    force: opt.Force = False,
+    convention: Any = None,
 ) -> None:
     """Export a checkpoint to ONNX: input `clip` float [N,3,T,H,W] (or `frames` with --with-preprocess),
     output `logits` [N,classes]; arch, class names, input convention (value scale, mean, std), clip size
@@ -69,7 +66,7 @@ def export(
     result = export_onnx(
         checkpoint, out, opset=opset, batch=parse_batch(batch), clip=parse_clip(clip) if clip else None,
         fp16=fp16, fp32_io=fp32_io, with_preprocess=with_preprocess, check=check, puzzle_full=puzzle_full,
-        exporter=exporter, convention=opt.convention_override(preset, mean, std, value_scale, force),
+        exporter=exporter, convention=convention,
     )
     for line in result.summary():
         typer.echo(line)

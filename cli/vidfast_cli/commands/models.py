@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -62,23 +62,18 @@ def show(
 
 
 @app.command("convert")
+@opt.with_convention_options
 def convert(
     source: Annotated[Path, typer.Argument(help="A supported checkpoint: 3D-ResNets 2018/2020, torchvision "
                                            "video weights, a bare state dict or a vidfast checkpoint.")],
     out: Annotated[Path, typer.Argument(help="vidfast checkpoint to write.")],
-    preset: opt.Preset = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    value_scale: opt.ValueScale = None,
-    force: opt.Force = False,
+    convention: Any = None,
 ) -> None:
     """Convert SOURCE into a vidfast checkpoint OUT that records its input convention and training clip."""
     from vidfast.models.identify import ORIGINS, convert_checkpoint
 
     found, conv = convert_checkpoint(
-        source, out, opt.convention_override(preset, mean, std, value_scale, force)
+        source, out, convention
     )
     typer.echo(f"wrote {out}: {found.arch} from {ORIGINS[found.origin]}, {found.num_classes} classes, "
                f"convention {conv.describe()}")
-    if found.certainty == "guessed":
-        typer.echo(f"note: the convention was guessed ({found.reason})", err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from vidfast_cli import options as opt
 _MODEL = "Model"
 
 
+@opt.with_convention_options
 def predict(
     videos: Annotated[list[Path], typer.Argument(help="Video files (or JPEG frame folders) to classify.")],
     checkpoint: Annotated[
@@ -34,11 +35,7 @@ def predict(
     device: opt.Device = None,
     amp: opt.Amp = None,
     channels_last: opt.ChannelsLast = None,
-    preset: opt.Preset = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    value_scale: opt.ValueScale = None,
-    force: opt.Force = False,
+    convention: Any = None,
 ) -> None:
     """Classify whole videos: the softmax scores of CLIPS evenly spaced clips are averaged per video.
 
@@ -55,7 +52,7 @@ def predict(
     scorer = open_scorer(checkpoint or [], onnx=onnx, device=device or "auto",
                          autocast=amp,
                          channels_last=True if channels_last is None else channels_last,
-                         convention=opt.convention_override(preset, mean, std, value_scale, force))
+                         convention=convention)
     results = predict_videos(scorer, videos, topk=topk, clips=clips)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
