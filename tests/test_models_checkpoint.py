@@ -119,8 +119,10 @@ def test_mismatches_raise_one_clear_error(tmp_path: Path, trained) -> None:
         load_checkpoint(create_model("resnet18", num_classes=4, widen_factor=0.25), model.state_dict())
     with pytest.raises(CheckpointError, match="not 'resnet34'"):
         load_checkpoint("resnet34", {"arch": "resnet-18", "state_dict": model.state_dict()})
-    with pytest.raises(CheckpointError, match="no 'arch'"):
-        load_checkpoint(None, model.state_dict())
+    recognised = load_checkpoint(None, model.state_dict())  # no 'arch': read off the keys and shapes
+    assert recognised.arch == "resnet18" and recognised.model_kwargs["widen_factor"] == 0.25
+    with pytest.raises(CheckpointError, match="fit no supported architecture; rejected: .*resnet18"):
+        load_checkpoint(None, sd)  # the missing and unexpected keys above
     # non-strict loading keeps what matches
     partial = load_checkpoint(create_model("resnet18", num_classes=7, widen_factor=0.25), path, strict=False)
     assert torch.equal(partial.layer2[0].conv1.weight, model.layer2[0].conv1.weight)

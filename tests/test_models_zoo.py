@@ -17,7 +17,8 @@ def tiny_config(name: str) -> tuple[dict, tuple[int, ...]]:
     """Smallest sensible options and clip for a registered model.
 
     DenseNet halves T in three transitions and C3D in four pools, so they need more frames than the ResNets
-    (DenseNet runs without the stem max pool on a 16x16 frame; C3D needs 16 frames)."""
+    (DenseNet runs without the stem max pool on a 16x16 frame; C3D needs 16 frames). torchvision's models take
+    no width option."""
     family = model_card(name).family
     if family == "densenet":
         return {"widen_factor": 0.25, "no_max_pool": True}, (2, 3, 8, 16, 16)
@@ -26,6 +27,8 @@ def tiny_config(name: str) -> tuple[dict, tuple[int, ...]]:
     if family == "resnext":
         # 32 groups need at least 32 grouped channels per stage: widen 0.25 keeps 32 in stage 1
         return {"widen_factor": 0.25}, TINY
+    if family == "torchvision":  # torchvision's architectures as they are: no width option
+        return {}, TINY
     return {"widen_factor": 0.25 if model_card(name).depth < 100 else 0.125}, TINY
 
 
@@ -39,6 +42,7 @@ def test_registry_lists_every_family_and_depth() -> None:
         | {f"resnext{d}" for d in (50, 101, 152, 200)}
         | {f"densenet{d}" for d in (121, 169, 201, 264)}
         | {"c3d"}
+        | {"tv_r3d_18", "tv_mc3_18", "tv_r2plus1d_18"}
     )
     assert names == expected
     assert list_models("densenet") == ["densenet121", "densenet169", "densenet201", "densenet264"]
