@@ -3,6 +3,8 @@ being the one its loaders applied and the one eval and export apply to its check
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import make_dataset
@@ -52,7 +54,9 @@ def test_overrides_rename_and_validate() -> None:
 
 def test_from_data_reads_old_and_new_checkpoints() -> None:
     conv = conventions.preset("cvpr2018")
-    assert conventions.from_data(conv.to_data()) == conv  # clip restored from the preset
+    assert conventions.from_data(conv.to_data()) == replace(conv, clip=None)
+    trained = conventions.from_data({**conv.to_data(), "clip_len": 8, "size": 32})
+    assert trained.clip == (8, 32, 32) and trained.note == conv.note
     old = conventions.from_data({"mean": [0.4345, 0.4051, 0.3775], "std": [0.2768, 0.2713, 0.2737]})
     assert old.value_scale == 1.0 and old.same_values(conventions.DEFAULT)
     assert conventions.from_data(None) is conventions.DEFAULT

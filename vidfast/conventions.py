@@ -165,7 +165,7 @@ def from_data(data: Mapping[str, Any] | None, fallback: Convention = DEFAULT) ->
     """The convention a checkpoint's ``data`` section records (see :meth:`Convention.to_data`).
 
     Older vidfast checkpoints record ``mean``/``std`` without ``value_scale``: values 0..1. Missing entries
-    come from ``fallback``.
+    come from ``fallback``; the clip is the recorded training clip (``clip_len``, ``size``), if any.
     """
     if not data or ("mean" not in data and "std" not in data and "value_scale" not in data):
         return fallback
@@ -177,5 +177,7 @@ def from_data(data: Mapping[str, Any] | None, fallback: Convention = DEFAULT) ->
         conv = Convention(name, scale, mean, std)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the checkpoint records a bad input convention: {exc}") from None
+    if "clip_len" in data and isinstance(data.get("size"), int):
+        conv = replace(conv, clip=(int(data["clip_len"]), data["size"], data["size"]))
     known = PRESETS.get(name)
-    return known if known is not None and known.same_values(conv) else conv
+    return replace(known, clip=conv.clip) if known is not None and known.same_values(conv) else conv

@@ -58,7 +58,7 @@ from vidfast.models import (
     load_checkpoint,
     read_checkpoint,
 )
-from vidfast.models.identify import Identity, choose_convention, identify
+from vidfast.models.identify import FileIdentity, choose_convention, identify
 from vidfast.puzzle import PuzzleConfig
 
 
@@ -158,14 +158,14 @@ def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
         raise VidfastError(f"puzzle.sampler: {exc}") from None
 
 
-def _convention(cfg: TrainConfig, source: Identity | Convention = conventions.DEFAULT) -> Convention:
+def _convention(cfg: TrainConfig, source: FileIdentity | Convention = conventions.DEFAULT) -> Convention:
     """The input convention of the run: the fine-tuned checkpoint's own (ImageNet's for inflated 2D weights,
     vidfast's default from scratch) with ``data.convention`` / ``mean`` / ``std`` / ``value_scale`` on top;
     changing a convention the checkpoint records or its layout tells is refused (those weights would be
     ruined)."""
     data = cfg.data
     override = Override(data.convention, data.mean, data.std, data.value_scale, cfg.finetune.force)
-    if isinstance(source, Identity):
+    if isinstance(source, FileIdentity):
         return choose_convention(source, override, source=str(cfg.finetune.checkpoint))
     try:
         return conventions.resolve(source, override)

@@ -33,7 +33,7 @@ from vidfast.deploy.metadata import ModelMetadata
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
 from vidfast.models import PuzzleNet, create_model, is_model, load_checkpoint, model_card, read_checkpoint
-from vidfast.models.identify import Identity, choose_convention, identify
+from vidfast.models.identify import FileIdentity, choose_convention, identify
 from vidfast.models.registry import DEFAULT_CLIP
 
 DEFAULT_OPSET = 18
@@ -215,7 +215,7 @@ class _Source:
     class_names: list[str]
     data: Mapping[str, Any]
     num_pieces: int | None = None
-    identity: Identity | None = None
+    identity: FileIdentity | None = None
 
 
 def _from_module(model: nn.Module, puzzle_full: bool) -> _Source:

@@ -8,7 +8,7 @@ from vidfast.models import c3d, densenet, r2plus1d, resnet, tv_resnet  # noqa: F
 from vidfast.models.base import VideoClassifier
 from vidfast.models.checkpoint import load_checkpoint, read_checkpoint
 from vidfast.models.finetune import finetune_param_groups
-from vidfast.models.identify import Identity, convert_checkpoint, identify
+from vidfast.models.identify import FileIdentity, convert_checkpoint, identify
 from vidfast.models.inflate import inflate_from_2d
 from vidfast.models.puzzle import PuzzleNet, PuzzleOutput
 from vidfast.models.registry import (
@@ -22,7 +22,7 @@ from vidfast.models.registry import (
 )
 
 __all__ = [
-    "Identity",
+    "FileIdentity",
     "ModelCard",
     "PuzzleNet",
     "PuzzleOutput",

@@ -51,7 +51,7 @@ CERTAINTIES = ("recorded", "recognised", "guessed")
 
 
 @dataclass(frozen=True)
-class Identity:
+class FileIdentity:
     """What :func:`identify` found: ``origin`` (a key of :data:`ORIGINS`), the registry ``arch`` and its
     ``model_kwargs``, ``num_classes``, the ``convention`` the weights expect, ``certainty`` (one of
     :data:`CERTAINTIES`) and ``reason``, one line on how it was told."""
@@ -78,7 +78,7 @@ class Identity:
         ]
 
 
-def identify(checkpoint: Mapping[str, Any]) -> Identity:
+def identify(checkpoint: Mapping[str, Any]) -> FileIdentity:
     """Identify a read checkpoint (see the module docstring). CheckpointError (one line) for a file that is
     none of the supported layouts, naming the architectures it rejected."""
     sd = extract_state_dict(checkpoint)
@@ -98,21 +98,22 @@ def identify(checkpoint: Mapping[str, Any]) -> Identity:
         how = "recorded" if data and "mean" in data else "guessed"
         why = ("its data section records it" if how == "recorded"
                else "it records no convention: vidfast's default assumed")
-        return Identity("vidfast", arch, dict(checkpoint["model_kwargs"]), rows, conv, how, why, task, names)
+        kwargs = dict(checkpoint["model_kwargs"])
+        return FileIdentity("vidfast", arch, kwargs, rows, conv, how, why, task, names)
     if isinstance(arch, str):
         name = parse_arch(arch, sd)
         kwargs = infer_model_kwargs(name, sd)
         origin, how, why = _reference_release(checkpoint)
         conv = conventions.preset("cvpr2018" if origin == "3dr2018" else "3dr2020")
-        return Identity(origin, name, kwargs, rows, conv, how, why, task, names)
+        return FileIdentity(origin, name, kwargs, rows, conv, how, why, task, names)
     name, kwargs = match_architecture(sd)
     if model_family(name) == "torchvision":
-        return Identity("torchvision", name, kwargs, rows, conventions.preset("torchvision"), "recognised",
-                        "a bare state dict with torchvision's stem.0.weight", task, names)
+        return FileIdentity("torchvision", name, kwargs, rows, conventions.preset("torchvision"),
+                            "recognised", "a bare state dict with torchvision's stem.0.weight", task, names)
     guess = conventions.preset("3dr2020")
-    return Identity("state_dict", name, kwargs, rows, guess, "guessed",
-                    "a bare state dict records no convention: the 3D-ResNets 2020 one assumed; pass --preset "
-                    "to choose", task, names)
+    return FileIdentity("state_dict", name, kwargs, rows, guess, "guessed",
+                        "a bare state dict records no convention: the 3D-ResNets 2020 one assumed; pass "
+                        "--preset to choose", task, names)
 
 
 def _reference_release(checkpoint: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -124,7 +125,7 @@ def _reference_release(checkpoint: Mapping[str, Any]) -> tuple[str, str, str]:
     return "3dr2020", "guessed", "arch string without optimizer or scheduler: 2020 code assumed"
 
 
-def choose_convention(identity: Identity, override: Override = Override(),
+def choose_convention(identity: FileIdentity, override: Override = Override(),
                       source: str = "the checkpoint") -> Convention:
     """The file's convention with the user's ``override`` on top.
 
@@ -147,7 +148,7 @@ def choose_convention(identity: Identity, override: Override = Override(),
 
 
 def convert_checkpoint(path: str | os.PathLike[str], out: str | os.PathLike[str],
-                       override: Override = Override()) -> tuple[Identity, Convention]:
+                       override: Override = Override()) -> tuple[FileIdentity, Convention]:
     """Write any supported classifier checkpoint at ``path`` as a vidfast checkpoint at ``out`` carrying its
     input convention (``override`` on top, refused when it contradicts the file unless forced) and training
     clip. Returns what the file was and the recorded convention; nothing is written on error."""
