@@ -74,26 +74,18 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
     clip geometry comes from the checkpoint's ``data`` entry unless given, else from the convention's
     training clip or the model card.
     """
-    from vidfast.models import load_checkpoint, model_card, read_checkpoint
-    from vidfast.models.identify import choose_convention, identify
+    from vidfast.models.identify import open_classifier
 
-    checkpoint = read_checkpoint(path)
-    found = identify(checkpoint)
-    if found.task == "puzzle":
-        raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
-    conv = choose_convention(found, convention, source=str(path))
-    model = load_checkpoint(None, checkpoint)
-    data = checkpoint.get("data") or {}
-    clip = conv.clip or model_card(model.arch).clip  # create_model records the registry name
+    opened = open_classifier(path, convention)
     spec = ClipSpec(
-        clip_len=int(clip_len or data.get("clip_len") or clip[0]),
-        size=int(size or data.get("size") or clip[1]),
-        frame_step=int(frame_step or data.get("frame_step") or 1),
-        mean=conv.unit_mean,
-        std=conv.unit_std,
+        clip_len=int(clip_len or opened.clip_len),
+        size=int(size or opened.size),
+        frame_step=int(frame_step or opened.frame_step),
+        mean=opened.convention.unit_mean,
+        std=opened.convention.unit_std,
     )
-    names = [str(n) for n in checkpoint.get("class_names") or []]
-    return LoadedClassifier(model=model.eval(), spec=spec, class_names=names, source=str(path))
+    return LoadedClassifier(model=opened.model.eval(), spec=spec, class_names=opened.identity.class_names,
+                            source=str(path))
 
 
 class ScoreEnsemble:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from vidfast import conventions
 from vidfast.conventions import Convention, Override
@@ -147,19 +148,42 @@ def choose_convention(identity: FileIdentity, override: Override = Override(),
     return replace(chosen, clip=chosen.clip or identity.convention.clip)
 
 
-def convert_checkpoint(path: str | os.PathLike[str], out: str | os.PathLike[str],
-                       override: Override = Override()) -> tuple[FileIdentity, Convention]:
-    """Write any supported classifier checkpoint at ``path`` as a vidfast checkpoint at ``out`` carrying its
-    input convention (``override`` on top, refused when it contradicts the file unless forced) and training
-    clip. Returns what the file was and the recorded convention; nothing is written on error."""
+@dataclass
+class OpenedClassifier:
+    """A classifier read from any supported file: ``model`` (CPU), what the file is, the convention to feed it
+    with, its clip geometry (``clip_len``, ``size``, ``frame_step``: recorded, else the convention's training
+    clip, else the model card's) and class names."""
+
+    model: nn.Module
+    identity: FileIdentity
+    convention: Convention
+    clip_len: int
+    size: int
+    frame_step: int
+
+
+def open_classifier(path: str | os.PathLike[str], override: Override = Override()) -> OpenedClassifier:
+    """Read a classifier checkpoint of any supported layout with its convention (``override`` on top: see
+    :func:`choose_convention`). CheckpointError for a puzzle checkpoint or a file that fits nothing."""
     source = read_checkpoint(path)
     found = identify(source)
     if found.task == "puzzle":
-        raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint; convert takes classifiers")
+        raise CheckpointError(f"{path} is a puzzle (pretext) checkpoint, not a classifier: finetune it first")
     conv = choose_convention(found, override, source=str(path))
     model = load_checkpoint(None, source)
     data = source.get("data") if isinstance(source.get("data"), Mapping) else {}
     clip = conv.clip or model_card(found.arch).clip
+    return OpenedClassifier(model, found, conv, int(data.get("clip_len") or clip[0]),
+                            int(data.get("size") or clip[1]), int(data.get("frame_step") or 1))
+
+
+def convert_checkpoint(path: str | os.PathLike[str], out: str | os.PathLike[str],
+                       override: Override = Override()) -> OpenedClassifier:
+    """Write any supported classifier checkpoint at ``path`` as a vidfast checkpoint at ``out`` carrying its
+    input convention (``override`` on top, refused when it contradicts the file unless forced) and clip
+    geometry. Returns what was read; nothing is written on error."""
+    opened = open_classifier(path, override)
+    found, model = opened.identity, opened.model
     checkpoint = {
         "arch": found.arch,
         "model_kwargs": dict(found.model_kwargs),
@@ -167,12 +191,8 @@ def convert_checkpoint(path: str | os.PathLike[str], out: str | os.PathLike[str]
         "num_classes": model.num_classes,
         "class_names": list(found.class_names),
         "state_dict": model.state_dict(),
-        "data": {
-            "clip_len": int(data.get("clip_len") or clip[0]),
-            "size": int(data.get("size") or clip[1]),
-            "frame_step": int(data.get("frame_step") or 1),
-            **conv.to_data(),
-        },
+        "data": {"clip_len": opened.clip_len, "size": opened.size, "frame_step": opened.frame_step,
+                 **opened.convention.to_data()},
         "converted_from": {"file": Path(path).name, "origin": found.origin, "certainty": found.certainty},
     }
     target = Path(out)
@@ -180,4 +200,4 @@ def convert_checkpoint(path: str | os.PathLike[str], out: str | os.PathLike[str]
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     torch.save(checkpoint, tmp)
     os.replace(tmp, target)
-    return found, conv
+    return opened

@@ -72,8 +72,7 @@ def convert(
     """Convert SOURCE into a vidfast checkpoint OUT that records its input convention and training clip."""
     from vidfast.models.identify import ORIGINS, convert_checkpoint
 
-    found, conv = convert_checkpoint(
-        source, out, convention
-    )
+    opened = convert_checkpoint(source, out, convention)
+    found = opened.identity
     typer.echo(f"wrote {out}: {found.arch} from {ORIGINS[found.origin]}, {found.num_classes} classes, "
-               f"convention {conv.describe()}")
+               f"convention {opened.convention.describe()}")
