@@ -139,7 +139,8 @@ VIDFAST_HOST_DEVICE inline Tap bilinear_tap(int64_t dst, int64_t in_len, int64_t
 }
 
 // The bilinear value of one channel: (p00 wx0 + p01 wx1) wy0 + (p10 wx0 + p11 wx1) wy1, rounded step by step.
-VIDFAST_HOST_DEVICE inline float bilinear(float p00, float p01, float p10, float p11, float wx0, float wx1, float wy0, float wy1) {
+VIDFAST_HOST_DEVICE inline float bilinear(float p00, float p01, float p10, float p11, float wx0, float wx1, float wy0,
+                                          float wy1) {
   const float top = add_rn(mul_rn(p00, wx0), mul_rn(p01, wx1));
   const float bottom = add_rn(mul_rn(p10, wx0), mul_rn(p11, wx1));
   return add_rn(mul_rn(top, wy0), mul_rn(bottom, wy1));

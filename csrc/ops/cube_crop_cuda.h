@@ -106,6 +106,22 @@ void dispatch_kernel(at::ScalarType dtype, bool channels_last, Fn&& fn) {
   }
 }
 
+// cube_crop through the CUDA kernel code on tensors of kDevice, in launches of at most max_grid blocks (the
+// signature of vidfast::cube_crop_cuda_check): checks max_grid, plans (a pinned host table for the GPU) and runs
+// kRun(plan, limits), which launches the kernel or executes its threads on the host.
+template <c10::DeviceType kDevice, at::Tensor (*kRun)(const CubeCropPlan&, const GridLimits&)>
+at::Tensor cube_crop_with_grid(at::TensorList video, const at::Tensor& frame_idx, const at::Tensor& boxes,
+                               at::IntArrayRef out_size, const c10::optional<at::Tensor>& perm,
+                               const c10::optional<at::Tensor>& flip, const c10::optional<at::Tensor>& rot,
+                               const c10::optional<at::Tensor>& channel, at::ArrayRef<double> mean,
+                               at::ArrayRef<double> std, at::ScalarType dtype, bool channels_last,
+                               at::OptionalIntArrayRef max_grid) {
+  const GridLimits limits = grid_limits(max_grid);
+  return kRun(plan_cube_crop(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype,
+                             channels_last, kDevice, /*pinned=*/kDevice == c10::DeviceType::CUDA),
+              limits);
+}
+
 // A read-only byte load: through the read-only data cache on the GPU, a plain load on the host.
 VIDFAST_HOST_DEVICE inline uint8_t load_byte(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)

@@ -37,28 +37,14 @@ at::Tensor run(const CubeCropPlan& plan, const GridLimits& limits) {
   return out;
 }
 
-// vidfast::cube_crop_cuda_check on CUDA tensors (verification only): the real kernel, in launches of at most
-// max_grid blocks.
-at::Tensor cube_crop_cuda_check_cuda(at::TensorList video, const at::Tensor& frame_idx, const at::Tensor& boxes,
-                                     at::IntArrayRef out_size, const c10::optional<at::Tensor>& perm,
-                                     const c10::optional<at::Tensor>& flip, const c10::optional<at::Tensor>& rot,
-                                     const c10::optional<at::Tensor>& channel, at::ArrayRef<double> mean,
-                                     at::ArrayRef<double> std, at::ScalarType dtype, bool channels_last,
-                                     at::OptionalIntArrayRef max_grid) {
-  const GridLimits limits = grid_limits(max_grid);
-  // Validation reads the (small) index tensors on the host: a synchronising copy when they live on the GPU.
-  return run(plan_cube_crop(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype,
-                            channels_last, c10::DeviceType::CUDA, /*pinned=*/true),
-             limits);
-}
-
 at::Tensor cube_crop_cuda(at::TensorList video, const at::Tensor& frame_idx, const at::Tensor& boxes,
                           at::IntArrayRef out_size, const c10::optional<at::Tensor>& perm,
                           const c10::optional<at::Tensor>& flip, const c10::optional<at::Tensor>& rot,
                           const c10::optional<at::Tensor>& channel, at::ArrayRef<double> mean,
                           at::ArrayRef<double> std, at::ScalarType dtype, bool channels_last) {
-  return cube_crop_cuda_check_cuda(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype,
-                                   channels_last, c10::nullopt);
+  // Validation reads the (small) index tensors on the host: a synchronising copy when they live on the GPU.
+  return cube_crop_with_grid<c10::DeviceType::CUDA, run>(video, frame_idx, boxes, out_size, perm, flip, rot,
+                                                         channel, mean, std, dtype, channels_last, c10::nullopt);
 }
 
 }  // namespace
@@ -67,5 +53,6 @@ at::Tensor cube_crop_cuda(at::TensorList video, const at::Tensor& frame_idx, con
 
 TORCH_LIBRARY_IMPL(vidfast, CUDA, m) {
   m.impl("cube_crop", &vidfast::ops::cube_crop_cuda);
-  m.impl("cube_crop_cuda_check", &vidfast::ops::cube_crop_cuda_check_cuda);
+  // verification only (tests): the real kernel in launches of at most max_grid blocks
+  m.impl("cube_crop_cuda_check", &vidfast::ops::cube_crop_with_grid<c10::DeviceType::CUDA, vidfast::ops::run>);
 }
