@@ -76,7 +76,8 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 info = module.build_info()
 assert info["cuda"] and "cuda" in info["kernels"], f"build_info reports no CUDA kernels: {info}"
-missing = [f"vidfast::{op}/{key}" for op in info["ops"] for key in ("CPU", "CUDA")
+# cube_crop_cuda_check: the test-only op that runs the CUDA kernel code (on the host for CPU tensors)
+missing = [f"vidfast::{op}/{key}" for op in [*info["ops"], "cube_crop_cuda_check"] for key in ("CPU", "CUDA")
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"vidfast::{op}", key)]
 assert not missing, f"kernels not registered: {missing}"
 print(f"cuda-check: ok: ops {sorted(info['ops'])} have CPU and CUDA kernels; arch list {info['cuda_arch_list']!r}; "

@@ -6,10 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from hypothesis import strategies as st
 
 from vidfast.data.video_io import write_video
+from vidfast.ops import OUT_DTYPES
 
+# "cpu", and "cuda" marked `cuda` and skipped without a GPU: the devices the op tests run on.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[
+        pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    ]),
+]
 CLIP = {"clip_len": 8, "size": 32, "frame_step": 1, "mean": [0.4345, 0.4051, 0.3775],
         "std": [0.2768, 0.2713, 0.2737]}
 
@@ -65,3 +75,62 @@ def write_bar_videos(
             for t in range(frames):
                 video[t, :, (np.arange(6) + x0 + direction * speed * t) % size] = color
             write_video(root / label / f"{label}_{i:03d}.mp4", video)
+
+
+def cube_crop_case(seed: int, n: int = 2, p: int = 3, t: int = 3, size: tuple[int, int] = (6, 6),
+                   frames: int = 7, hw: tuple[int, int] = (13, 17), copy: bool | None = None,
+                   ragged: bool = False) -> dict:
+    """Random cube_crop arguments; ``copy`` True/False forces every box to the output size / a resize."""
+    g = torch.Generator().manual_seed(seed)
+    oh, ow = size
+    randint = lambda lo, hi, shape=(): torch.randint(lo, hi + 1, shape, generator=g)  # noqa: E731
+    if ragged:
+        shapes = [(int(randint(1, frames)), int(randint(max(oh, 2), hw[0])), int(randint(max(ow, 2), hw[1])))
+                  for _ in range(n)]
+        video = [torch.randint(0, 256, (*s, 3), dtype=torch.uint8, generator=g) for s in shapes]
+    else:
+        shapes = [(frames, *hw)] * n
+        video = torch.randint(0, 256, (n, frames, *hw, 3), dtype=torch.uint8, generator=g)
+    frame_idx = torch.stack([randint(0, s[0] - 1, (p, t)) for s in shapes])
+    boxes = []
+    for s in shapes:
+        for _ in range(p):
+            resize = bool(randint(0, 1)) if copy is None else not copy
+            h, w = (int(randint(1, s[1])), int(randint(1, s[2]))) if resize else (oh, ow)
+            boxes.append([int(randint(0, s[1] - h)), int(randint(0, s[2] - w)), h, w])
+    square = oh == ow
+    return {
+        "video": video,
+        "frame_idx": frame_idx,
+        "boxes": torch.tensor(boxes).view(n, p, 4),
+        "out_size": (t, oh, ow),
+        "perm": torch.stack([torch.randperm(p, generator=g) for _ in range(n)]),
+        "flip": randint(0, 1, (n, p)).bool(),
+        "rot": randint(0, 3, (n, p)) if square else 2 * randint(0, 1, (n, p)),
+        "channel": randint(-1, 2, (n, p)),
+    }
+
+
+def cube_crop_draws(max_size: int) -> dict:
+    """Hypothesis strategies of random cube_crop tests, by argument: seed, n, p, t, oh, ow (sides up to
+    ``max_size``), copy and ragged of ``cube_crop_case``, then dtype and channels_last."""
+    return {
+        "seed": st.integers(0, 2**16),
+        "n": st.integers(1, 3),
+        "p": st.integers(1, 4),
+        "t": st.integers(1, 4),
+        "oh": st.integers(1, max_size),
+        "ow": st.integers(1, max_size),
+        "copy": st.sampled_from([None, True, False]),
+        "ragged": st.booleans(),
+        "dtype": st.sampled_from(OUT_DTYPES),
+        "channels_last": st.booleans(),
+    }
+
+
+def cube_crop_on(args: dict, device: str) -> dict:
+    """``args`` with the video (batch or ragged list) moved to ``device``; index tensors stay on the CPU."""
+    moved = dict(args)
+    video = args["video"]
+    moved["video"] = [v.to(device) for v in video] if isinstance(video, list) else video.to(device)
+    return moved

@@ -8,18 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, cube_crop_case, cube_crop_draws, cube_crop_on
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference, native_available
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[
-        pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    ]),
-]
 cc = importlib.import_module("vidfast.ops.cube_crop")  # the module (vidfast.ops.cube_crop is the function)
 needs_native = pytest.mark.skipif(not native_available("cpu"), reason="vidfast native extension not built")
 
@@ -27,46 +21,6 @@ needs_native = pytest.mark.skipif(not native_available("cpu"), reason="vidfast n
 def _tol(dtype: torch.dtype) -> float:
     """A few units in the last place of values up to ~3 (the normalised range)."""
     return 4 * torch.finfo(dtype).eps
-
-
-def _case(seed: int, n: int = 2, p: int = 3, t: int = 3, size: tuple[int, int] = (6, 6), frames: int = 7,
-          hw: tuple[int, int] = (13, 17), copy: bool | None = None, ragged: bool = False) -> dict:
-    """Random cube_crop arguments; ``copy`` True/False forces every box to the output size / a resize."""
-    g = torch.Generator().manual_seed(seed)
-    oh, ow = size
-    randint = lambda lo, hi, shape=(): torch.randint(lo, hi + 1, shape, generator=g)  # noqa: E731
-    if ragged:
-        shapes = [(int(randint(1, frames)), int(randint(max(oh, 2), hw[0])), int(randint(max(ow, 2), hw[1])))
-                  for _ in range(n)]
-        video = [torch.randint(0, 256, (*s, 3), dtype=torch.uint8, generator=g) for s in shapes]
-    else:
-        shapes = [(frames, *hw)] * n
-        video = torch.randint(0, 256, (n, frames, *hw, 3), dtype=torch.uint8, generator=g)
-    frame_idx = torch.stack([randint(0, s[0] - 1, (p, t)) for s in shapes])
-    boxes = []
-    for s in shapes:
-        for _ in range(p):
-            resize = bool(randint(0, 1)) if copy is None else not copy
-            h, w = (int(randint(1, s[1])), int(randint(1, s[2]))) if resize else (oh, ow)
-            boxes.append([int(randint(0, s[1] - h)), int(randint(0, s[2] - w)), h, w])
-    square = oh == ow
-    return {
-        "video": video,
-        "frame_idx": frame_idx,
-        "boxes": torch.tensor(boxes).view(n, p, 4),
-        "out_size": (t, oh, ow),
-        "perm": torch.stack([torch.randperm(p, generator=g) for _ in range(n)]),
-        "flip": randint(0, 1, (n, p)).bool(),
-        "rot": randint(0, 3, (n, p)) if square else 2 * randint(0, 1, (n, p)),
-        "channel": randint(-1, 2, (n, p)),
-    }
-
-
-def _to(args: dict, device: str) -> dict:
-    moved = dict(args)
-    video = args["video"]
-    moved["video"] = [v.to(device) for v in video] if isinstance(video, list) else video.to(device)
-    return moved
 
 
 def _is_copy(args: dict) -> torch.Tensor:
@@ -92,20 +46,9 @@ def _assert_matches(out: torch.Tensor, ref: torch.Tensor, args: dict) -> None:
 
 @needs_native
 @settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    n=st.integers(1, 3),
-    p=st.integers(1, 4),
-    t=st.integers(1, 4),
-    oh=st.integers(1, 9),
-    ow=st.integers(1, 9),
-    copy=st.sampled_from([None, True, False]),
-    ragged=st.booleans(),
-    dtype=st.sampled_from(DTYPES),
-    channels_last=st.booleans(),
-)
+@given(**cube_crop_draws(max_size=9))
 def test_native_matches_reference(seed, n, p, t, oh, ow, copy, ragged, dtype, channels_last):
-    args = _case(seed, n=n, p=p, t=t, size=(oh, ow), copy=copy, ragged=ragged)
+    args = cube_crop_case(seed, n=n, p=p, t=t, size=(oh, ow), copy=copy, ragged=ragged)
     out = cube_crop(**args, dtype=dtype, channels_last=channels_last)
     ref = cube_crop_reference(**args, dtype=dtype, channels_last=channels_last)
     _assert_matches(out, ref, args)
@@ -115,8 +58,8 @@ def test_native_matches_reference(seed, n, p, t, oh, ow, copy, ragged, dtype, ch
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_every_dtype_and_layout(device, dtype, channels_last):
-    args = _case(1, n=3, p=4, t=4, size=(8, 8))
-    out = cube_crop(**_to(args, device), dtype=dtype, channels_last=channels_last)
+    args = cube_crop_case(1, n=3, p=4, t=4, size=(8, 8))
+    out = cube_crop(**cube_crop_on(args, device), dtype=dtype, channels_last=channels_last)
     ref = cube_crop_reference(**args, dtype=dtype, channels_last=channels_last)
     assert out.device.type == device and out.dtype == dtype
     _assert_matches(out, ref, args)
@@ -127,18 +70,18 @@ def test_every_dtype_and_layout(device, dtype, channels_last):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_ragged_list_equals_per_clip_calls(device):
-    args = _to(_case(2, n=3, p=2, size=(5, 7), ragged=True), device)
+    args = cube_crop_on(cube_crop_case(2, n=3, p=2, size=(5, 7), ragged=True), device)
     out = cube_crop(**args)
     assert len({tuple(v.shape) for v in args["video"]}) > 1  # really ragged
     for i, clip in enumerate(args["video"]):
         one = {k: (v[i:i + 1] if isinstance(v, torch.Tensor) else v) for k, v in args.items() if k != "video"}
         assert torch.equal(out[i:i + 1], cube_crop(clip[None], **one))
-    _assert_matches(out, cube_crop_reference(**_to(args, "cpu")), args)
+    _assert_matches(out, cube_crop_reference(**cube_crop_on(args, "cpu")), args)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_strided_video(device):
-    args = _to(_case(3), device)
+    args = cube_crop_on(cube_crop_case(3), device)
     video = args["video"]
     planar = video.permute(0, 1, 4, 2, 3).contiguous().permute(0, 1, 3, 4, 2)  # channel stride H * W
     spaced = torch.zeros_like(video).repeat(1, 1, 1, 2, 1)
@@ -153,7 +96,7 @@ def test_strided_video(device):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_large_output(channels_last):
     """Outputs of 16 MB and more are staged per plane and written with streaming stores."""
-    args = _case(11, n=2, p=4, t=8, size=(160, 160), frames=9, hw=(200, 200))
+    args = cube_crop_case(11, n=2, p=4, t=8, size=(160, 160), frames=9, hw=(200, 200))
     out = cube_crop(**args, channels_last=channels_last)
     assert out.numel() * out.element_size() >= 16 << 20
     _assert_matches(out, cube_crop_reference(**args, channels_last=channels_last), args)
@@ -162,13 +105,14 @@ def test_large_output(channels_last):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_index_tensors_on_device():
-    args = _case(12, ragged=True)
-    on_device = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in _to(args, "cuda").items()}
+    args = cube_crop_case(12, ragged=True)
+    on_device = {k: (v.cuda() if isinstance(v, torch.Tensor) else v)
+                 for k, v in cube_crop_on(args, "cuda").items()}
     _assert_matches(cube_crop(**on_device), cube_crop_reference(**args), args)
 
 
 def test_wrapper_falls_back_to_reference(monkeypatch):
-    args = _case(4)
+    args = cube_crop_case(4)
     expected = cube_crop_reference(**args)
     monkeypatch.setattr(cc, "_NATIVE", {"cpu": False, "cuda": False})
     assert torch.equal(cube_crop(**args), expected)
@@ -176,7 +120,7 @@ def test_wrapper_falls_back_to_reference(monkeypatch):
 
 def test_defaults_and_constants():
     assert KINETICS_MEAN == (0.4345, 0.4051, 0.3775) and KINETICS_STD == (0.2768, 0.2713, 0.2737)
-    args = _case(5, copy=True)
+    args = cube_crop_case(5, copy=True)
     plain = {k: args[k] for k in ("video", "frame_idx", "boxes", "out_size")}
     n, p = args["perm"].shape
     explicit = cube_crop(**plain, perm=torch.arange(p).expand(n, p), flip=torch.zeros(n, p, dtype=torch.bool),
@@ -258,7 +202,8 @@ def test_bilinear_by_hand(impl, row, ow, expected):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", [cube_crop, cube_crop_reference])
 def test_matches_f_interpolate(device, impl):
-    args = _to(_case(6, n=2, p=3, t=2, size=(7, 9), frames=5, hw=(23, 19), copy=False), device)
+    args = cube_crop_case(6, n=2, p=3, t=2, size=(7, 9), frames=5, hw=(23, 19), copy=False)
+    args = cube_crop_on(args, device)
     args.update(perm=None, flip=None, rot=None, channel=None)
     out = impl(**args, mean=(0, 0, 0), std=(1, 1, 1))
     for i in range(2):
@@ -271,7 +216,7 @@ def test_matches_f_interpolate(device, impl):
 
 
 def test_copy_is_exact_slice():
-    args = _case(7, copy=True)
+    args = cube_crop_case(7, copy=True)
     args.update(perm=None, flip=None, rot=None, channel=None)
     out = cube_crop(**args, mean=(0, 0, 0), std=(1, 1, 1))
     for i in range(2):
@@ -287,7 +232,7 @@ def test_copy_is_exact_slice():
 @needs_native
 @pytest.mark.parametrize("variant", ["batched", "ragged", "defaults"])
 def test_opcheck(variant):
-    args = _case(8, n=2, p=2, t=2, size=(4, 4), ragged=variant == "ragged")
+    args = cube_crop_case(8, n=2, p=2, t=2, size=(4, 4), ragged=variant == "ragged")
     if variant == "defaults":
         args.update(perm=None, flip=None, rot=None, channel=None)
     video = args["video"] if isinstance(args["video"], list) else [args["video"]]
@@ -299,7 +244,7 @@ def test_opcheck(variant):
 
 @needs_native
 def test_torch_compile_fullgraph():
-    args = _case(9, n=2, p=4, t=2, size=(6, 6))
+    args = cube_crop_case(9, n=2, p=4, t=2, size=(6, 6))
 
     def crop_and_scale(video, frame_idx, boxes, perm, flip, rot, channel):
         x = cube_crop(video, frame_idx, boxes, (2, 6, 6), perm, flip, rot, channel, channels_last=True)
@@ -314,7 +259,7 @@ def test_torch_compile_fullgraph():
 
 
 def _base() -> dict:
-    return _case(10, n=2, p=2, t=2, size=(4, 4), frames=5, hw=(9, 9), copy=True)
+    return cube_crop_case(10, n=2, p=2, t=2, size=(4, 4), frames=5, hw=(9, 9), copy=True)
 
 
 def _set(path: str, value):

@@ -184,4 +184,11 @@ TORCH_LIBRARY(vidfast, m) {
   m.def(
       "cube_crop(Tensor[] video, Tensor frame_idx, Tensor boxes, int[] out_size, Tensor? perm, Tensor? flip, "
       "Tensor? rot, Tensor? channel, float[] mean, float[] std, ScalarType dtype, bool channels_last) -> Tensor");
+  // Verification only (tests): cube_crop through its CUDA kernel code in launches of at most max_grid = (x, y)
+  // blocks (default: CUDA's limits).  CUDA tensors run the real kernel; CPU tensors run the kernel's per-thread
+  // body on the host over the same launches, blocks and threads (no GPU needed, slow).
+  m.def(
+      "cube_crop_cuda_check(Tensor[] video, Tensor frame_idx, Tensor boxes, int[] out_size, Tensor? perm, "
+      "Tensor? flip, Tensor? rot, Tensor? channel, float[] mean, float[] std, ScalarType dtype, bool channels_last, "
+      "int[]? max_grid=None) -> Tensor");
 }

@@ -15,6 +15,13 @@
 #include <cstdint>
 #include <vector>
 
+// Functions shared by the host and the device: __host__ __device__ under nvcc, plain C++ elsewhere.
+#if defined(__CUDACC__)
+#define VIDFAST_HOST_DEVICE __host__ __device__
+#else
+#define VIDFAST_HOST_DEVICE
+#endif
+
 namespace vidfast {
 namespace ops {
 
@@ -74,10 +81,7 @@ struct RowWalk {
   int64_t r0, dr, c0, dc;
 };
 
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline RowWalk row_walk(int64_t i, int64_t rot, bool flip, int64_t oh, int64_t ow) {
+VIDFAST_HOST_DEVICE inline RowWalk row_walk(int64_t i, int64_t rot, bool flip, int64_t oh, int64_t ow) {
   // rot90(B, k)[i, j] = B[bi, bj]; B = flip ? A[:, ::-1] : A.  Odd k implies oh == ow.
   int64_t bi0, dbi, bj0, dbj;
   switch (rot) {
@@ -95,10 +99,7 @@ inline RowWalk row_walk(int64_t i, int64_t rot, bool flip, int64_t oh, int64_t o
 
 // IEEE single-precision arithmetic with round-to-nearest and no contraction into FMA, also under nvcc's
 // --use_fast_math, so that host and device kernels compute bit-identical values.
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline float mul_rn(float a, float b) {
+VIDFAST_HOST_DEVICE inline float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
@@ -106,10 +107,7 @@ inline float mul_rn(float a, float b) {
 #endif
 }
 
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline float add_rn(float a, float b) {
+VIDFAST_HOST_DEVICE inline float add_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(a, b);
 #else
@@ -117,10 +115,7 @@ inline float add_rn(float a, float b) {
 #endif
 }
 
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline float div_rn(float a, float b) {
+VIDFAST_HOST_DEVICE inline float div_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fdiv_rn(a, b);
 #else
@@ -134,10 +129,7 @@ struct Tap {
   float w0, w1;
 };
 
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline Tap bilinear_tap(int64_t dst, int64_t in_len, int64_t out_len) {
+VIDFAST_HOST_DEVICE inline Tap bilinear_tap(int64_t dst, int64_t in_len, int64_t out_len) {
   const float scale = div_rn(static_cast<float>(in_len), static_cast<float>(out_len));
   float src = add_rn(mul_rn(add_rn(static_cast<float>(dst), 0.5f), scale), -0.5f);
   src = src < 0.f ? 0.f : src;
@@ -147,10 +139,8 @@ inline Tap bilinear_tap(int64_t dst, int64_t in_len, int64_t out_len) {
 }
 
 // The bilinear value of one channel: (p00 wx0 + p01 wx1) wy0 + (p10 wx0 + p11 wx1) wy1, rounded step by step.
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline float bilinear(float p00, float p01, float p10, float p11, float wx0, float wx1, float wy0, float wy1) {
+VIDFAST_HOST_DEVICE inline float bilinear(float p00, float p01, float p10, float p11, float wx0, float wx1, float wy0,
+                                          float wy1) {
   const float top = add_rn(mul_rn(p00, wx0), mul_rn(p01, wx1));
   const float bottom = add_rn(mul_rn(p10, wx0), mul_rn(p11, wx1));
   return add_rn(mul_rn(top, wy0), mul_rn(bottom, wy1));
