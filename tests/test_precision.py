@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
+import os
+import time
 
 import pytest
 import torch
@@ -148,7 +148,7 @@ def test_collected_configurations_hold_the_old_shallow_time_rule(bad_bf16_kernel
     configs = collect_convs(model, example, batch_size=4)
     assert all(c.input_shape[0] == 4 for c in configs)
     assert sum(len(layers) for layers in configs.values()) == 20  # every conv of resnet18, grouped
-    failed = check_model(model, example, 4, torch.bfloat16, CPU)
+    failed = check_model(model, example, 4, torch.bfloat16, CPU, isolated=False)  # the injected kernel
     assert sorted(failed) == [
         "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2", "layer3.0.conv1",  # depth 2 < kernel 3
         "layer4.0.conv1", "layer4.0.downsample.0",  # stride 2 on a 1x1 input
@@ -156,23 +156,39 @@ def test_collected_configurations_hold_the_old_shallow_time_rule(bad_bf16_kernel
     assert "weight gradient" in failed["layer2.0.conv2"]
 
 
-def test_verdicts_are_cached_and_a_check_that_killed_its_process_fails(bad_bf16_kernel, monkeypatch):
+def test_verdicts_are_cached_and_measured_in_a_child_process(monkeypatch):
     model = nn.Sequential(nn.Conv3d(4, 4, 3, padding=1))
     example = torch.zeros(1, 4, 4, 4, 4)
     calls = []
-    real = convcheck.check_config
-    monkeypatch.setattr(convcheck, "check_config", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = convcheck._Checker.check
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: calls.append(1) or real(*a))
     assert check_model(model, example, 2, torch.bfloat16, CPU) == {}
+    assert convcheck._CHECKER.process is not None and convcheck._CHECKER.process.is_alive()  # isolated
     assert check_model(model, example, 2, torch.bfloat16, CPU) == {} and len(calls) == 1  # cached
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    store = convcheck.JsonlStore("convcheck")
-    (key,) = [k for k, r in store.read().items() if r.get("state") == "done"]
-    store.append({"key": key, "state": "checking", "host": convcheck.socket.gethostname(),
-                  "pid": int(dead.stdout)})
-    failed = check_model(model, example, 2, torch.bfloat16, CPU)
-    assert failed == {"0": f"conv3d 4->4 k3x3x3 s1 p1 on [2, 4, 4, 4, 4] contiguous: its check killed the "
-                           f"process (pid {int(dead.stdout)})"}
+
+
+def _dying_serve(conn):
+    conn.recv()
+    os._exit(3)
+
+
+def _hanging_serve(conn):
+    conn.recv()
+    conn.send(("reference", 0.01))
+    time.sleep(600)
+
+
+def test_a_check_that_kills_or_hangs_its_process_fails(monkeypatch):
+    """Some kernels never return (a 3-channel 7x7x7 channels-last bf16 backward here): the watched child
+    turns a crash or a hang into a failed verdict, and the next check starts a new child."""
+    monkeypatch.setattr(convcheck, "MIN_WAIT_S", 1.0)
+    config = ORDINARY[0]
+    dying = convcheck._Checker(serve=_dying_serve)
+    assert dying.check(config, torch.bfloat16, CPU, True) == "killed the checking process (exit code 3)"
+    hanging = convcheck._Checker(serve=_hanging_serve)
+    assert hanging.check(config, torch.bfloat16, CPU, True) == "hung: no result 1 s after the fp32 reference"
+    assert hanging.process is None
+    assert convcheck._Checker().check(config, torch.bfloat16, CPU, True) == ""
 
 
 def test_routed_layers_compute_in_fp32_only_under_their_failing_dtype():
@@ -231,7 +247,7 @@ def test_decision_is_measured_then_cached_forced_or_recorded(monkeypatch):
 
 
 def test_a_precision_whose_every_convolution_fails_is_not_a_candidate(monkeypatch):
-    monkeypatch.setattr(convcheck, "check_config", lambda *a, **k: "weight gradient off by 1e+30 relative")
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: "weight gradient off by 1e+30 relative")
     model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
     plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.1})
     assert (plan.name, plan.how, made) == ("fp32", "only candidate", [])
