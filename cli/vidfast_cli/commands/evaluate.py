@@ -48,7 +48,9 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate classifier checkpoint(s) on a manifest split: clip- and video-level top-1/top-k, per-class
-    accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png.
+    accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png, and the top-k
+    classes of every video to RUN_DIR/predictions.csv. Videos without a label (-1, e.g. a test split) are
+    predicted but not counted in the accuracy.
 
     Clip geometry (--clip-len, --size, --frame-step) defaults to what each checkpoint was trained with.
     """
@@ -78,6 +80,12 @@ def _print_report(report, run_dir: Path) -> None:
     def pct(value: float | None) -> str:
         return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
 
+    console = Console()
+    if report.num_unlabelled:
+        console.print(report.extra["labels"])
+    if not report.num_videos:
+        console.print(f"report: {run_dir / 'report.json'}, predictions: {run_dir / 'predictions.csv'}")
+        return
     table = Table(title="accuracy",
                   caption=f"{report.num_videos} videos, {report.num_clips} clips, {report.skipped} skipped")
     table.add_column("level")
@@ -85,7 +93,6 @@ def _print_report(report, run_dir: Path) -> None:
     table.add_column(f"top-{report.topk}", justify="right")
     table.add_row("clip", pct(report.clip_top1), pct(report.clip_top5))
     table.add_row("video", pct(report.video_top1), pct(report.video_top5))
-    console = Console()
     console.print(table)
     worst = sorted((acc, name) for name, acc in report.per_class.items() if acc is not None)[:5]
     if worst:
