@@ -66,14 +66,17 @@ def choose(seconds: Mapping[str, float], margin: float = MARGIN) -> str:
 def interleaved_seconds(steps: Mapping[str, Callable[[], object]], rounds: int = 3, warmup: int = 1,
                         sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
     """Wall seconds of each step per round, the steps called round robin (so that load from other jobs hits
-    all alike) after ``warmup`` untimed calls each."""
+    all alike; each round starts one step further, so that no step always comes first or last) after
+    ``warmup`` untimed calls each."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     sync()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            step = steps[name]
             start = time.perf_counter()
             step()
             sync()
