@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from helpers import DEVICES, cube_crop_case, cube_crop_draws, cube_crop_on
 from hypothesis import given, settings
 
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference, native_available
+from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 cc = importlib.import_module("vidfast.ops.cube_crop")  # the module (vidfast.ops.cube_crop is the function)
-needs_native = pytest.mark.skipif(not native_available("cpu"), reason="vidfast native extension not built")
 
 
 def _tol(dtype: torch.dtype) -> float:
@@ -44,7 +43,6 @@ def _assert_matches(out: torch.Tensor, ref: torch.Tensor, args: dict) -> None:
 # ----------------------------------------------------------------------------- native vs reference
 
 
-@needs_native
 @settings(max_examples=40, deadline=None)
 @given(**cube_crop_draws(max_size=9))
 def test_native_matches_reference(seed, n, p, t, oh, ow, copy, ragged, dtype, channels_last):
@@ -92,7 +90,6 @@ def test_strided_video(device):
         assert torch.equal(cube_crop(**{**args, "video": strided}), expected)
 
 
-@needs_native
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_large_output(channels_last):
     """Outputs of 16 MB and more are staged per plane and written with streaming stores."""
@@ -229,7 +226,6 @@ def test_copy_is_exact_slice():
 # ----------------------------------------------------------------------------- torch.library / torch.compile
 
 
-@needs_native
 @pytest.mark.parametrize("variant", ["batched", "ragged", "defaults"])
 def test_opcheck(variant):
     args = cube_crop_case(8, n=2, p=2, t=2, size=(4, 4), ragged=variant == "ragged")
@@ -242,7 +238,6 @@ def test_opcheck(variant):
     torch.library.opcheck(torch.ops.vidfast.cube_crop.default, op_args)
 
 
-@needs_native
 def test_torch_compile_fullgraph():
     args = cube_crop_case(9, n=2, p=4, t=2, size=(6, 6))
 
@@ -338,7 +333,6 @@ def test_argument_errors(impl, kwargs, name):
 WRAPPER_ONLY = ("empty list", "video rank")
 
 
-@needs_native
 @pytest.mark.parametrize("case", [c for c in ERROR_CASES if c not in WRAPPER_ONLY])
 def test_native_op_errors_without_wrapper(case):
     """The registered op checks everything itself: ValueError / IndexError, never a crash."""
@@ -351,7 +345,6 @@ def test_native_op_errors_without_wrapper(case):
                                     [1.0] * 3, torch.float32, False)
 
 
-@needs_native
 def test_native_op_rejects_mismatched_devices_and_bad_lists():
     args = _base()
     op = torch.ops.vidfast.cube_crop

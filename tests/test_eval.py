@@ -201,3 +201,56 @@ def test_checkpoint_without_data_entry_uses_the_model_card_clip(tmp_path):
     loaded = load_classifier(tmp_path / "cvpr.pt", frame_step=2)
     assert (loaded.spec.clip_len, loaded.spec.size, loaded.spec.frame_step) == (16, 112, 2)
     assert loaded.model.num_classes == 5 and loaded.class_names == []
+
+
+def _relabel(dataset, tmp_path, unlabelled: int):
+    """The dataset's manifest with ``unlabelled`` rows' labels removed (-1, as in a test split), one per class
+    while any class keeps another labelled row (so the manifest still names every class)."""
+    from vidfast.data import read_manifest, write_manifest
+
+    rows = read_manifest(dataset["manifest"]).rows
+    order = sorted(range(len(rows)), key=lambda i: ([r.label for r in rows[:i]].count(rows[i].label), i))
+    chosen = set(order[:unlabelled])
+    rows = [dataclasses.replace(r, label=-1, label_name="") if i in chosen else r for i, r in enumerate(rows)]
+    write_manifest(tmp_path / "manifest.csv", rows)
+    return tmp_path / "manifest.csv"
+
+
+def test_eval_of_an_unlabelled_split_writes_predictions_and_says_so(dataset, tmp_path):
+    manifest = _relabel(dataset, tmp_path, unlabelled=6)
+    result = run_cli("eval", manifest, "-c", dataset["ckpt_a"], "--clips", 2, "--workers", 0,
+                     "--run-dir", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["num_videos"], report["num_unlabelled"], report["video_top1"]) == (0, 6, None)
+    assert "has no labels" in report["labels"]
+    lines = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "path,label,top1,score1,top2,score2,top3,score3"
+    assert len(lines) == 7
+    for line in lines[1:]:
+        path, label, *top = line.split(",")
+        assert label == "" and set(top[0::2]) == set(dataset["names"])  # top-3 of 3 classes: all of them
+        assert sum(map(float, top[1::2])) == pytest.approx(1.0, abs=1e-3)
+    assert not (tmp_path / "run" / "confusion.png").exists()
+
+
+def test_eval_of_a_mixed_split_counts_the_labelled_rows(dataset, tmp_path):
+    manifest = _relabel(dataset, tmp_path, unlabelled=2)
+    result = run_cli("eval", manifest, "-c", dataset["ckpt_a"], "--clips", 2, "--workers", 0,
+                     "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert (report["num_videos"], report["num_unlabelled"], report["num_clips"]) == (4, 2, 8)
+    assert sum(map(sum, report["confusion"])) == 4
+    assert "accuracy over the 4 labelled videos; 2 videos without a label" in " ".join(result.stdout.split())
+    assert len((tmp_path / "run" / "predictions.csv").read_text().splitlines()) == 7
+
+
+def test_report_needs_class_indices_and_is_empty_without_clips():
+    scores = torch.tensor([[0.9, 0.1]])
+    with pytest.raises(ValueError, match="label -1"):
+        classification_report(scores, torch.tensor([-1]), torch.tensor([0]), ["a", "b"])
+    report, ids, _ = classification_report(scores[:0], torch.tensor([], dtype=torch.long),
+                                           torch.tensor([], dtype=torch.long), ["a", "b"])
+    assert report.num_videos == 0 and len(ids) == 0 and math.isnan(report.video_top1)
+    assert report.to_dict()["video_top1"] is None and report.confusion == [[0, 0], [0, 0]]

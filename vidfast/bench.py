@@ -9,6 +9,7 @@ cores.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ class BenchConfig:
     loader_side: int = 128
     workers: int = 2
     min_seconds: float = 2.0
+    rounds: int = 5
     device: str = "auto"
     onnx: bool = True
 
@@ -71,6 +73,7 @@ class BenchConfig:
             loader_side=64,
             workers=0,
             min_seconds=0.5,
+            rounds=3,
         )
 
 
@@ -177,59 +180,86 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     return _section("loader", "clips/s", rates)
 
 
-@dataclass(frozen=True)
-class _Variant:
-    name: str
-    autocast: bool
-    channels_last: bool
+def _variants(device: torch.device) -> list[tuple[str, str, bool]]:
+    """(row, precision, channels_last): fp32 NCDHW and channels-last, each autocast dtype channels-last."""
+    from vidfast.runtime import candidates
+
+    low = [(f"{name} + channels_last", name, True) for name in candidates(device)[1:]]
+    return [("fp32 NCDHW", "fp32", False), ("fp32 + channels_last", "fp32", True), *low]
 
 
-_VARIANTS = (
-    _Variant("fp32 NCDHW", False, False),
-    _Variant("fp32 + channels_last", False, True),
-    _Variant("bf16 + channels_last", True, True),
-)
-
-
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
-
-
-def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int) -> tuple[nn.Module, torch.Tensor]:
+def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int, channels_last: bool
+                     ) -> tuple[nn.Module, torch.Tensor]:
     from vidfast.models import create_model
 
+    torch.manual_seed(0)
     kwargs = {"widen_factor": cfg.widen_factor} if cfg.widen_factor != 1.0 else {}
-    model = create_model(cfg.arch, num_classes=10, **kwargs).to(device)
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = create_model(cfg.arch, num_classes=10, **kwargs).to(device, memory_format=fmt)
     clips = torch.randn(batch, 3, cfg.clip_len, cfg.size, cfg.size, device=device)
-    return model, clips
+    return model, clips.contiguous(memory_format=fmt)
+
+
+def _step(model: nn.Module, clips: torch.Tensor, precision: str, train: bool) -> Callable[[], None]:
+    """One training step (the engine's classification step, backward, SGD update) or one forward pass of
+    ``model`` on ``clips`` under ``precision`` autocast; waits for the device."""
+    from vidfast.engine.tasks import ClassifyTask
+    from vidfast.runtime import PRECISIONS
+
+    device = clips.device
+    sync = _synchronizer(device)
+    autocast = {"device_type": device.type, "dtype": PRECISIONS[precision], "enabled": precision != "fp32"}
+    channels_last = clips.is_contiguous(memory_format=torch.channels_last_3d)
+    if not train:
+        model.eval()
+
+        @torch.inference_mode()
+        def forward() -> None:
+            with torch.autocast(**autocast):
+                sync(model(clips))
+
+        return forward
+    task = ClassifyTask()
+    batch = {"video": clips, "label": torch.arange(len(clips)) % 10}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(**autocast):
+            out = task.step(model, batch, device, channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        sync(out.loss)
+
+    return step
+
+
+def precision_rates(cfg: BenchConfig, device: torch.device, batch: int, train: bool
+                    ) -> list[tuple[str, float, str]]:
+    """Clips/s of each precision variant and of what ``--amp`` auto chooses (its own decision, with its fp32
+    layers), timed interleaved in ``cfg.rounds`` rounds (median)."""
+    import copy
+
+    from vidfast.runtime import interleaved_seconds, plan_precision
+
+    steps: dict[str, Callable[[], None]] = {}
+    for name, precision, channels_last in _variants(device):
+        model, clips = _model_and_clips(cfg, device, batch, channels_last)
+        steps[name] = _step(model, clips, precision, train)
+    model, clips = _model_and_clips(cfg, device, batch, True)
+    plan = plan_precision([(model, clips[:1])], batch, device,
+                          lambda name: _step(copy.deepcopy(model), clips, name, train), grads=train)
+    steps[f"auto: {plan.name} + channels_last"] = _step(model, clips, plan.name, train)
+    seconds = interleaved_seconds(steps, rounds=cfg.rounds, warmup=1)
+    note = f"{plan.how}; {len(plan.fp32_layers)} layers in fp32" if plan.fp32_layers else plan.how
+    return [(name, batch / statistics.median(s), note if name.startswith("auto") else "")
+            for name, s in seconds.items()]
 
 
 def bench_train_step(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
     """Clips/s of one SGD step (the engine's classification step: forward, cross-entropy; then backward and
-    update) on in-memory clips, per variant."""
-    from vidfast.engine.tasks import ClassifyTask
-
-    task = ClassifyTask()
-    sync = _synchronizer(device)
-    rates = []
-    for variant in _VARIANTS:
-        model, clips = _model_and_clips(cfg, device, cfg.batch_size)
-        memory_format = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format).train()
-        batch = {"video": clips, "label": torch.arange(cfg.batch_size) % 10}
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def step(model=model, batch=batch, optimizer=optimizer, variant=variant) -> None:
-            with _autocast(device, variant.autocast):
-                out = task.step(model, batch, device, variant.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            sync(out.loss)
-
-        rates.append((variant.name, measure(step, cfg.batch_size, cfg.min_seconds), ""))
+    update) on in-memory clips, per precision variant and for the automatic choice."""
+    rates = precision_rates(cfg, device, cfg.batch_size, train=True)
     return _section(f"train step b{cfg.batch_size}", "clips/s", rates)
 
 
@@ -245,25 +275,14 @@ def describe(cfg: BenchConfig) -> str:
 
 
 def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> list[BenchResult]:
-    """Clips/s of inference at batch 1 and ``batch_size``: eager fp32, bf16 + channels_last, onnxruntime."""
+    """Clips/s of inference at batch 1 and ``batch_size``: each precision variant, the automatic choice, and
+    onnxruntime."""
     results = []
-    sync = _synchronizer(device)
     for batch in (1, cfg.batch_size):
-        model, clips = _model_and_clips(cfg, device, batch)
-        model.eval()
-        rates = []
-        for variant in _VARIANTS:
-            memory_format = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
-            model = model.to(memory_format=memory_format)
-            x = clips.contiguous(memory_format=memory_format)
-
-            @torch.inference_mode()
-            def forward(model=model, x=x, variant=variant) -> None:
-                with _autocast(device, variant.autocast):
-                    sync(model(x))
-
-            rates.append((variant.name, measure(forward, batch, cfg.min_seconds), "PyTorch eager"))
+        rates = [(name, rate, note or "PyTorch eager") for name, rate, note in
+                 precision_rates(cfg, device, batch, train=False)]
         if cfg.onnx:
+            model, clips = _model_and_clips(cfg, torch.device("cpu"), batch, False)
             rates.append(_onnx_rate(cfg, model, clips, workdir))
         results += _section(f"inference b{batch}", "clips/s", rates)
     return results

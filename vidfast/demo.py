@@ -31,8 +31,8 @@ MARKER = "summary.json"
 class DemoConfig:
     """Sizes of the demo. The defaults take about 10 minutes on 2 CPU cores; :meth:`quick` about one.
 
-    ``amp`` None: autocast where it pays (CUDA, or a CPU with AMX); on an AVX-512 CPU without AMX bf16
-    autocast measured slower than fp32 (``vidfast bench`` shows it), and fp32 + channels_last the fastest.
+    ``amp`` None: the precision measured fastest among those proven correct on this machine
+    (``vidfast.runtime.precision``); True/False force autocast on/off.
     """
 
     out: str = "demo_runs"

@@ -157,8 +157,9 @@ Amp = Annotated[
     bool | None,
     typer.Option(
         "--amp/--no-amp",
-        help="Mixed precision: bf16 autocast on CPU, fp16 + GradScaler or bf16 on CUDA. Default: on CUDA, "
-        "and on a CPU with AMX (without it bf16 is slower than fp32).",
+        help="Force mixed precision on (bf16 autocast on CPU; bf16, or fp16 + GradScaler, on CUDA) or off. "
+        "Default: measured - each convolution is checked against fp32 in each precision (failures run in "
+        "fp32), then a few steps are timed and the fastest is used (cached; recorded in config.yaml).",
         rich_help_panel=_RUNTIME,
     ),
 ]

@@ -54,11 +54,15 @@ def current_shard(distributed: bool | None) -> Shard:
 
 class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(epoch, index)`` for this rank: a seeded permutation per epoch (``shuffle``), padded by
-    wrapping around to a multiple of the world size and split round-robin like ``DistributedSampler``.
-    ``start`` skips that many of this rank's first samples (resuming mid-epoch; ``len`` stays the epoch's)."""
+    wrapping around to a multiple of the world size (``pad``: every rank gets as many samples, as ranks that
+    step together need; without it every sample comes exactly once, as exact evaluation needs) and split
+    round-robin like ``DistributedSampler``. ``start`` skips that many of this rank's first samples (resuming
+    mid-epoch; ``len`` stays the epoch's)."""
 
-    def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, shard: Shard = Shard()) -> None:
+    def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, shard: Shard = Shard(),
+                 pad: bool = True) -> None:
         self.num_samples = num_samples
+        self.pad = pad
         self.shuffle = shuffle
         self.seed = seed
         self.shard = shard
@@ -66,7 +70,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self.start = 0
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.shard.world_size)
+        if self.pad:
+            return math.ceil(self.num_samples / self.shard.world_size)
+        return len(range(self.shard.rank, self.num_samples, self.shard.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -74,8 +80,9 @@ class EpochSampler(torch.utils.data.Sampler):
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
             order = list(range(self.num_samples))
-        total = len(self) * self.shard.world_size
-        order = (order * math.ceil(total / max(len(order), 1)))[:total]
+        if self.pad:
+            total = len(self) * self.shard.world_size
+            order = (order * math.ceil(total / max(len(order), 1)))[:total]
         mine = order[self.shard.rank :: self.shard.world_size][self.start :]
         return iter([(self.epoch, i) for i in mine])
 
@@ -247,6 +254,7 @@ def make_loader(
     crop_in: str = "worker",
     prefetch_factor: int = 2,
     empty_batches: bool = False,
+    pad_shards: bool = True,
 ) -> VideoLoader:
     """Batches of ``manifest``'s ``split`` rows (``status == ok``) for ``task``.
 
@@ -258,8 +266,10 @@ def make_loader(
     ``empty_batches`` comes as ``{"skipped": n}`` alone, so that a DDP rank can still take its step).
     Evaluation: ``sampling="center"``, ``"uniform"`` (``clips`` per video) or ``"sliding"`` (windows every
     ``stride`` frames), ``spatial="center"``, ``hflip=False``; every (video, clip) is one sample.
-    ``shuffle`` defaults to ``split == "train"``. ``device="cuda"`` with DALI decodes
-    on the GPU (``backend="dali"``, or ``"auto"`` when DALI is installed) and returns CUDA batches.
+    ``shuffle`` defaults to ``split == "train"``. Under DDP ``pad_shards`` repeats samples so that every rank
+    gets as many (training); ``False`` gives every sample to exactly one rank (evaluation). ``device="cuda"``
+    with DALI decodes on the GPU (``backend="dali"``, or ``"auto"`` when DALI is installed) and returns CUDA
+    batches.
     """
     from vidfast.data.manifest import Manifest, read_manifest
 
@@ -289,7 +299,8 @@ def make_loader(
         seed=seed,
     )
     sampler = EpochSampler(
-        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_shard(distributed)
+        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_shard(distributed),
+        pad=pad_shards,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

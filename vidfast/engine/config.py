@@ -105,9 +105,13 @@ class RuntimeConfig:
     """Device, speed switches, reproducibility, and where the run writes."""
 
     device: str = "auto"
-    #: autocast; None: where it pays (CUDA, or a CPU with AMX; see ``vidfast.engine.amp.amp_pays_off``)
+    #: autocast: True/False force it on/off; None: ``precision`` when recorded, else measured (fastest of the
+    #: precisions proven correct on this machine: ``vidfast.runtime.precision``)
     amp: bool | None = None
+    #: the low precision autocast may use: auto (bf16 on CPU, bf16 or fp16 on CUDA), bf16 or fp16
     amp_dtype: str = "auto"
+    #: what the run trained in (fp32, bf16, fp16): written by the trainer, reused (not measured) when given
+    precision: str | None = None
     channels_last: bool = True
     compile: bool = False
     cudnn_benchmark: bool = True
@@ -273,6 +277,10 @@ def _validate(cfg: TrainConfig) -> None:
             f"unknown device {cfg.runtime.device!r} (cpu, cuda or auto)",
         ),
         (cfg.runtime.amp_dtype in ("auto", "bf16", "fp16"), "runtime.amp_dtype must be auto, bf16 or fp16"),
+        (
+            cfg.runtime.precision in (None, "fp32", "bf16", "fp16"),
+            "runtime.precision must be fp32, bf16 or fp16",
+        ),
         (
             cfg.runtime.progress in ("auto", "rich", "plain", "none"),
             "runtime.progress must be auto, rich, plain or none",

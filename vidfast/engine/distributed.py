@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from vidfast.errors import VidfastError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ def any_rank(flags: Sequence[bool], device: torch.device, info: DistInfo) -> lis
     if not info.enabled:
         return [bool(f) for f in flags]
     return [v > 0 for v in all_reduce_sum([float(f) for f in flags], device, info)]
+
+
+def broadcast_object(obj: T, info: DistInfo) -> T:
+    """Rank 0's ``obj`` (any picklable object) on every rank (``obj`` itself on one process)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:

@@ -16,20 +16,22 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from vidfast.conventions import Override
-from vidfast.engine.amp import amp_pays_off
 from vidfast.engine.metrics import (
     ClassificationReport,
     classification_report,
     ensemble_scores,
     plot_confusion,
+    video_scores,
 )
 from vidfast.engine.trainer import resolve_device
-from vidfast.errors import CheckpointError, DataError
+from vidfast.errors import CheckpointError, DataError, VidfastError
+from vidfast.runtime import PRECISIONS, PrecisionPlan, plan_precision
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,9 @@ def load_classifier(path: str | Path, clip_len: int | None = None, size: int | N
 class ScoreEnsemble:
     """One or more classifiers whose softmax scores are averaged per clip.
 
-    ``autocast`` runs the forward pass in float16 (CUDA) / bfloat16 (CPU); ``None`` = where it pays (CUDA,
-    or a CPU with AMX: see :func:`vidfast.engine.amp.amp_pays_off`).
+    ``autocast`` True/False forces autocast (bf16 on a CPU, bf16 or fp16 on CUDA) on/off; ``None``: the
+    precision measured fastest among those proven correct here, decided at the first batch
+    (:func:`vidfast.runtime.plan_precision`; ``plan`` holds the decision).
     ``channels_last`` converts the model and clips to ``torch.channels_last_3d`` (the fast layout for oneDNN
     and cuDNN alike).
     """
@@ -109,7 +112,8 @@ class ScoreEnsemble:
         if any(n != named[0] for n in named):
             raise CheckpointError("the checkpoints were trained on different class lists")
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.autocast = amp_pays_off(self.device) if autocast is None else autocast
+        self.autocast = autocast
+        self.plan: PrecisionPlan | None = None
         self.channels_last = channels_last
         self.members = list(members)
         self.num_classes = sizes.pop()
@@ -143,10 +147,33 @@ class ScoreEnsemble:
             raise CheckpointError("the checkpoint's class names differ from the manifest's (order or names)")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.autocast:
+        if self.plan is None or self.plan.dtype is None:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.plan.dtype)
+
+    def _plan(self, batches: Sequence[Tensor]) -> PrecisionPlan:
+        """Decide the precision once, at the first batch of each member (``batches[i]``, on the device)."""
+        if self.plan is not None:
+            return self.plan
+        members = [(m.model, x[:1]) for m, x in zip(self.members, batches, strict=True)]
+
+        def make_step(name: str) -> Any:
+            def step() -> None:
+                with torch.autocast(self.device.type, dtype=PRECISIONS[name], enabled=name != "fp32"):
+                    for model, x in zip(self.members, batches, strict=True):
+                        model.model(x)
+
+            return step
+
+        try:
+            self.plan = plan_precision(members, len(batches[0]), self.device, make_step, amp=self.autocast,
+                                       grads=False)
+        except ValueError as exc:
+            raise VidfastError(str(exc)) from None
+        log.info("inference %s", self.plan.describe())
+        if self.plan.fp32_layers:
+            log.info("under %s autocast: %s", self.plan.name, self.plan.describe_fp32_layers())
+        return self.plan
 
     @torch.inference_mode()
     def clip_probs(self, clips: Sequence[Tensor], batch_size: int = 16) -> Tensor:
@@ -156,6 +183,8 @@ class ScoreEnsemble:
         """
         by_spec = dict(zip(self.specs, clips, strict=True))
         memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        self._plan([by_spec[m.spec][:batch_size].to(self.device).contiguous(memory_format=memory_format)
+                    for m in self.members])
         per_model = []
         for member in self.members:
             batches = []
@@ -311,7 +340,9 @@ def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport
         clip_len=config.clip_len, size=config.size, frame_step=config.frame_step,
         convention=config.convention,
     )
-    ensemble.check_classes(manifest.class_names)
+    if manifest.class_names:  # a split without any label (a test set) takes the checkpoint's names
+        ensemble.check_classes(manifest.class_names)
+    class_names = list(manifest.class_names) or ensemble.class_names
     mine = _shard(list(range(len(rows))))
     dataset = _DecodedVideos(ensemble.specs, [rows[i] for i in mine], config.clips, config.sliding,
                              config.backend)
@@ -336,18 +367,34 @@ def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport
     clip_scores = torch.cat([probs for _, probs in scored])
     video_index = torch.cat([torch.full((len(probs),), i, dtype=torch.long) for i, probs in scored])
     clip_labels = torch.tensor([rows[i].label for i in video_index.tolist()], dtype=torch.long)
-    report, ids, scores = classification_report(clip_scores, clip_labels, video_index, manifest.class_names,
-                                                skipped=len(failed))
+    labelled = clip_labels >= 0  # label -1: unknown (e.g. a Kinetics or ActivityNet test split)
+    report, _, _ = classification_report(clip_scores[labelled], clip_labels[labelled], video_index[labelled],
+                                         class_names, skipped=len(failed))
+    ids, scores = video_scores(clip_scores, video_index)
+    report.num_unlabelled = len(ids) - report.num_videos
     report.extra = {
         "checkpoints": [str(p) for p in config.checkpoints],
         "manifest": str(config.manifest),
         "split": config.split,
         "clips": "sliding" if config.sliding else config.clips,
+        "precision": ensemble.plan.name if ensemble.plan is not None else None,
+        "labels": _labels_note(report, config.split),
         "skipped_videos": failed,
     }
     if config.run_dir is not None and _is_main_process():
         write_report(report, config.run_dir, [rows[i] for i in ids.tolist()], scores)
     return report
+
+
+def _labels_note(report: ClassificationReport, split: str) -> str:
+    """What the accuracies cover, given the videos without a label."""
+    if not report.num_unlabelled:
+        return f"all {report.num_videos} videos labelled"
+    if not report.num_videos:
+        return (f"split {split!r} has no labels: no accuracy; predictions.csv has the top classes of its "
+                f"{report.num_unlabelled} videos")
+    return (f"accuracy over the {report.num_videos} labelled videos; {report.num_unlabelled} videos without "
+            "a label are in predictions.csv only")
 
 
 def _is_main_process() -> bool:
@@ -357,21 +404,26 @@ def _is_main_process() -> bool:
 
 
 def write_report(report: ClassificationReport, run_dir: str | Path, rows: Sequence, scores: Tensor) -> Path:
-    """Write ``report.json``, ``confusion.png`` and ``predictions.csv`` (a line per video) to ``run_dir``."""
+    """Write ``report.json``, ``confusion.png`` (when some video has a label) and ``predictions.csv`` (a line
+    per video: path, label, then the top-k classes and their scores) to ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "report.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report.to_dict(), indent=2))
     tmp.replace(path)
-    plot_confusion(report.confusion, report.class_names, run_dir / "confusion.png")
-    names = report.class_names
+    if report.num_videos:
+        plot_confusion(report.confusion, report.class_names, run_dir / "confusion.png")
+    names, k = report.class_names, report.topk
     with open(run_dir / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "predicted", "score"])
+        header = [f"{kind}{i}" for i in range(1, k + 1) for kind in ("top", "score")]
+        writer.writerow(["path", "label", *header])
         for row, probs in zip(rows, scores, strict=True):
-            best = int(probs.argmax())
-            writer.writerow([row.path, row.label_name, names[best], f"{float(probs[best]):.4f}"])
+            values, indices = probs.topk(k)
+            pairs = zip(values.tolist(), indices.tolist(), strict=True)
+            top = [item for score, i in pairs for item in (names[i], f"{score:.4f}")]
+            writer.writerow([row.path, row.label_name if row.label >= 0 else "", *top])
     return path
 
 

@@ -23,6 +23,7 @@ METRIC_COLUMNS = [
     "val_loss",
     "val_acc",
     "val_rot_acc",
+    "val_clips",
     "clips_per_s",
     "seconds",
 ]

@@ -77,7 +77,9 @@ def per_class_accuracy(confusion: Tensor) -> Tensor:
 class ClassificationReport:
     """What ``vidfast eval`` writes to ``report.json``; accuracies are fractions in [0, 1].
 
-    ``per_class`` maps a class name to its video-level accuracy (``None`` when the split has no video of it);
+    ``num_videos``/``num_clips`` count the labelled videos the accuracies are over, ``num_unlabelled`` the
+    videos without a label (scored, not counted). ``per_class`` maps a class name to its video-level accuracy
+    (``None`` when the split has no video of it);
     ``confusion`` is video-level, rows = true class, columns = predicted class; ``topk`` is the k of the
     ``*_top5`` keys (``min(5, num_classes)``).
     """
@@ -93,6 +95,7 @@ class ClassificationReport:
     skipped: int
     topk: int
     class_names: list[str]
+    num_unlabelled: int = 0
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -115,12 +118,15 @@ def classification_report(
 ) -> tuple[ClassificationReport, Tensor, Tensor]:
     """Clip- and video-level metrics from clip probabilities ``Tensor[N, C]``, labels and video ids ``[N]``.
 
-    Every clip of a video must carry the video's label. Returns the report plus the video ids ``Tensor[V]``
+    Every clip of a video must carry the video's label, a class index (no -1: leave unlabelled clips out;
+    no clips at all gives NaN accuracies). Returns the report plus the video ids ``Tensor[V]``
     and video scores ``Tensor[V, C]`` (for per-video outputs).
     """
     num_classes = len(class_names)
     if clip_scores.ndim != 2 or clip_scores.shape[1] != num_classes:
         raise ValueError(f"clip_scores must be [N, {num_classes}], got {tuple(clip_scores.shape)}")
+    if bool((clip_labels < 0).any()):
+        raise ValueError("clip_labels must be class indices >= 0 (leave unlabelled clips, label -1, out)")
     ids, scores = video_scores(clip_scores, video_index)
     inverse = torch.searchsorted(ids, video_index)
     labels = torch.zeros(len(ids), dtype=torch.long).scatter_(0, inverse, clip_labels.long())

@@ -15,6 +15,7 @@ generator states, so ``--resume`` replays the epoch's loader up to there and con
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import shutil
@@ -34,7 +35,6 @@ from vidfast import conventions
 from vidfast.conventions import Convention, Override
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import read_manifest
-from vidfast.engine.amp import autocast_dtype, bf16_unsafe_convs, run_in_fp32
 from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
 from vidfast.engine.config import TrainConfig, save_config
 from vidfast.engine.distributed import (
@@ -43,12 +43,13 @@ from vidfast.engine.distributed import (
     any_rank,
     barrier,
     broadcast_buffers,
+    broadcast_object,
     cleanup,
     init_distributed,
 )
 from vidfast.engine.logging import RunLogger
 from vidfast.engine.optim import Schedule, build_optimizer
-from vidfast.engine.tasks import ClassifyTask, PuzzleTask, StepOutput
+from vidfast.engine.tasks import ClassifyTask, PuzzleTask, StepOutput, to_device
 from vidfast.errors import CheckpointError, DataError, VidfastError
 from vidfast.models import (
     PuzzleNet,
@@ -60,6 +61,7 @@ from vidfast.models import (
 )
 from vidfast.models.identify import FileIdentity, choose_convention, identify
 from vidfast.puzzle import PuzzleConfig
+from vidfast.runtime import PRECISIONS, PrecisionPlan, plan_precision, route_to_fp32
 
 
 class TrainingDiverged(VidfastError):
@@ -259,8 +261,8 @@ def _loader(
         mean=convention.unit_mean,
         std=convention.unit_std,
     )
-    if not training:
-        kwargs.update(sampling="center", spatial="center", hflip=False)
+    if not training:  # every validation clip once over all ranks: no padding of the shards
+        kwargs.update(sampling="center", spatial="center", hflip=False, pad_shards=False)
     if cfg.task == "puzzle":
         kwargs["puzzle"] = puzzle_config(cfg)
     kwargs.update(data.loader)
@@ -294,10 +296,11 @@ class _Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = rt.cudnn_benchmark and not rt.deterministic
-        try:
-            self.amp_dtype = autocast_dtype(self.device, rt.amp, rt.amp_dtype)
-        except ValueError as exc:
-            raise VidfastError(str(exc)) from None
+        self.resume_ckpt: dict[str, Any] | None = None
+        if rt.resume:
+            if not self.last_path.is_file():
+                raise CheckpointError(f"--resume: no checkpoint {self.last_path} to resume from")
+            self.resume_ckpt = read_checkpoint(self.last_path)
         seed_everything(_epoch_seed(rt.seed, -1, self.info.rank))
 
         manifest = read_manifest(cfg.data.manifest)
@@ -311,10 +314,9 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         pieces = (4,) if cfg.task == "puzzle" else ()
         self.clip_shape = (*pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
-        self.fp32_layers: list[str] = []
-        if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16:
-            self.fp32_layers = bf16_unsafe_convs(self.model, torch.zeros(1, *self.clip_shape))
-            run_in_fp32(self.model, self.fp32_layers)
+        self.plan = self._plan_precision()
+        self.amp_dtype = self.plan.dtype
+        cfg.runtime.precision = self.plan.name  # recorded in config.yaml and the checkpoints
         # clips leave the workers in the autocast dtype: half the bytes to move, same values the model sees
         dtype = self.amp_dtype or torch.float32
         conv = setup.convention
@@ -361,10 +363,51 @@ class _Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
+    def _plan_precision(self) -> PrecisionPlan:
+        """The run's precision (``vidfast.runtime.precision``): forced by ``runtime.amp``, else the recorded
+        one (``runtime.precision``, or the checkpoint's on resume), else measured. Under DDP every rank takes
+        rank 0's and also routes rank 0's failing layers to fp32."""
+        rt = self.cfg.runtime
+        recorded = rt.precision
+        if recorded is None and self.resume_ckpt is not None:
+            recorded = (self.resume_ckpt.get("config") or {}).get("runtime", {}).get("precision")
+        example = to_device(torch.zeros(1, *self.clip_shape), self.device, rt.channels_last)
+        try:
+            plan = plan_precision([(self.model, example)], self.cfg.data.batch_size, self.device,
+                                  self._probe_step, amp=rt.amp, amp_dtype=rt.amp_dtype, recorded=recorded)
+        except ValueError as exc:
+            raise VidfastError(f"runtime.amp_dtype: {exc}") from None
+        if self.info.enabled:
+            plan = broadcast_object(plan, self.info)
+            if plan.dtype is not None:
+                route_to_fp32(self.model, {layer: [plan.dtype] for layer in plan.fp32_layers})
+        return plan
+
+    def _probe_step(self, name: str) -> Callable[[], float]:
+        """One training step in precision ``name`` of a copy of the model, with an optimizer of the run's
+        kind, on a random batch of the run's shape and dtype (the run's model and optimizer stay as they
+        are)."""
+        model = copy.deepcopy(self.model)
+        optimizer = build_optimizer([{"params": list(model.parameters())}], self.cfg.optim)
+        dtype, size = PRECISIONS[name], self.cfg.data.batch_size
+        batch = {k: v.expand(size, *v.shape[1:]).clone() for k, v in self.setup.task.blank_batch(
+            self.clip_shape).items()}
+        noise = torch.randn(batch["video"].shape, generator=torch.Generator().manual_seed(0))
+        batch["video"] = noise.to(dtype)
+
+        def step() -> float:
+            with torch.autocast(self.device.type, dtype=dtype, enabled=name != "fp32"):
+                out = self.setup.task.step(model, batch, self.device, self.cfg.runtime.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            return float(out.loss)
+
+        return step
+
     def _resume(self) -> None:
-        if not self.last_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint {self.last_path} to resume from")
-        ckpt = read_checkpoint(self.last_path)
+        ckpt = self.resume_ckpt
+        assert ckpt is not None
         for key in ("task", "arch", "num_classes"):
             mine = {
                 "task": self.cfg.task,
@@ -475,18 +518,23 @@ class _Trainer:
         return out
 
     def _validate(self) -> dict[str, float]:
-        """Loss/accuracy over the val split, summed over ranks."""
+        """Loss/accuracy over the val split, summed over ranks: each rank scores its unpadded shard (so every
+        clip counts once) with the unwrapped model, which needs no collective call per batch."""
         assert self.val_loader is not None
-        self.net.eval()
+        self.model.eval()
         sums = [0.0] * 5  # loss*n, correct, n, rot_correct, rot_n
-        with torch.no_grad(), self._autocast():
-            for batch in self.val_loader:
-                out = self.setup.task.step(self.net, batch, self.device, self.cfg.runtime.channels_last)
-                sums = [a + b for a, b in zip(sums, _counts(out), strict=True)]
+        try:
+            with torch.no_grad(), self._autocast():
+                for batch in self.val_loader:
+                    out = self.setup.task.step(self.model, batch, self.device, self.cfg.runtime.channels_last)
+                    sums = [a + b for a, b in zip(sums, _counts(out), strict=True)]
+        finally:
+            self.model.train()
         loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
         return {
             "val_loss": loss_n / max(n, 1),
             "val_acc": correct / max(n, 1),
+            "val_clips": int(n),
             **({"val_rot_acc": rot_correct / rot_n} if rot_n else {}),
         }
 
@@ -497,15 +545,13 @@ class _Trainer:
         what = {"classify": "clip accuracy", "puzzle": "puzzle (permutation) accuracy"}[cfg.task]
         log.info(
             f"{cfg.task} {cfg.model.arch} on {self.device} x{self.info.world_size}: "
-            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, amp={self.amp_dtype}, "
+            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, precision {self.plan.name}, "
             f"channels_last={cfg.runtime.channels_last}, compile={cfg.runtime.compile}; "
             f"best.pt by {'val' if self.has_val else 'train'} {what}"
         )
-        if self.fp32_layers:
-            log.info(
-                f"{', '.join(self.fp32_layers)} train in fp32: their input is shallower in time than their "
-                "kernel, where torch's bf16 CPU convolution gives wrong weight gradients (vidfast.engine.amp)"
-            )
+        log.info(self.plan.describe())
+        if self.plan.fp32_layers:
+            log.info(f"under {self.plan.name} autocast: {self.plan.describe_fp32_layers()}")
         if self.epoch or self.batch_in_epoch:
             log.info(f"resumed from {self.last_path} at epoch {self.epoch + 1} batch {self.batch_in_epoch}")
         try:

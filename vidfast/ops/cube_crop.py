@@ -3,7 +3,8 @@
 One call turns decoded uint8 clips into network-ready float pieces, for the supervised pipeline (one crop
 per clip) and for the Space-Time Cubic Puzzle (several permuted cubes per clip).  ``cube_crop`` runs the
 native kernel (``torch.ops.vidfast.cube_crop``, C++/OpenMP or CUDA) when one is registered for the video's
-device, otherwise ``cube_crop_reference``, which computes the same result in plain PyTorch.
+device, otherwise ``cube_crop_reference``, which computes the same result in plain PyTorch; without
+``vidfast._C`` at all it raises unless the reference was opted in (``vidfast._ext``).
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def cube_crop(
     videos, _, _, _, size, mean_l, std_l = _normalize_args(
         video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype
     )
+    _ext.require_native()
     if _NATIVE.get(videos[0].device.type, False):
         return torch.ops.vidfast.cube_crop(
             videos, frame_idx, boxes, list(size), perm, flip, rot, channel, mean_l, std_l, dtype,

@@ -35,8 +35,9 @@ def bench(
     ] = False,
 ) -> None:
     """Measure throughput side by side: the cube op vs its PyTorch reference vs a plain copy, the
-    classification and puzzle loaders, a training step in fp32 vs bf16 + channels_last, and inference eager
-    vs bf16 + channels_last vs onnxruntime. Ratios within a section are the meaningful numbers.
+    classification and puzzle loaders, a training step and inference in fp32 NCDHW, fp32 and each autocast
+    dtype channels-last, and in what the default (--amp unset) chooses (its own check and measurement), and
+    onnxruntime inference. Rows are timed interleaved; ratios within a section are the meaningful numbers.
     """
     import dataclasses
     import json

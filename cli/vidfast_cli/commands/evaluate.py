@@ -50,7 +50,9 @@ def evaluate(
     convention: Any = None,
 ) -> None:
     """Evaluate classifier checkpoint(s) on a manifest split: clip- and video-level top-1/top-k, per-class
-    accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png.
+    accuracy and a confusion matrix, written to RUN_DIR/report.json and RUN_DIR/confusion.png, and the top-k
+    classes of every video to RUN_DIR/predictions.csv. Videos without a label (-1, e.g. a test split) are
+    predicted but not counted in the accuracy.
 
     Clip geometry (--clip-len, --size, --frame-step) and the input convention (--preset, --mean, --std,
     --value-scale) default to what each checkpoint records or its layout tells.
@@ -82,6 +84,12 @@ def _print_report(report, run_dir: Path) -> None:
     def pct(value: float | None) -> str:
         return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
 
+    console = Console()
+    if report.num_unlabelled:
+        console.print(report.extra["labels"])
+    if not report.num_videos:
+        console.print(f"report: {run_dir / 'report.json'}, predictions: {run_dir / 'predictions.csv'}")
+        return
     table = Table(title="accuracy",
                   caption=f"{report.num_videos} videos, {report.num_clips} clips, {report.skipped} skipped")
     table.add_column("level")
@@ -89,7 +97,6 @@ def _print_report(report, run_dir: Path) -> None:
     table.add_column(f"top-{report.topk}", justify="right")
     table.add_row("clip", pct(report.clip_top1), pct(report.clip_top5))
     table.add_row("video", pct(report.video_top1), pct(report.video_top5))
-    console = Console()
     console.print(table)
     worst = sorted((acc, name) for name, acc in report.per_class.items() if acc is not None)[:5]
     if worst:

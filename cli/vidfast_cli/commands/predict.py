@@ -39,8 +39,8 @@ def predict(
 ) -> None:
     """Classify whole videos: the softmax scores of CLIPS evenly spaced clips are averaged per video.
 
-    With --checkpoint the PyTorch model runs with channels_last_3d, in fp16 autocast on CUDA and on the CPU
-    in bf16 only with AMX, fp32 otherwise (bf16 measured slower on CPUs without AMX; --amp forces it); with
+    With --checkpoint the PyTorch model runs with channels_last_3d in the precision measured fastest among
+    those whose convolutions pass a check against fp32 on this machine (--amp/--no-amp force it); with
     --onnx the exported model runs in onnxruntime on the best installed provider. A file that cannot be
     decoded gets one `error: FILE: reason` line on stderr; the other files are still predicted and the exit
     code is 1.

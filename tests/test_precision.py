@@ -1,0 +1,256 @@
+"""vidfast.runtime: the per-layer check of low-precision convolutions, fp32 routing, and the measured choice.
+
+The bad configurations are built directly: torch 2.13's CPU bf16 Conv3d gives garbage weight gradients for a
+stride-2 convolution on a 1x1 input and for an input shallower in time than the kernel. Where the real kernel
+is wrong the check must say so; on a machine where it is right the check must say that instead (a test
+compares the verdict with a direct measurement), and a kernel made wrong on purpose proves that it catches it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidfast.models import create_model
+from vidfast.runtime import (
+    ConvConfig,
+    check_config,
+    check_model,
+    choose,
+    collect_convs,
+    convcheck,
+    plan_precision,
+    precision,
+    route_to_fp32,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Every test starts without cached verdicts and decisions."""
+    monkeypatch.setenv("VIDFAST_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _config(cin: int, cout: int, stride: int, shape: tuple[int, ...], channels_last: bool) -> ConvConfig:
+    conv = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+    x = torch.zeros(shape)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return ConvConfig.of(conv, x)
+
+
+STRIDE2_1x1 = [_config(64, 128, 2, (2, 64, 2, 1, 1), cl) for cl in (False, True)]
+SHALLOW_TIME = [_config(32, 32, 1, (2, 32, 2, 4, 4), cl) for cl in (False, True)]
+ORDINARY = [_config(32, 32, 1, (2, 32, 8, 8, 8), cl) for cl in (False, True)]
+
+
+def _bad(shape: tuple[int, ...], weight: torch.Tensor, stride: tuple[int, ...]) -> bool:
+    """The two configurations torch 2.13's CPU bf16 kernels get wrong: stride 2 on a 1x1 input, or an input
+    shallower in time than the kernel."""
+    return (max(stride) == 2 and shape[-2:] == (1, 1)) or 2 <= shape[2] < weight.shape[2]
+
+
+class _CorruptWeightGrad(torch.autograd.Function):
+    """Identity forward; the weight's gradient multiplied by a fresh random factor (a bad, non-repeatable
+    kernel)."""
+
+    @staticmethod
+    def forward(ctx, weight):
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (1 + 10 * torch.rand(()))
+
+
+@pytest.fixture
+def bad_bf16_kernel(monkeypatch):
+    """F.conv3d whose bf16 weight gradient is wrong exactly for the two bad configurations."""
+    real = F.conv3d
+
+    def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        stride_t = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        low = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        if low and _bad(tuple(x.shape), weight, stride_t):
+            weight = _CorruptWeightGrad.apply(weight)
+        return real(x, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(F, "conv3d", conv3d)
+
+
+def test_check_catches_an_injected_bad_kernel_for_exactly_the_bad_configurations(bad_bf16_kernel):
+    for config in STRIDE2_1x1 + SHALLOW_TIME:
+        assert "weight gradient" in check_config(config, torch.bfloat16), config.describe()
+    for config in ORDINARY:
+        assert check_config(config, torch.bfloat16) == "", config.describe()
+    for config in STRIDE2_1x1 + SHALLOW_TIME:  # forward only: the output is right
+        assert check_config(config, torch.bfloat16, grads=False) == ""
+
+
+def _direct_failures(config: ConvConfig, calls: int) -> int:
+    """Measured without the check's code: how many of ``calls`` bf16 calls (output gradient alternately in the
+    output's layout and contiguous) give a weight gradient off by more than 2 % from fp32, or not bit-equal
+    to the first call of the same layout."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.empty_strided(config.input_shape, config.input_strides).copy_(
+        torch.randn(config.input_shape, generator=g))
+    w = torch.empty_strided(config.weight_shape, config.weight_strides).copy_(
+        torch.randn(config.weight_shape, generator=g) * 0.05)
+
+    def weight_grad(xx, ww, autocast, contiguous):
+        xx, ww = xx.detach().requires_grad_(), ww.detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = F.conv3d(xx, ww, None, config.stride, config.padding)
+        grad = torch.empty_like(y).copy_(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        y.backward((grad.contiguous() if contiguous else grad).bfloat16().to(y.dtype))
+        return ww.grad.double()
+
+    ref = weight_grad(x.bfloat16().float(), w.bfloat16().float(), False, False)
+    first: dict[bool, torch.Tensor] = {}
+    failures = 0
+    for call in range(calls):
+        grad = weight_grad(x, w, True, call % 2 == 1)
+        first.setdefault(call % 2 == 1, grad)
+        error = ((grad - ref).norm() / ref.norm()).item()
+        failures += not error <= 0.02 or not torch.equal(grad, first[call % 2 == 1])
+    return failures
+
+
+@pytest.mark.parametrize("config", STRIDE2_1x1 + SHALLOW_TIME + ORDINARY, ids=lambda c: c.describe())
+def test_verdict_on_the_real_kernels_matches_a_direct_measurement(config):
+    """Whatever this machine's kernels do (broken on torch 2.13 CPUs with and without AMX), the check agrees:
+    a failed configuration fails again when measured directly, a passed one passes 40 direct calls."""
+    verdict = check_config(config, torch.bfloat16)
+    if verdict:
+        assert _direct_failures(config, 60) > 0, verdict
+    else:
+        assert _direct_failures(config, 40) == 0
+    if config in ORDINARY:
+        assert verdict == ""
+
+
+def test_collected_configurations_hold_the_old_shallow_time_rule(bad_bf16_kernel):
+    """The hand-written rule this check replaced (input depth 2 under a 3-deep kernel: layer2 of a resnet18 on
+    8-frame clips), plus the stride-2 1x1 case it missed, now as a test of the per-layer check."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=2, widen_factor=0.25)
+    example = torch.zeros(1, 3, 8, 16, 16)  # layer3 ends at 1x1: layer4 strides 2 over a 1x1 input
+    configs = collect_convs(model, example, batch_size=4)
+    assert all(c.input_shape[0] == 4 for c in configs)
+    assert sum(len(layers) for layers in configs.values()) == 20  # every conv of resnet18, grouped
+    failed = check_model(model, example, 4, torch.bfloat16, CPU, isolated=False)  # the injected kernel
+    assert sorted(failed) == [
+        "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2", "layer3.0.conv1",  # depth 2 < kernel 3
+        "layer4.0.conv1", "layer4.0.downsample.0",  # stride 2 on a 1x1 input
+    ]
+    assert "weight gradient" in failed["layer2.0.conv2"]
+
+
+def test_verdicts_are_cached_and_measured_in_a_child_process(monkeypatch):
+    model = nn.Sequential(nn.Conv3d(4, 4, 3, padding=1))
+    example = torch.zeros(1, 4, 4, 4, 4)
+    calls = []
+    real = convcheck._Checker.check
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: calls.append(1) or real(*a))
+    assert check_model(model, example, 2, torch.bfloat16, CPU) == {}
+    assert convcheck._CHECKER.process is not None and convcheck._CHECKER.process.is_alive()  # isolated
+    assert check_model(model, example, 2, torch.bfloat16, CPU) == {} and len(calls) == 1  # cached
+
+
+def _dying_serve(conn):
+    conn.recv()
+    os._exit(3)
+
+
+def _hanging_serve(conn):
+    conn.recv()
+    conn.send(("reference", 0.01))
+    time.sleep(600)
+
+
+def test_a_check_that_kills_or_hangs_its_process_fails(monkeypatch):
+    """Some kernels never return (a 3-channel 7x7x7 channels-last bf16 backward here): the watched child
+    turns a crash or a hang into a failed verdict, and the next check starts a new child."""
+    monkeypatch.setattr(convcheck, "MIN_WAIT_S", 1.0)
+    config = ORDINARY[0]
+    dying = convcheck._Checker(serve=_dying_serve)
+    assert dying.check(config, torch.bfloat16, CPU, True) == "killed the checking process (exit code 3)"
+    hanging = convcheck._Checker(serve=_hanging_serve)
+    assert hanging.check(config, torch.bfloat16, CPU, True) == "hung: no result 1 s after the fp32 reference"
+    assert hanging.process is None
+    assert convcheck._Checker().check(config, torch.bfloat16, CPU, True) == ""
+
+
+def test_routed_layers_compute_in_fp32_only_under_their_failing_dtype():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(4, 8, 3, padding=1), nn.Conv3d(8, 8, 3, padding=1))
+    route_to_fp32(model, {"1": [torch.bfloat16]})
+    x = torch.randn(2, 4, 2, 4, 4)
+    for routed in (model, copy.deepcopy(model)):  # a copy keeps the routing, bound to itself
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert routed[0](x).dtype == torch.bfloat16
+            y = routed(x)
+        assert y.dtype == torch.float32
+        y.sum().backward()
+        weight = routed[1].weight.detach().clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = routed[0](x).float()
+        F.conv3d(hidden.detach(), weight, routed[1].bias, padding=1).sum().backward()
+        assert torch.allclose(routed[1].weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
+    assert model(x).dtype == torch.float32  # no autocast: untouched
+
+
+def test_choose_the_fastest_but_fp32_within_the_margin():
+    assert choose({"fp32": 1.0, "bf16": 0.5}) == "bf16"
+    assert choose({"fp32": 1.0, "bf16": 0.99}) == "fp32"  # within noise: never slower than fp32
+    assert choose({"fp32": 1.0, "bf16": 1.4}) == "fp32"
+    assert choose({"fp32": 1.0, "bf16": 0.8, "fp16": 0.6}) == "fp16"
+    assert choose({"fp32": 1.0, "bf16": 0.96}, margin=0.0) == "bf16"
+
+
+def _plan(model, monkeypatch, seconds, **kwargs):
+    made = []
+    monkeypatch.setattr(precision, "interleaved_seconds",
+                        lambda steps, *a, **k: {n: [seconds[n]] for n in steps})
+    example = torch.zeros(1, 3, 4, 8, 8)
+    plan = plan_precision([(model, example)], 2, CPU, lambda n: made.append(n) or (lambda: 0), **kwargs)
+    return plan, made
+
+
+def test_decision_is_measured_then_cached_forced_or_recorded(monkeypatch):
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
+    plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.5})
+    assert (plan.name, plan.how, made, plan.dtype) == ("bf16", "measured", ["fp32", "bf16"], torch.bfloat16)
+    assert plan.describe() == "precision bf16 (measured: fp32 1 s/step, bf16 0.5 s/step)"
+    plan, made = _plan(model, monkeypatch, {"fp32": 0.1, "bf16": 9.0})  # timings now say fp32: cache wins
+    assert (plan.name, plan.how, made) == ("bf16", "cached", [])
+    plan, made = _plan(nn.Sequential(nn.Conv3d(3, 5, 3)), monkeypatch, {"fp32": 1.0, "bf16": 1.2})
+    assert (plan.name, plan.how) == ("fp32", "measured")
+    plan, made = _plan(model, monkeypatch, {}, amp=False)
+    assert (plan.name, plan.how, made, plan.dtype) == ("fp32", "forced", [], None)
+    plan, made = _plan(model, monkeypatch, {}, amp=True)
+    assert (plan.name, plan.how, made) == ("bf16", "forced", [])
+    plan, made = _plan(nn.Sequential(nn.Conv3d(3, 6, 3)), monkeypatch, {}, recorded="fp32")
+    assert (plan.name, plan.how, made) == ("fp32", "recorded", [])
+    with pytest.raises(ValueError, match="fp16 autocast is not available on cpu"):
+        _plan(model, monkeypatch, {}, amp=True, amp_dtype="fp16")
+
+
+def test_a_precision_whose_every_convolution_fails_is_not_a_candidate(monkeypatch):
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: "weight gradient off by 1e+30 relative")
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
+    plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.1})
+    assert (plan.name, plan.how, made) == ("fp32", "only candidate", [])
+    plan, _ = _plan(model, monkeypatch, {}, amp=True)  # forced: bf16, with that layer in fp32
+    assert plan.name == "bf16" and list(plan.fp32_layers) == ["0"]
+    assert math.isfinite(len(plan.describe_fp32_layers()))

@@ -1,0 +1,300 @@
+"""Per-layer check of low-precision convolution kernels against fp32, at the shapes a model really runs.
+
+Measured with torch 2.13's CPU kernels (oneDNN), on an AVX-512 CPU without AMX as on one with AMX: under bf16
+autocast the *weight gradient* of a ``Conv3d`` is garbage -- relative error from 0.1 to 1e33, inf or NaN,
+different on every call -- where the input is shallower in time than the kernel (depth 2 under 3x3x3) and for
+stride-2 convolutions whose input is 1x1 spatially, in both memory formats; outputs and input gradients are
+right. A rule written from such observations misses the next case, so instead every distinct convolution
+configuration of a model (channels, kernel, stride, padding, dilation, groups, bias, input shape and strides,
+weight strides) is run once per candidate precision and compared with fp32 on the same (rounded) inputs:
+
+- output, input, weight and bias gradients each within ``TOLERANCE`` (relative Frobenius error; a correct
+  bf16 kernel is at ~0.003, the bf16 rounding of its output), on every call: at least ``CALLS`` calls, more
+  while they take under ``BUDGET_S`` (up to ``MAX_CALLS``), with the output gradient alternately in the
+  output's layout and contiguous (some wrong kernels are wrong on 8 % of calls, and in one layout only);
+- the calls bit-for-bit identical wherever the fp32 kernel itself repeats bit for bit (always on a CPU).
+
+Some kernels do worse than compute garbage: the bf16 backward of a 3-channel 7x7x7 stride-(1,2,2) Conv3d on a
+channels-last [2, 3, 4, 16, 16] input never returns (torch 2.13, AVX-512 CPU). So the checks run in a watched
+child process: one that hangs or dies fails. Verdicts are cached per (machine, torch, precision,
+configuration, threads). Failed configurations run in fp32 under autocast (:func:`route_to_fp32`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidfast.runtime.cache import JsonlStore, machine_fingerprint
+
+#: largest relative error (Frobenius norm) a low-precision result may have against fp32 on rounded inputs
+TOLERANCE: dict[torch.dtype, float] = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+#: low-precision calls per check: at least CALLS, more within BUDGET_S seconds, at most MAX_CALLS
+CALLS, BUDGET_S, MAX_CALLS = 3, 0.5, 128
+#: seconds a checking child may take to start and run the fp32 reference; then the low-precision calls may
+#: take HANG_FACTOR times the reference's time (at least MIN_WAIT_S) before the kernel counts as hung
+START_TIMEOUT_S, HANG_FACTOR, MIN_WAIT_S = 600.0, 20.0, 10.0
+_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """One convolution as a kernel sees it. ``input_shape`` ``(N, C, *spatial)`` at the run's batch size."""
+
+    op: str  # conv1d, conv2d, conv3d
+    weight_shape: tuple[int, ...]
+    weight_strides: tuple[int, ...]
+    bias: bool
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    input_shape: tuple[int, ...]
+    input_strides: tuple[int, ...]
+    input_grad: bool = True  # whether the backward pass computes the input's gradient (not for the clip)
+
+    @classmethod
+    def of(cls, module: nn.Module, x: Tensor, scale: int = 1) -> ConvConfig:
+        """The configuration of ``module`` called on ``x``, with ``scale`` times its batch size."""
+        shape = (x.shape[0] * scale, *x.shape[1:])
+        per_sample = math.prod(x.shape[1:])
+        rest = x.stride()[1:]
+        expected, dense = 1, True  # the sample's dimensions tile its memory without gaps or overlaps
+        for stride, size in sorted((s, n) for s, n in zip(rest, x.shape[1:], strict=True) if n > 1):
+            dense, expected = dense and stride == expected, expected * size
+        strides = (per_sample, *rest) if dense else torch.empty(shape).stride()
+        return cls(
+            op=f"conv{x.dim() - 2}d",
+            weight_shape=tuple(module.weight.shape),
+            weight_strides=tuple(module.weight.stride()),
+            bias=module.bias is not None,
+            stride=tuple(module.stride),
+            padding=module.padding if isinstance(module.padding, str) else tuple(module.padding),
+            dilation=tuple(module.dilation),
+            groups=module.groups,
+            input_shape=shape,
+            input_strides=tuple(strides),
+            input_grad=x.requires_grad,
+        )
+
+    def describe(self) -> str:
+        """E.g. ``conv3d 64->128 k3x3x3 s2 p1 on [8, 64, 2, 1, 1] channels-last``."""
+        cout, cin_g = self.weight_shape[:2]
+        layout = "channels-last" if self.input_strides[1] == 1 and self.input_shape[1] > 1 else "contiguous"
+
+        def dims(v: tuple[int, ...] | str) -> str:
+            return v if isinstance(v, str) else (str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v)))
+
+        groups = f" g{self.groups}" if self.groups > 1 else ""
+        return (f"{self.op} {cin_g * self.groups}->{cout} k{'x'.join(map(str, self.weight_shape[2:]))} "
+                f"s{dims(self.stride)} p{dims(self.padding)}{groups} on {list(self.input_shape)} {layout}")
+
+
+def collect_convs(model: nn.Module, example: Tensor, batch_size: int = 1) -> dict[ConvConfig, list[str]]:
+    """The distinct convolution configurations of ``model`` on inputs like ``example`` (one forward pass in
+    eval mode) scaled to ``batch_size`` times ``example``'s batch, each with its layers' names.
+    Transposed convolutions and non-zero padding modes are not collected."""
+    found: dict[ConvConfig, list[str]] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            found.setdefault(ConvConfig.of(module, args[0], batch_size), []).append(name)
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
+             if isinstance(m, _CONVS) and m.padding_mode == "zeros"]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad():  # so that inputs which need a gradient in training show it
+            model(example)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def _filled(shape: tuple[int, ...], strides: tuple[int, ...], scale: float, gen: torch.Generator,
+            device: torch.device) -> Tensor:
+    out = torch.empty_strided(shape, strides, device=device)
+    return out.copy_(torch.randn(shape, generator=gen) * scale)
+
+
+def _relative_error(a: Tensor, ref: Tensor) -> float:
+    diff = (a.double() - ref.double()).norm().item()
+    return diff / max(ref.double().norm().item(), 1e-30)
+
+
+def check_config(config: ConvConfig, dtype: torch.dtype, device: torch.device | str = "cpu",
+                 grads: bool = True, calls: int = CALLS, budget_s: float = BUDGET_S,
+                 on_reference: Callable[[float], None] | None = None) -> str:
+    """Why ``config`` is not safe under ``dtype`` autocast on ``device`` ("" when it is): see the module
+    docstring. ``grads=False`` checks the forward pass only (inference). Runs in this process: a kernel that
+    hangs hangs it (:func:`check_model` runs this in a watched child process). ``on_reference`` gets the
+    seconds the fp32 reference took, before the low-precision calls."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    fan_in = math.prod(config.weight_shape[1:])
+    x = _filled(config.input_shape, config.input_strides, 1.0, gen, device)
+    w = _filled(config.weight_shape, config.weight_strides, fan_in ** -0.5, gen, device)
+    b = (torch.randn(config.weight_shape[0], generator=gen) * 0.1).to(device) if config.bias else None
+    conv = getattr(F, config.op)
+    names = ["input gradient", "weight gradient", "bias gradient"]
+    grad_out: list[Tensor] = []
+
+    def run(leaves: list[Tensor | None], autocast: bool, contiguous_grad: bool = False) -> dict[str, Tensor]:
+        needs = [grads and config.input_grad, grads, grads]
+        leaves = [t.detach().requires_grad_(g) if t is not None else None
+                  for t, g in zip(leaves, needs, strict=True)]
+        with torch.set_grad_enabled(grads), torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            y = conv(leaves[0], leaves[1], leaves[2], config.stride, config.padding, config.dilation,
+                     config.groups)
+        if not grads:
+            return {"output": y.detach().float()}
+        if not grad_out:
+            noise = torch.randn(y.shape, generator=gen)
+            grad_out.append(torch.empty_like(y, dtype=torch.float32).copy_(noise))
+        grad = grad_out[0].contiguous() if contiguous_grad else grad_out[0]
+        y.backward(grad.to(dtype).to(y.dtype))
+        done = {n: t.grad for n, t in zip(names, leaves, strict=True) if t is not None and t.requires_grad}
+        return {"output": y.detach().float(), **{n: g.float() for n, g in done.items()}}
+
+    rounded = [t.to(dtype).float() if t is not None else None for t in (x, w, b)]
+    started = time.perf_counter()
+    reference = [run(rounded, autocast=False) for _ in range(2)]
+    if on_reference is not None:
+        on_reference(time.perf_counter() - started)
+    repeatable = all(torch.equal(reference[0][n], reference[1][n]) for n in reference[0])
+    tolerance, started = TOLERANCE[dtype], time.perf_counter()
+    first: dict[bool, dict[str, Tensor]] = {}  # per output-gradient layout
+    for call in range(MAX_CALLS):
+        if call >= calls and time.perf_counter() - started > budget_s:
+            break
+        layout = call % 2 == 1
+        result = run([x, w, b], autocast=True, contiguous_grad=layout)
+        first.setdefault(layout, result)
+        for name, ref in reference[0].items():
+            error = _relative_error(result[name], ref)
+            if not error <= tolerance:
+                return f"{name} off by {error:.2g} relative (tolerance {tolerance:g})"
+            if repeatable and not torch.equal(result[name], first[layout][name]):
+                return f"{name} differs between repeated calls"
+    return ""
+
+
+def _serve(conn: Connection) -> None:
+    """Body of a checking process: for each request, send ("reference", seconds) then ("verdict", reason)."""
+    while True:
+        try:
+            config, dtype, device, grads, deterministic, threads = conn.recv()
+        except EOFError:
+            return
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        verdict = check_config(config, dtype, device, grads,
+                               on_reference=lambda seconds: conn.send(("reference", seconds)))
+        conn.send(("verdict", verdict))
+
+
+class _Checker:
+    """A spawned child process that runs :func:`check_config`, watched: a check that kills it or outlives
+    ``max(MIN_WAIT_S, HANG_FACTOR x`` its fp32 reference's time) fails; the next check gets a new child."""
+
+    def __init__(self, serve: Callable[[Connection], None] = _serve) -> None:
+        self.serve = serve
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+
+    def check(self, config: ConvConfig, dtype: torch.dtype, device: torch.device, grads: bool) -> str:
+        if self.process is None or not self.process.is_alive():
+            context = multiprocessing.get_context("spawn")
+            self.conn, child = context.Pipe()
+            self.process = context.Process(target=self.serve, args=(child,), daemon=True,
+                                           name="vidfast-convcheck")
+            self.process.start()
+            child.close()
+        assert self.conn is not None
+        self.conn.send((config, dtype, str(device), grads, torch.are_deterministic_algorithms_enabled(),
+                        torch.get_num_threads()))
+        wait = START_TIMEOUT_S
+        while True:
+            if not self.conn.poll(wait):
+                self.stop()
+                return f"hung: no result {wait:.0f} s after the fp32 reference"
+            try:
+                kind, value = self.conn.recv()
+            except EOFError:
+                code = self.stop()
+                return f"killed the checking process (exit code {code})"
+            if kind == "verdict":
+                return value
+            wait = max(MIN_WAIT_S, HANG_FACTOR * value)
+
+    def stop(self) -> int | None:
+        """End the child; its exit code."""
+        assert self.process is not None
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        code, self.process = self.process.exitcode, None
+        return code
+
+
+_CHECKER = _Checker()
+
+
+def check_model(model: nn.Module, example: Tensor, batch_size: int, dtype: torch.dtype,
+                device: torch.device, grads: bool = True, isolated: bool = True) -> dict[str, str]:
+    """Layers of ``model`` whose convolution fails :func:`check_config` under ``dtype`` at inputs like
+    ``example`` scaled to ``batch_size``, each with the failed configuration and why. Verdicts are cached;
+    new ones are measured in a watched child process (``isolated``; measured here otherwise)."""
+    store = JsonlStore("convcheck")
+    cached = store.read()
+    context = {"machine": machine_fingerprint(device), "dtype": _NAMES[dtype], "grads": grads,
+               "deterministic": torch.are_deterministic_algorithms_enabled(),
+               "threads": torch.get_num_threads() if device.type == "cpu" else 0}
+    failed: dict[str, str] = {}
+    for config, layers in collect_convs(model, example, batch_size).items():
+        key = repr(sorted({**context, **asdict(config)}.items()))
+        record = cached.get(key)
+        if record is None:
+            reason = (_CHECKER.check(config, dtype, device, grads) if isolated
+                      else check_config(config, dtype, device, grads))
+            record = {"key": key, "config": config.describe(), "reason": reason}
+            store.append(record)
+        if record["reason"]:
+            for layer in layers:
+                failed[layer] = f"{config.describe()}: {record['reason']}"
+    return failed
+
+
+def _guarded_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """``forward`` of a routed layer: in fp32 outside autocast when autocast runs a dtype it failed in."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) in self._vidfast_fp32_dtypes:
+        with torch.autocast(kind, enabled=False):
+            return type(self).forward(self, x.float())
+    return type(self).forward(self, x)
+
+
+def route_to_fp32(model: nn.Module, layers: Mapping[str, Iterable[torch.dtype]]) -> None:
+    """Make each named layer compute in fp32 (inputs upcast, weights unchanged) whenever autocast runs one of
+    its dtypes; other precisions pass through. Repeated calls add dtypes; ``copy.deepcopy`` keeps it."""
+    modules = dict(model.named_modules())
+    for name, dtypes in layers.items():
+        module = modules[name]
+        module._vidfast_fp32_dtypes = frozenset(getattr(module, "_vidfast_fp32_dtypes", ())) | set(dtypes)
+        module.forward = types.MethodType(_guarded_forward, module)
