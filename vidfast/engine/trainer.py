@@ -401,7 +401,7 @@ class _Trainer:
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
-            return float(out.loss)
+            return float(out.loss.detach())
 
         return step
 
