@@ -109,27 +109,12 @@ def _prepare_out(out: Path) -> None:
 
 def _train_config(cfg: DemoConfig, task: str, manifest: Path, run_dir: Path, epochs: int, lr: float,
                   init: Path | None = None) -> Any:
-    from vidfast.engine.config import resolve_config
+    """The study's run config with the demo's batch sizes, progress display and training curves."""
+    from vidfast.study import train_config
 
-    data: dict[str, Any] = {"manifest": str(manifest), "clip_len": cfg.clip_len, "size": cfg.size,
-                            "batch_size": cfg.batch_size if task == "puzzle" else cfg.finetune_batch_size,
-                            "workers": cfg.workers}
-    overrides: dict[str, Any] = {
-        "epochs": epochs,
-        "model": {"arch": cfg.arch, "widen_factor": cfg.widen_factor},
-        "data": data,
-        "optim": {"optimizer": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine",
-                  "warmup_epochs": min(1.0, epochs / 4)},
-        "runtime": {"device": cfg.device, "amp": cfg.amp, "channels_last": True, "seed": cfg.seed,
-                    "run_dir": str(run_dir), "progress": "auto", "tensorboard": False},
-    }
-    if task == "puzzle":
-        overrides["puzzle"] = {"sampler": {"cube_len": cfg.cube_len, "out_size": cfg.cube_size}}
-    else:  # the synthetic classes are directions and rotation senses: a horizontal flip changes the label
-        data["loader"] = {"hflip": False}
-    if init is not None:
-        overrides["finetune"] = {"checkpoint": str(init)}
-    return resolve_config(task, overrides=overrides)
+    batch_size = cfg.batch_size if task == "puzzle" else cfg.finetune_batch_size
+    return train_config(cfg, task, manifest, run_dir, epochs, lr, cfg.seed, init=init, batch_size=batch_size,
+                        runtime={"amp": cfg.amp, "progress": "auto", "plots": True})
 
 
 def _run_summary(result: Any) -> dict[str, Any]:

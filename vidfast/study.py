@@ -232,8 +232,8 @@ def labelled_subset(rows: list[Any], k: int, seed: int, num_classes: int) -> lis
     return chosen
 
 
-def _train_config(
-    cfg: StudyConfig,
+def train_config(
+    cfg: Any,
     task: str,
     manifest: Path,
     run_dir: Path,
@@ -244,8 +244,12 @@ def _train_config(
     sampler: dict[str, Any] | None = None,
     batch_size: int | None = None,
     begin_module: str | None = None,
-    resume: bool = False,
+    runtime: dict[str, Any] | None = None,
 ) -> Any:
+    """The training config of one study (or demo) run: ``cfg`` gives the geometry (``arch``, ``widen_factor``,
+    ``clip_len``, ``size``, ``cube_len``, ``cube_size``, ``batch_size``, ``workers``, ``device``: a
+    :class:`StudyConfig` or a ``DemoConfig``); SGD with a cosine schedule; ``sampler`` overrides
+    puzzle-sampler options, ``runtime`` the runtime section (quiet, no plots by default)."""
     from vidfast.engine.config import resolve_config
 
     data: dict[str, Any] = {
@@ -275,7 +279,7 @@ def _train_config(
             "progress": "none",
             "tensorboard": False,
             "plots": False,
-            "resume": resume,
+            **(runtime or {}),
         },
         "finetune": {"checkpoint": None if init is None else str(init), "begin_module": begin_module},
     }
@@ -303,7 +307,7 @@ def _pretrain(
         "(no labels)"
     )
     start = time.perf_counter()
-    train_cfg = _train_config(
+    train_cfg = train_config(
         cfg,
         "puzzle",
         sets.pool,
@@ -312,7 +316,7 @@ def _pretrain(
         cfg.pretrain_lr,
         cfg.seed,
         sampler=INITS[init],
-        resume=(folder / "last.pt").exists(),
+        runtime={"resume": (folder / "last.pt").exists()},
     )
     result = fit(train_cfg)
     if result.status != "completed" or result.last_checkpoint is None:
@@ -356,7 +360,7 @@ def _finetune(
     epochs = math.ceil(cfg.finetune_steps / (len(rows) // batch))
     start = time.perf_counter()
     result = fit(
-        _train_config(
+        train_config(
             cfg,
             "classify",
             manifest,
