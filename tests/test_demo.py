@@ -19,7 +19,9 @@ def test_demo_quick_end_to_end(tmp_path):
         assert (out / f"eval_{run}" / "confusion.png").exists()
         assert json.loads((out / f"eval_{run}" / "report.json").read_text())["num_videos"] == summary[
             "num_val_videos"]
-    assert summary["num_train_videos"] + summary["num_val_videos"] == 4 * 6
+    # the paper's setting: a separate unlabelled pool, 2 labelled and 2 held-out videos per class
+    assert (summary["num_pool_videos"], summary["num_train_videos"], summary["num_val_videos"]) == (
+        4 * 8, 4 * 2, 4 * 2)
     assert 0.0 <= summary["puzzle"]["train_acc"] <= 1.0 and summary["puzzle"]["chance"] == 1 / 48
     assert (out / "pretrain" / "last.pt").exists()
     deploy = summary["deploy"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vidfast.ops import cube_crop
-from vidfast.puzzle import PERMUTATIONS, SPATIAL, TEMPORAL, PuzzleConfig, sample_puzzle
+from vidfast.puzzle import PERMUTATIONS, SPATIAL, TEMPORAL, PuzzleConfig, sample_puzzle, temporal_fits
 
 
 def test_permutation_table() -> None:
@@ -48,7 +48,30 @@ def test_scaled_geometry_stays_inside(shape: tuple[int, int, int]) -> None:
         y, x, bh, bw = p.boxes.T
         assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + bh <= h) and np.all(x + bw <= w)
         assert p.frame_idx.min() >= 0 and p.frame_idx.max() < t
-    assert kinds == {SPATIAL, TEMPORAL}
+    assert kinds == ({SPATIAL, TEMPORAL} if t >= 16 else {SPATIAL})  # 4 disjoint 4-frame cubes need 16
+
+
+@pytest.mark.parametrize("clip_len", [None, 24, 64])
+def test_short_videos_get_spatial_puzzles_instead_of_wrapped_temporal_ones(clip_len: int | None) -> None:
+    """A temporal puzzle needs four disjoint cubes; shorter videos (or clips) fall back to spatial ones."""
+    cfg = PuzzleConfig(cube_len=8, frame_step=1, clip_len=clip_len, spatial_prob=0.0)
+    assert temporal_fits(32, cfg) == (clip_len != 24) and not temporal_fits(31, cfg)
+    rng = np.random.default_rng(3)
+    for num_frames in (5, 20, 31, 32, 33, 48, 100):
+        fits = num_frames >= 32 and (clip_len is None or clip_len >= 32)
+        assert temporal_fits(num_frames, cfg) == fits, num_frames
+        for _ in range(30):
+            p = sample_puzzle(num_frames, 32, 32, cfg, rng)
+            assert p.fallback == (not fits) and p.kind == (TEMPORAL if fits else SPATIAL)
+            assert p.perm_label == p.perm_index + 24 * p.kind
+            assert 0 <= p.frame_idx.min() and p.frame_idx.max() < num_frames
+            if fits:  # in time order, disjoint, never wrapped
+                assert np.all(np.diff(p.frame_idx, axis=1) == 1)
+                assert np.all(p.frame_idx[1:, 0] > p.frame_idx[:-1, -1])
+            else:  # the four spatial pieces share one run of frames
+                assert np.all(p.frame_idx == p.frame_idx[0])
+    stepped = PuzzleConfig(cube_len=8, frame_step=2)  # a cube spans 15 frames: 60 are needed
+    assert stepped.cube_span == 15 and temporal_fits(60, stepped) and not temporal_fits(59, stepped)
 
 
 def test_labels_and_options() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vidfast_cli.commands import bench, data, demo, evaluate, export, info, models, predict, train
+from vidfast_cli.commands import bench, data, demo, evaluate, export, info, models, predict, study, train
 from vidfast_cli.errors import ErrorReportingGroup
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("info")(info.info)
 app.command("demo")(demo.demo)
+app.command("study")(study.study)
 
 
 def main() -> None:

@@ -10,7 +10,16 @@ Like natural video (sky above, ground below), every background carries one scene
 warm on the left and cool on the right. It is the same in every class, so it tells nothing about the class,
 but it gives the self-supervised cubic puzzles something to solve: without it the cells of a frame would be
 statistically alike and neither the arrangement nor the rotation of spatial cubes could be told (measured:
-the 48-way puzzle stayed at chance; with it, the spatial-only puzzle reaches 97 % in 24 demo epochs).
+the 48-way puzzle stayed at chance; with it, the spatial-only puzzle reaches 97 % in 24 demo epochs). The
+layout also lives in grey levels, which survive the puzzle's channel replication: brightness falls from top to
+bottom and the background's grain is coarse on the left and fine on the right.
+
+Like natural video, time has arrows: friction and gravity. Every motion of the disc (drift, spin, swing) slows
+down by the factor ``decay`` from the first frame to the last, and small grey particles scattered over the
+whole frame fall under gravity, ever faster (``particles`` per 32x32 pixels of frame), so a clip played
+backwards is told from one played forwards, and the four cubes of a temporal puzzle can be ordered by speed in
+whichever cell of the frame they are cut (the disc covers only part of the frame). Every class slows down and
+has particles fall the same way, so the arrows tell nothing about the class.
 """
 
 from __future__ import annotations
@@ -79,7 +88,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     light = np.linspace(45.0, -45.0, height)[:, None, None]
     tint = np.linspace(1.0, -1.0, width)[None, :, None] * np.array([35.0, 0.0, -35.0])
     layout = 0.5 * smooth + 64.0 + light + tint
-    return np.clip(layout + rng.normal(0.0, 6.0, size=smooth.shape), 0.0, 255.0)
+    return np.clip(layout + _grain(rng, height, width), 0.0, 255.0)
+
+
+def _grain(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Grey texture ``[H, W, 1]`` whose grain is coarse on the left and fine on the right (a layout cue
+    that channel replication keeps and that rotating a piece does not change)."""
+    block = max(2, min(height, width) // 8)
+    coarse = rng.normal(0.0, 22.0, size=(-(-height // block), -(-width // block)))
+    coarse = np.repeat(np.repeat(coarse, block, 0), block, 1)[:height, :width]
+    fine = rng.normal(0.0, 22.0, size=(height, width))
+    right = np.linspace(0.0, 1.0, width)[None, :]
+    return ((1.0 - right) * coarse + right * fine)[:, :, None]
 
 
 def _disc_texture(rng: np.random.Generator, radius: int) -> np.ndarray:
@@ -95,10 +115,38 @@ def _disc_texture(rng: np.random.Generator, radius: int) -> np.ndarray:
     return texture.reshape(size, size, 3)
 
 
+def _travelled(frames: int, decay: float) -> np.ndarray:
+    """Distance ``[T]`` covered by frame t at unit initial speed when the speed falls by ``decay`` from the
+    first frame to the last (exponentially, as under friction); ``t`` itself when ``decay`` is 1."""
+    t = np.arange(frames, dtype=np.float64)
+    rate = math.log(decay) / max(frames - 1, 1)
+    return t if rate == 0 else (1.0 - np.exp(-rate * t)) / rate
+
+
+def _falling_particles(
+    rng: np.random.Generator, frames: int, height: int, width: int, density: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of particles falling under gravity (wrapping around the frame): int ``y``, ``x``
+    ``[T, N]`` of their top-left pixel and their grey level ``[N]``. They start slow (0-0.4 px/frame at a
+    32-pixel frame) and end fast (2-3 px/frame), whatever the video length."""
+    scale = min(height, width) / 32.0
+    count = int(round(density * height * width / 1024.0))
+    y0, x0 = rng.uniform(0, height, count), rng.uniform(0, width, count)
+    v0 = rng.uniform(0.0, 0.4, count) * scale
+    gravity = (rng.uniform(2.0, 3.0, count) * scale - v0) / max(frames - 1, 1)
+    wind = rng.uniform(-0.3, 0.3, count) * scale
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    y = np.floor(y0 + v0 * t + 0.5 * gravity * t * t).astype(np.int64) % height
+    x = np.floor(x0 + wind * t).astype(np.int64) % width
+    return y, x, rng.choice([20.0, 235.0], size=count)
+
+
 def render_motion_video(
-    motion: Motion, frames: int, size: tuple[int, int], rng: np.random.Generator
+    motion: Motion, frames: int, size: tuple[int, int], rng: np.random.Generator, decay: float = 3.0,
+    particles: float = 0.0,
 ) -> np.ndarray:
-    """Render one video of ``motion`` with random appearance from ``rng``: uint8 ``[T, H, W, 3]``."""
+    """Render one video of ``motion`` with random appearance from ``rng``, slowing down by ``decay`` over
+    the video, with ``particles`` falling particles per 32x32 pixels: uint8 ``[T, H, W, 3]``."""
     height, width = size
     short = min(height, width)
     scale = short / 32.0
@@ -113,20 +161,27 @@ def render_motion_video(
     period = rng.uniform(8.0, 14.0)
     phase = rng.uniform(0.0, 2 * math.pi)
 
+    travelled = _travelled(frames, decay)
+    damping = decay ** (-np.arange(frames) / max(frames - 1, 1))
+    fall_y, fall_x, grey = _falling_particles(rng, frames, height, width, particles)
+    dot = max(1, int(round(scale)))
+
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     out = np.empty((frames, height, width, 3), dtype=np.uint8)
     for t in range(frames):
-        cy, cx = centre + speed * t * np.asarray(motion.direction)
+        cy, cx = centre + speed * travelled[t] * np.asarray(motion.direction)
         if motion.swing is not None:
-            offset = amplitude * math.sin(2 * math.pi * t / period + phase)
+            offset = amplitude * damping[t] * math.sin(2 * math.pi * t / period + phase)
             cy, cx = (cy + offset, cx) if motion.swing == 0 else (cy, cx + offset)
-        angle = angle0 + motion.spin * angular_speed * t
+        angle = angle0 + motion.spin * angular_speed * travelled[t]
         dy = (yy - cy + height / 2) % height - height / 2
         dx = (xx - cx + width / 2) % width - width / 2
         u = math.cos(angle) * dx + math.sin(angle) * dy
         v = -math.sin(angle) * dx + math.cos(angle) * dy
         inside = u * u + v * v <= radius * radius
         frame = background.copy()
+        for d in range(dot * dot):
+            frame[(fall_y[t] + d // dot) % height, (fall_x[t] + d % dot) % width] = grey[:, None]
         iu = np.clip(np.rint(u[inside]).astype(int) + radius, 0, 2 * radius)
         iv = np.clip(np.rint(v[inside]).astype(int) + radius, 0, 2 * radius)
         frame[inside] = texture[iv, iu]
@@ -143,12 +198,18 @@ def synthesize_dataset(
     codec: str = "h264",
     seed: int = 0,
     fps: int = 25,
+    decay: float = 3.0,
+    particles: float = 16.0,
+    first: int = 0,
 ) -> list[Path]:
     """Write ``classes * per_class`` videos in the folder layout ``ROOT/<class>/<class>_<i:03d>.<ext>``;
     return their paths (class by class).
 
     Class k is ``MOTIONS[k]``; video i of class k is drawn from ``numpy.random.default_rng([seed, k, i])``, so
     the rendered frames are deterministic from ``seed`` and growing ``per_class`` keeps the earlier videos.
+    ``first`` numbers the videos from ``first`` on (disjoint sets from one seed: ``first=0, per_class=10`` and
+    ``first=10``); ``decay``: how much every motion slows down over a video (1: constant speed);
+    ``particles``: falling particles per 32x32 pixels (0: none).
     The encoded bytes almost always are too, but libx264 reads some uninitialised memory (glibc's
     ``MALLOC_PERTURB_`` changes its output), so now and then a file differs from run to run by codec noise.
     """
@@ -158,6 +219,8 @@ def synthesize_dataset(
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
+    if decay < 1.0 or first < 0 or particles < 0:
+        raise ValueError(f"decay must be >= 1, first and particles >= 0, got {decay}, {first}, {particles}")
     height, width = size
     if height < 16 or width < 16 or height % 2 or width % 2:
         raise ValueError(f"size must be even and at least 16x16, got {height}x{width}")
@@ -167,9 +230,9 @@ def synthesize_dataset(
     root = Path(root)
     paths: list[Path] = []
     for k, motion in enumerate(MOTIONS[:classes]):
-        for i in range(per_class):
+        for i in range(first, first + per_class):
             rng = np.random.default_rng([seed, k, i])
-            video = render_motion_video(motion, frames, (height, width), rng)
+            video = render_motion_video(motion, frames, (height, width), rng, decay, particles)
             path = root / motion.name / f"{motion.name}_{i:03d}{suffix}"
             paths.append(write_video(path, video, fps=fps, codec=codec))
     return paths

@@ -1,5 +1,15 @@
 """vidfast.puzzle: the Space-Time Cubic Puzzle sampler (Kim et al., AAAI 2019)."""
 
-from vidfast.puzzle.sampler import PERMUTATIONS, SPATIAL, TEMPORAL, PuzzleConfig, PuzzleSample, sample_puzzle
+from vidfast.puzzle.sampler import (
+    PERMUTATIONS,
+    SPATIAL,
+    TEMPORAL,
+    PuzzleConfig,
+    PuzzleSample,
+    sample_puzzle,
+    temporal_fits,
+)
 
-__all__ = ["PERMUTATIONS", "SPATIAL", "TEMPORAL", "PuzzleConfig", "PuzzleSample", "sample_puzzle"]
+__all__ = [
+    "PERMUTATIONS", "SPATIAL", "TEMPORAL", "PuzzleConfig", "PuzzleSample", "sample_puzzle", "temporal_fits",
+]

@@ -10,6 +10,13 @@ item is an option here.
 Geometry is stated in the paper's reference frame (frames resized to ``frame_size`` = 224, cells of 112, cubes
 of 80 px) and mapped onto the real frame by ``H / frame_size`` and ``W / frame_size``, so a 32x32 test
 clip is cut the same way as a 320x240 video; ``out_size`` is the size the cubes are resized to.
+
+Short videos: a temporal puzzle needs four disjoint cubes, one per quarter of the clip, so each quarter must
+hold a whole cube (``clip_len // 4 >= (cube_len - 1) * frame_step + 1``, with ``clip_len`` at most the video's
+length). Where it does not, wrapped or overlapping cubes would either give the order away (shared frames line
+up) or teach nothing, so such a sample is a *spatial* puzzle instead (``PuzzleSample.fallback`` is True;
+:func:`temporal_fits` tells it ahead of time, e.g. to count the short videos of a manifest). A spatial puzzle
+needs no length: its four cubes share their frames, looped when the video is shorter than a cube.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ class PuzzleConfig:
     - ``frame_size``, ``cell_size``, ``cube_size``: reference geometry in pixels (224 / 112 / 80); the random
       offset of a cube inside its cell lies in ``[0, cell_size - cube_size)`` when ``jitter``, else centred.
     - ``out_size``: side of the output cubes; ``cube_len``: frames per cube; ``frame_step``: frame stride.
-    - ``clip_len``: source frames the 4 temporal cells span (None: the whole video); a cube's temporal offset
-      lies in ``[0, clip_len / 4 - cube_len * frame_step]`` (loop-padded when the video is too short).
+    - ``clip_len``: source frames the 4 temporal cells span (None or more than the video: the whole video); a
+      cube's temporal offset lies in ``[0, clip_len / 4 - cube_len * frame_step]``; a video too short for
+      four disjoint cubes gets a spatial puzzle instead (see the module docstring).
     - ``joint_label``: one 48-way label ``perm + 24 * kind`` (True) or the 24-way permutation index.
     - ``rotation``: rotate every piece by ``k * 90`` degrees, ``k`` uniform in 0..3 (``rot_label`` = k).
     - ``channel_prob``: per-piece probability of copying one random channel into all three.
@@ -69,6 +77,11 @@ class PuzzleConfig:
             raise ValueError(f"clip_len must be >= 4 (four temporal cells), got {self.clip_len}")
 
     @property
+    def cube_span(self) -> int:
+        """Source frames one cube spans: ``(cube_len - 1) * frame_step + 1``."""
+        return (self.cube_len - 1) * self.frame_step + 1
+
+    @property
     def num_perm_classes(self) -> int:
         """Classes of ``perm_label``: 48 with ``joint_label``, else 24."""
         return len(PERMUTATIONS) * (2 if self.joint_label else 1)
@@ -85,7 +98,8 @@ class PuzzleSample:
 
     ``frame_idx`` int64 ``[4, cube_len]`` and ``boxes`` ``[4, 4]`` (y0, x0, h, w) describe the cells in grid
     order (spatial: row-major 2x2; temporal: time order); output piece ``j`` is input piece ``perm[j]``;
-    ``rot``/``channel`` ``[4]`` apply to output pieces; ``perm_label`` is the class, ``rot_label`` = ``rot``.
+    ``rot``/``channel`` ``[4]`` apply to output pieces; ``perm_label`` is the class, ``rot_label`` = ``rot``;
+    ``fallback``: a temporal puzzle was drawn but the video is too short for one, so this is a spatial one.
     """
 
     frame_idx: np.ndarray
@@ -96,6 +110,7 @@ class PuzzleSample:
     kind: int
     perm_index: int
     perm_label: int
+    fallback: bool = False
 
     @property
     def rot_label(self) -> np.ndarray:
@@ -122,17 +137,27 @@ def _boxes(cells: np.ndarray, offsets: np.ndarray, height: int, width: int, cfg:
     return np.stack([y0, x0, np.full_like(y0, h), np.full_like(x0, w)], axis=1)
 
 
+def _clip_len(num_frames: int, cfg: PuzzleConfig) -> int:
+    """Frames the four temporal cells of a ``num_frames`` video span."""
+    return num_frames if cfg.clip_len is None else min(cfg.clip_len, num_frames)
+
+
+def temporal_fits(num_frames: int, cfg: PuzzleConfig) -> bool:
+    """Whether a ``num_frames`` video holds four disjoint temporal cubes (else it gets spatial puzzles)."""
+    return _clip_len(num_frames, cfg) // 4 >= cfg.cube_span
+
+
 def _frames(cells: np.ndarray, rng: np.random.Generator, num_frames: int, cfg: PuzzleConfig) -> np.ndarray:
-    """Frame indices ``[n, cube_len]`` for temporal cells ``cells`` ``[n]`` (0..3)."""
-    clip_len = num_frames if cfg.clip_len is None else cfg.clip_len
-    start = int(rng.integers(0, max(num_frames - clip_len, 0) + 1))
+    """Frame indices ``[n, cube_len]`` for temporal cells ``cells`` ``[n]`` (0..3); indices past the end
+    (only a spatial puzzle's single cell of a video shorter than a cube) loop to the start."""
+    clip_len = _clip_len(num_frames, cfg)
+    start = int(rng.integers(0, num_frames - clip_len + 1))
     cell_len = max(clip_len // 4, 1)
-    span = (cfg.cube_len - 1) * cfg.frame_step + 1
-    room = max(cell_len - span, 0)
+    room = max(cell_len - cfg.cube_span, 0)
     offsets = rng.integers(0, room + 1, size=len(cells)) if cfg.jitter else np.full(len(cells), room // 2)
     firsts = start + cells * cell_len + offsets
     ramp = np.arange(cfg.cube_len) * cfg.frame_step
-    return np.mod(firsts[:, None] + ramp[None, :], num_frames)  # loop padding past the end of short videos
+    return np.mod(firsts[:, None] + ramp[None, :], num_frames)
 
 
 def sample_puzzle(
@@ -142,6 +167,9 @@ def sample_puzzle(
     if min(num_frames, height, width) < 1:
         raise ValueError(f"video must be non-empty, got {num_frames}x{height}x{width}")
     kind = SPATIAL if rng.random() < cfg.spatial_prob else TEMPORAL
+    fallback = kind == TEMPORAL and not temporal_fits(num_frames, cfg)
+    if fallback:
+        kind = SPATIAL
     order = np.arange(4)
     if kind == SPATIAL:  # four spatial cells, one temporal cell
         space, time = order, np.full(4, rng.integers(4))
@@ -163,4 +191,5 @@ def sample_puzzle(
         kind=kind,
         perm_index=perm_index,
         perm_label=label,
+        fallback=fallback,
     )
