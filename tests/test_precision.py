@@ -223,8 +223,17 @@ def _plan(model, monkeypatch, seconds, **kwargs):
     monkeypatch.setattr(precision, "interleaved_seconds",
                         lambda steps, *a, **k: {n: [seconds[n]] for n in steps})
     example = torch.zeros(1, 3, 4, 8, 8)
+    kwargs.setdefault("grads", False)
     plan = plan_precision([(model, example)], 2, CPU, lambda n: made.append(n) or (lambda: 0), **kwargs)
     return plan, made
+
+
+def test_cpu_training_takes_fp32_unless_bf16_is_forced(monkeypatch):
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
+    plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.5}, grads=True)
+    assert (plan.name, plan.how, made) == ("fp32", "only candidate", [])
+    plan, made = _plan(model, monkeypatch, {}, amp=True, grads=True)
+    assert (plan.name, plan.how) == ("bf16", "forced")
 
 
 def test_decision_is_measured_then_cached_forced_or_recorded(monkeypatch):

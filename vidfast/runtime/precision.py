@@ -37,9 +37,12 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloa
 MARGIN = 0.03
 
 
-def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "auto") -> list[str]:
+def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "auto",
+               grads: bool = False) -> list[str]:
     """The precisions to consider on ``device``, fp32 first. ``amp`` False: fp32 only; True: the low precision
-    only (``amp_dtype`` "auto": bf16 on a CPU and on GPUs that support it, else fp16); None: all."""
+    only (``amp_dtype`` "auto": bf16 on a CPU and on GPUs that support it, else fp16); None: all, except for
+    training (``grads``) on a CPU, where None means fp32: torch 2.13's CPU bf16 Conv3d backward aborted or hung
+    in real puzzle pretraining at shapes the per-layer check had passed (``--amp`` still forces bf16)."""
     if amp_dtype not in ("auto", "bf16", "fp16"):
         raise ValueError(f"amp dtype must be auto, bf16 or fp16, got {amp_dtype!r}")
     if device.type == "cuda":
@@ -51,7 +54,7 @@ def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "
             raise ValueError(f"{amp_dtype} autocast is not available on {device.type}; use bf16 (or auto)")
         low = [amp_dtype]
     if amp is None:
-        return ["fp32", *low]
+        return ["fp32"] if grads and device.type == "cpu" else ["fp32", *low]
     return [low[0]] if amp else ["fp32"]
 
 
@@ -130,7 +133,7 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
     ``make_step(name)`` returns one timed unit of work in precision ``name`` (called only when timing is
     needed). ``recorded``: a decision to reuse when it is still a candidate.
     """
-    names = candidates(device, amp, amp_dtype)
+    names = candidates(device, amp, amp_dtype, grads)
     fp32_layers: dict[str, dict[str, str]] = {}
     for name in [n for n in names if n != "fp32"]:
         failed: dict[str, str] = {}
