@@ -89,7 +89,8 @@ class ConvConfig:
         )
 
     def describe(self) -> str:
-        """E.g. ``conv3d 64->128 k3x3x3 s2 p1 on [8, 64, 2, 1, 1] channels-last``."""
+        """E.g. ``conv3d 64->128 k3x3x3 s2 p1 on [8, 64, 2, 1, 1] channels-last`` (plus ``, no input
+        gradient`` for a first layer)."""
         cout, cin_g = self.weight_shape[:2]
         layout = "channels-last" if self.input_strides[1] == 1 and self.input_shape[1] > 1 else "contiguous"
 
@@ -98,7 +99,8 @@ class ConvConfig:
 
         groups = f" g{self.groups}" if self.groups > 1 else ""
         return (f"{self.op} {cin_g * self.groups}->{cout} k{'x'.join(map(str, self.weight_shape[2:]))} "
-                f"s{dims(self.stride)} p{dims(self.padding)}{groups} on {list(self.input_shape)} {layout}")
+                f"s{dims(self.stride)} p{dims(self.padding)}{groups} on {list(self.input_shape)} {layout}"
+                f"{'' if self.input_grad else ', no input gradient'}")
 
 
 def collect_convs(model: nn.Module, example: Tensor, batch_size: int = 1) -> dict[ConvConfig, list[str]]:
