@@ -41,7 +41,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def _configs(cin: int, cout: int, stride: int, shape: tuple[int, ...]) -> list[ConvConfig]:
-    """The convolution in both memory formats, each as a first layer (no input gradient) and as a later one."""
+    """The convolution in both memory formats, as a first layer (no input gradient) and as a later one."""
     configs = []
     for channels_last in (False, True):
         for input_grad in (False, True):

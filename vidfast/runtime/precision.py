@@ -41,8 +41,8 @@ def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "
                grads: bool = False) -> list[str]:
     """The precisions to consider on ``device``, fp32 first. ``amp`` False: fp32 only; True: the low precision
     only (``amp_dtype`` "auto": bf16 on a CPU and on GPUs that support it, else fp16); None: all, except for
-    training (``grads``) on a CPU, where None means fp32: torch 2.13's CPU bf16 Conv3d backward aborted or hung
-    in real puzzle pretraining at shapes the per-layer check had passed (``--amp`` still forces bf16)."""
+    training (``grads``) on a CPU, where None means fp32: torch 2.13's CPU bf16 Conv3d backward aborted or
+    hung in real puzzle pretraining at shapes the per-layer check had passed (``--amp`` still forces bf16)."""
     if amp_dtype not in ("auto", "bf16", "fp16"):
         raise ValueError(f"amp dtype must be auto, bf16 or fp16, got {amp_dtype!r}")
     if device.type == "cuda":
