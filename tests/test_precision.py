@@ -234,12 +234,42 @@ def _plan(model, monkeypatch, seconds, **kwargs):
     return plan, made
 
 
-def test_cpu_training_takes_fp32_unless_bf16_is_forced(monkeypatch):
+def test_cpu_training_is_measured_like_inference(monkeypatch):
     model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
     plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.5}, grads=True)
-    assert (plan.name, plan.how, made) == ("fp32", "only candidate", [])
-    plan, made = _plan(model, monkeypatch, {}, amp=True, grads=True)
-    assert (plan.name, plan.how) == ("bf16", "forced")
+    assert (plan.name, plan.how, made) == ("bf16", "measured", ["fp32", "bf16"])
+    plan, made = _plan(nn.Sequential(nn.Conv3d(3, 7, 3)), monkeypatch, {"fp32": 1.0, "bf16": 1.3}, grads=True)
+    assert (plan.name, plan.how) == ("fp32", "measured")
+
+
+def test_a_shape_the_plan_did_not_foresee_is_checked_when_first_met(bad_bf16_kernel, monkeypatch, caplog):
+    """Planned on 2x2 inputs, the stride-2 layer then meets a 1x1 one (a bad configuration): it is checked
+    once, logged, and runs in fp32 from then on, with the right weight gradient; other layers stay bf16."""
+    checked = []
+    monkeypatch.setattr(convcheck._CHECKER, "check", lambda config, *a: checked.append(config) or
+                        check_config(config, *a))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.Conv3d(8, 8, 3, 2, 1))
+    plan, _ = _plan(model, monkeypatch, {}, amp=True, grads=True)
+    assert (plan.name, plan.fp32_layers) == ("bf16", {})  # the planned shapes pass
+    planned = len(checked)
+    x = torch.randn(2, 3, 4, 1, 1)
+    for _ in range(2):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = model[0](x)
+            y = model[1](hidden)
+        assert (hidden.dtype, y.dtype) == (torch.bfloat16, torch.float32)
+        y.sum().backward()
+        weight = model[1].weight.detach().clone().requires_grad_()
+        F.conv3d(hidden.detach().float(), weight, model[1].bias, 2, 1).sum().backward()
+        assert torch.allclose(model[1].weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
+    assert [c.input_shape for c in checked[planned:]] == [(2, 3, 4, 1, 1), (2, 8, 4, 1, 1)]  # once each
+    assert "runs in fp32 under bf16 autocast: weight gradient" in caplog.text
+    assert "[2, 8, 4, 1, 1]" in caplog.text
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # forward only: a new, passing check
+        assert model(x).dtype == torch.bfloat16
+    assert len(checked) == planned + 4
 
 
 def test_decision_is_measured_then_cached_forced_or_recorded(monkeypatch):

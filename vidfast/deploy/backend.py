@@ -4,9 +4,10 @@ The rule follows ``bench/test_inference.py`` (3D ResNet-18, 16x112x112, all path
 2-core AVX-512 CPU without AMX, in runs under different background load): onnxruntime CPU runs a batch of 1
 at 1.9-3.9x PyTorch eager fp32 but a batch of 8 only at 1.0-1.25x; ``torch.compile`` with inductor freezing on
 channels_last_3d fp32 reaches 2.3-3.6x at batch 1 and 1.6-2.2x at batch 8, but costs tens of seconds of
-compilation per batch size, which pays back only over many clips; bf16 autocast is no faster than fp32 on a
-CPU without AMX (0.64-1.05x eager, 1.0-1.7x compiled). On a GPU, TensorRT (through onnxruntime) is preferred
-when installed, else PyTorch on CUDA with bf16 autocast and channels_last_3d.
+compilation per batch size, which pays back only over many clips. On a GPU, TensorRT (through onnxruntime) is
+preferred when installed, else PyTorch on CUDA with channels_last_3d. Which autocast dtype the eager PyTorch
+paths run in is not a rule here (bf16 was 0.64-1.05x fp32 eager on that CPU, 1.36x with AMX for training):
+it is measured per model and machine by :func:`vidfast.runtime.plan_precision`, as in eval and predict.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ COMPILE_PAYBACK_CLIPS = 2000
 @dataclass(frozen=True)
 class Backend:
     """An inference path: ``engine`` "onnxruntime" (with ``provider``) or "torch" (with ``dtype`` for
-    autocast, ``channels_last`` for channels_last_3d and ``compile`` for ``torch.compile`` with freezing)."""
+    autocast, None where :func:`vidfast.runtime.plan_precision` measures it, ``channels_last`` for
+    channels_last_3d and ``compile`` for ``torch.compile`` with freezing)."""
 
     engine: str
     device: str
     provider: str | None = None
-    dtype: torch.dtype = torch.float32
+    dtype: torch.dtype | None = torch.float32
     channels_last: bool = False
     compile: bool = False
     reason: str = ""
@@ -58,8 +60,8 @@ def best_backend(batch_size: int = 10, total_clips: int | None = None, device: s
         if _ort_has("TensorrtExecutionProvider"):
             return Backend("onnxruntime", "cuda", provider="TensorrtExecutionProvider", dtype=torch.float16,
                            reason="TensorRT engines (fp16) are the fastest GPU path when installed")
-        return Backend("torch", "cuda", dtype=torch.bfloat16, channels_last=True,
-                       reason="cuDNN with bf16 autocast and channels_last_3d")
+        return Backend("torch", "cuda", dtype=None, channels_last=True,
+                       reason="cuDNN with channels_last_3d, in the precision measured fastest among the safe")
     long_run = total_clips is not None and total_clips >= COMPILE_PAYBACK_CLIPS
     if long_run and batch_size > SMALL_BATCH:
         return Backend("torch", "cpu", channels_last=True, compile=True,
@@ -68,6 +70,6 @@ def best_backend(batch_size: int = 10, total_clips: int | None = None, device: s
     if _ort_has("CPUExecutionProvider") and batch_size <= SMALL_BATCH:
         return Backend("onnxruntime", "cpu", provider="CPUExecutionProvider",
                        reason=f"batches of {batch_size}: onnxruntime is 1.9-3.9x torch eager at batch 1")
-    return Backend("torch", "cpu",
-                   reason=f"batches of {batch_size}, too few clips for compilation to pay back: eager fp32 "
-                          "(bf16 autocast is slower on CPUs without AMX)")
+    return Backend("torch", "cpu", dtype=None,
+                   reason=f"batches of {batch_size}, too few clips for compilation to pay back: eager, in "
+                          "the precision measured fastest among the safe")

@@ -17,11 +17,14 @@ weight strides) is run once per candidate precision and compared with fp32 on th
 Some kernels do worse than compute garbage: the bf16 backward of a 3-channel 7x7x7 stride-(1,2,2) Conv3d on a
 channels-last [2, 3, 4, 16, 16] input never returns (torch 2.13, AVX-512 CPU). So the checks run in a watched
 child process: one that hangs or dies fails. Verdicts are cached per (machine, torch, precision,
-configuration, threads). Failed configurations run in fp32 under autocast (:func:`route_to_fp32`).
+configuration, threads). Failed configurations run in fp32 under autocast (:func:`route_to_fp32`), and a
+configuration a run meets that its plan did not foresee (a smaller last batch, a puzzle whose video was too
+short for the temporal cut) is checked when first met, before it runs in low precision.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import time
@@ -256,6 +259,37 @@ class _Checker:
 
 
 _CHECKER = _Checker()
+log = logging.getLogger(__name__)
+
+
+class _Verdicts:
+    """Verdicts by (machine, dtype, grads, determinism, threads, configuration): in memory for this process,
+    backed by the ``convcheck`` store (one per cache directory), measured on first sight."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, str], str] = {}  # (store path, key) -> reason
+        self.loaded: set[str] = set()
+
+    def reason(self, config: ConvConfig, dtype: torch.dtype, device: torch.device, grads: bool,
+               isolated: bool = True) -> str:
+        store = JsonlStore("convcheck")
+        path = str(store.path)
+        if path not in self.loaded:
+            self.known.update({(path, k): r.get("reason", "") for k, r in store.read().items()})
+            self.loaded.add(path)
+        context = {"machine": machine_fingerprint(device), "dtype": _NAMES[dtype], "grads": grads,
+                   "deterministic": torch.are_deterministic_algorithms_enabled(),
+                   "threads": torch.get_num_threads() if device.type == "cpu" else 0}
+        key = repr(sorted({**context, **asdict(config)}.items()))
+        if (path, key) not in self.known:
+            reason = (_CHECKER.check(config, dtype, device, grads) if isolated
+                      else check_config(config, dtype, device, grads))
+            store.append({"key": key, "config": config.describe(), "reason": reason})
+            self.known[(path, key)] = reason
+        return self.known[(path, key)]
+
+
+_VERDICTS = _Verdicts()
 
 
 def check_model(model: nn.Module, example: Tensor, batch_size: int, dtype: torch.dtype,
@@ -263,40 +297,65 @@ def check_model(model: nn.Module, example: Tensor, batch_size: int, dtype: torch
     """Layers of ``model`` whose convolution fails :func:`check_config` under ``dtype`` at inputs like
     ``example`` scaled to ``batch_size``, each with the failed configuration and why. Verdicts are cached;
     new ones are measured in a watched child process (``isolated``; measured here otherwise)."""
-    store = JsonlStore("convcheck")
-    cached = store.read()
-    context = {"machine": machine_fingerprint(device), "dtype": _NAMES[dtype], "grads": grads,
-               "deterministic": torch.are_deterministic_algorithms_enabled(),
-               "threads": torch.get_num_threads() if device.type == "cpu" else 0}
     failed: dict[str, str] = {}
     for config, layers in collect_convs(model, example, batch_size).items():
-        key = repr(sorted({**context, **asdict(config)}.items()))
-        record = cached.get(key)
-        if record is None:
-            reason = (_CHECKER.check(config, dtype, device, grads) if isolated
-                      else check_config(config, dtype, device, grads))
-            record = {"key": key, "config": config.describe(), "reason": reason}
-            store.append(record)
-        if record["reason"]:
+        reason = _VERDICTS.reason(config, dtype, device, grads, isolated)
+        if reason:
             for layer in layers:
-                failed[layer] = f"{config.describe()}: {record['reason']}"
+                failed[layer] = f"{config.describe()}: {reason}"
     return failed
+
+
+def _fails_here(module: nn.Module, x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``module``'s convolution fails under ``dtype`` at ``x``'s configuration (checked on first
+    sight; logged once when it does). Not while torch.compile traces: compiled code keeps the routing it
+    was traced with."""
+    if torch.compiler.is_compiling():
+        return False
+    grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in
+                                                                module.parameters(recurse=False)))
+    config = ConvConfig.of(module, x)
+    seen = module._vidfast_seen
+    if (config, dtype, grads) not in seen:
+        reason = _VERDICTS.reason(config, dtype, x.device, grads)
+        seen[(config, dtype, grads)] = bool(reason)
+        if reason:
+            log.warning("%s (%s) runs in fp32 under %s autocast: %s", module._vidfast_name,
+                        config.describe(), _NAMES[dtype], reason)
+    return seen[(config, dtype, grads)]
 
 
 def _guarded_forward(self: nn.Module, x: Tensor) -> Tensor:
     """``forward`` of a routed layer: in fp32 outside autocast when autocast runs a dtype it failed in."""
     kind = x.device.type
-    if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) in self._vidfast_fp32_dtypes:
-        with torch.autocast(kind, enabled=False):
-            return type(self).forward(self, x.float())
+    if torch.is_autocast_enabled(kind):
+        dtype = torch.get_autocast_dtype(kind)
+        if dtype in self._vidfast_fp32_dtypes or (dtype in self._vidfast_checked_dtypes
+                                                  and _fails_here(self, x, dtype)):
+            with torch.autocast(kind, enabled=False):
+                return type(self).forward(self, x.float())
     return type(self).forward(self, x)
 
 
-def route_to_fp32(model: nn.Module, layers: Mapping[str, Iterable[torch.dtype]]) -> None:
+def route_to_fp32(model: nn.Module, layers: Mapping[str, Iterable[torch.dtype]],
+                  checked: Iterable[torch.dtype] = ()) -> None:
     """Make each named layer compute in fp32 (inputs upcast, weights unchanged) whenever autocast runs one of
-    its dtypes; other precisions pass through. Repeated calls add dtypes; ``copy.deepcopy`` keeps it."""
+    its dtypes; other precisions pass through. Under a ``checked`` dtype every convolution layer also checks
+    each configuration it has not run before (a shape the plan did not foresee: a smaller last batch, another
+    clip size) and runs it in fp32 if it fails. Repeated calls add dtypes; ``copy.deepcopy`` keeps it."""
+    checked = set(checked)
     modules = dict(model.named_modules())
-    for name, dtypes in layers.items():
-        module = modules[name]
-        module._vidfast_fp32_dtypes = frozenset(getattr(module, "_vidfast_fp32_dtypes", ())) | set(dtypes)
+    unknown = sorted(set(layers) - set(modules))
+    if unknown:
+        raise KeyError(f"no layer named {', '.join(unknown)}")
+    for name, module in modules.items():
+        fp32 = set(layers.get(name, ()))
+        conv = isinstance(module, _CONVS) and module.padding_mode == "zeros"
+        if not fp32 and not (checked and conv):
+            continue
+        module._vidfast_fp32_dtypes = frozenset(getattr(module, "_vidfast_fp32_dtypes", ())) | fp32
+        module._vidfast_checked_dtypes = frozenset(getattr(module, "_vidfast_checked_dtypes", ())) | (
+            checked if conv else set())
+        module._vidfast_seen = getattr(module, "_vidfast_seen", {})
+        module._vidfast_name = name
         module.forward = types.MethodType(_guarded_forward, module)

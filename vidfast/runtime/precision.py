@@ -6,7 +6,8 @@
    CUDA); ``amp`` True/False forces one;
 2. safety: each low-precision candidate's convolution configurations are checked against fp32
    (:mod:`vidfast.runtime.convcheck`); the layers that fail compute in fp32 under that autocast dtype, and a
-   candidate whose every convolution failed is dropped;
+   candidate whose every convolution failed is dropped; under the chosen one, configurations the run meets
+   later (a smaller last batch, other clip shapes) are checked when first met;
 3. speed: with more than one candidate left, ``make_step(name)`` steps (a real training step or forward of the
    actual model and batch) are timed interleaved after a warm-up, and the fastest wins; fp32 wins unless
    another is faster by more than ``MARGIN`` (so the default is never slower than fp32 beyond noise). The
@@ -37,12 +38,9 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloa
 MARGIN = 0.03
 
 
-def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "auto",
-               grads: bool = False) -> list[str]:
+def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "auto") -> list[str]:
     """The precisions to consider on ``device``, fp32 first. ``amp`` False: fp32 only; True: the low precision
-    only (``amp_dtype`` "auto": bf16 on a CPU and on GPUs that support it, else fp16); None: all, except for
-    training (``grads``) on a CPU, where None means fp32: torch 2.13's CPU bf16 Conv3d backward aborted or
-    hung in real puzzle pretraining at shapes the per-layer check had passed (``--amp`` still forces bf16)."""
+    only (``amp_dtype`` "auto": bf16 on a CPU and on GPUs that support it, else fp16); None: all."""
     if amp_dtype not in ("auto", "bf16", "fp16"):
         raise ValueError(f"amp dtype must be auto, bf16 or fp16, got {amp_dtype!r}")
     if device.type == "cuda":
@@ -54,7 +52,7 @@ def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "
             raise ValueError(f"{amp_dtype} autocast is not available on {device.type}; use bf16 (or auto)")
         low = [amp_dtype]
     if amp is None:
-        return ["fp32"] if grads and device.type == "cpu" else ["fp32", *low]
+        return ["fp32", *low]
     return [low[0]] if amp else ["fp32"]
 
 
@@ -133,7 +131,7 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
     ``make_step(name)`` returns one timed unit of work in precision ``name`` (called only when timing is
     needed). ``recorded``: a decision to reuse when it is still a candidate.
     """
-    names = candidates(device, amp, amp_dtype, grads)
+    names = candidates(device, amp, amp_dtype)
     fp32_layers: dict[str, dict[str, str]] = {}
     for name in [n for n in names if n != "fp32"]:
         failed: dict[str, str] = {}
@@ -147,16 +145,21 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
         fp32_layers[name] = failed
         if amp is None and total and len(failed) == total:
             names.remove(name)  # every convolution would run in fp32: nothing to gain
+    def decided(name: str, how: str, seconds: dict[str, float] | None = None) -> PrecisionPlan:
+        if name != "fp32":  # shapes the plan did not foresee are checked when first met
+            for model, _ in workloads:
+                route_to_fp32(model, {}, checked=[PRECISIONS[name]])
+        return PrecisionPlan(name, how, fp32_layers.get(name, {}), seconds or {})
+
     if len(names) == 1:
-        how = "forced" if amp is not None else "only candidate"
-        return PrecisionPlan(names[0], how, fp32_layers.get(names[0], {}))
+        return decided(names[0], "forced" if amp is not None else "only candidate")
     if recorded in names:
-        return PrecisionPlan(recorded, "recorded", fp32_layers.get(recorded, {}))
+        return decided(recorded, "recorded")
     store = JsonlStore("precision")
     key = _workload_key(workloads, batch_size, grads, names, device)
     cached = store.read().get(key)
     if cached is not None and cached.get("name") in names:
-        return PrecisionPlan(cached["name"], "cached", fp32_layers.get(cached["name"], {}), cached["seconds"])
+        return decided(cached["name"], "cached", cached["seconds"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         steps = {name: make_step(name) for name in names}
@@ -164,4 +167,4 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
     del steps
     name = choose(seconds)
     store.append({"key": key, "name": name, "seconds": seconds})
-    return PrecisionPlan(name, "measured", fp32_layers.get(name, {}), seconds)
+    return decided(name, "measured", seconds)
