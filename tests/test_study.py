@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import make_dataset, run_cli
 
 from vidfast.data import read_manifest
 from vidfast.errors import VidfastError
-from vidfast.study import StudyConfig, labelled_subset, run_study
+from vidfast.study import INITS, TABLES, StudyConfig, labelled_subset, run_study
 
 
 def test_study_quick_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: None) -> None:
@@ -60,6 +61,30 @@ def test_study_quick_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: No
     assert (pretrain_marker.stat().st_mtime_ns, kept.stat().st_mtime_ns) == stamps
     assert "[study] pretraining" not in again.stdout and lost.exists()
     assert json.loads((out / "results.json").read_text())["cells"][:-1] == results["cells"][:-1]
+
+    # --ablation adds the rows of Kim's Tables 2 and 4 to the same study, each pretrained with its own options
+    wider = run_cli("study", "--quick", "--out", out, "--ablation", "--ks", "1", "--seeds", "1")
+    assert wider.exit_code == 0, wider.stderr + wider.stdout
+    assert "[study] pretraining st_puzzle" not in wider.stdout  # reused
+    ablated = json.loads((out / "results.json").read_text())
+    cells = sorted((c["init"], c["k"], c["seed"]) for c in ablated["cells"])
+    assert cells == sorted((init, 1, 0) for init in INITS)
+    checkpoints = set()
+    for init, options in INITS.items():
+        if options is None:
+            continue
+        sampler = yaml.safe_load((out / "pretrain" / init / "config.yaml").read_text())["puzzle"]["sampler"]
+        assert {key: sampler[key] for key in options} == options, init
+        one_kind = options.get("spatial_prob") in (0.0, 1.0)
+        assert ablated["pretrain"][init]["chance"] == pytest.approx(1 / 24 if one_kind else 1 / 48)
+        checkpoints.add(ablated["pretrain"][init]["checkpoint"])
+    assert len(checkpoints) == len(INITS) - 1  # one pretraining per row
+    report = (out / "report.md").read_text()
+    for title, rows in TABLES:
+        assert f"## {title}" in report
+        for label, init, paper in rows:
+            mean = ablated["summary"][init]["1"]["mean"]
+            assert f"| {label} | {mean:.1f}" in report and f"| {paper} |" in report, (label, init)
 
 
 def test_sets_that_share_a_video_are_refused(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ weight strides) is run once per candidate precision and compared with fp32 on th
   bf16 kernel is at ~0.003, the bf16 rounding of its output), on every call: at least ``CALLS`` calls, more
   while they take under ``BUDGET_S`` (up to ``MAX_CALLS``), with the output gradient alternately in the
   output's layout and contiguous (some wrong kernels are wrong on 8 % of calls, and in one layout only);
-- the calls bit-for-bit identical wherever the fp32 kernel itself repeats bit for bit (always on a CPU).
+- the calls bit-for-bit identical wherever the fp32 kernel itself repeats bit for bit (always on a CPU);
+- in a process whose heap is poisoned (:data:`CHECK_ENV`), so that reading unwritten memory shows every time.
 
 Some kernels do worse than compute garbage: the bf16 backward of a 3-channel 7x7x7 stride-(1,2,2) Conv3d on a
 channels-last [2, 3, 4, 16, 16] input never returns (torch 2.13, AVX-512 CPU). So the checks run in a watched
@@ -24,12 +25,14 @@ short for the temporal cut) is checked when first met, before it runs in low pre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
+import os
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -214,6 +217,27 @@ def _serve(conn: Connection) -> None:
         conn.send(("verdict", verdict))
 
 
+#: environment of a checking process: glibc fills memory that malloc hands out with 0x5a and freed memory with
+#: 0xa5, so a kernel that reads memory it never wrote (the bf16 weight-gradient bugs above do: they are wrong
+#: on 6 to 20 of 20 calls in a fresh process, depending on what the heap held before) is wrong on every call
+CHECK_ENV = {"MALLOC_PERTURB_": "165"}
+
+
+@contextlib.contextmanager
+def checking_environment() -> Iterator[None]:
+    """Processes started inside inherit :data:`CHECK_ENV`."""
+    saved = {name: os.environ.get(name) for name in CHECK_ENV}
+    os.environ.update(CHECK_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class _Checker:
     """A spawned child process that runs :func:`check_config`, watched: a check that kills it or outlives
     ``max(MIN_WAIT_S, HANG_FACTOR x`` its fp32 reference's time) fails; the next check gets a new child."""
@@ -229,7 +253,8 @@ class _Checker:
             self.conn, child = context.Pipe()
             self.process = context.Process(target=self.serve, args=(child,), daemon=True,
                                            name="vidfast-convcheck")
-            self.process.start()
+            with checking_environment():
+                self.process.start()
             child.close()
         assert self.conn is not None
         self.conn.send((config, dtype, str(device), grads, torch.are_deterministic_algorithms_enabled(),
