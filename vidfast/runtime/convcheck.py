@@ -51,6 +51,8 @@ CALLS, BUDGET_S, MAX_CALLS = 3, 0.5, 128
 #: take HANG_FACTOR times the reference's time (at least MIN_WAIT_S) before the kernel counts as hung
 START_TIMEOUT_S, HANG_FACTOR, MIN_WAIT_S = 600.0, 20.0, 10.0
 _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+#: part of every cached verdict's key: raised when the check gets stricter, so that older verdicts are redone
+CHECK_VERSION = 2
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -302,8 +304,8 @@ class _Verdicts:
         if path not in self.loaded:
             self.known.update({(path, k): r.get("reason", "") for k, r in store.read().items()})
             self.loaded.add(path)
-        context = {"machine": machine_fingerprint(device), "dtype": _NAMES[dtype], "grads": grads,
-                   "deterministic": torch.are_deterministic_algorithms_enabled(),
+        context = {"check": CHECK_VERSION, "machine": machine_fingerprint(device), "dtype": _NAMES[dtype],
+                   "grads": grads, "deterministic": torch.are_deterministic_algorithms_enabled(),
                    "threads": torch.get_num_threads() if device.type == "cpu" else 0}
         key = repr(sorted({**context, **asdict(config)}.items()))
         if (path, key) not in self.known:
