@@ -17,27 +17,18 @@ import torch
 import torch.distributed as dist
 
 from vidfast.errors import VidfastError
+from vidfast.ranks import Rank
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job."""
+class DistInfo(Rank):
+    """This process's place in the job: its :class:`~vidfast.ranks.Rank`, its GPU index on the node, and
+    whether ``init_distributed`` created the process group."""
 
-    rank: int = 0
-    world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 logs and writes files."""
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 def init_distributed(device_type: str) -> DistInfo:
