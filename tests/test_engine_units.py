@@ -204,6 +204,19 @@ def test_single_process_reductions_are_identity():
     assert any_rank([True, False], torch.device("cpu"), info) == [True, False]
 
 
+def test_one_rank_notion_from_torchrun_environment(monkeypatch):
+    """torchrun's variables, the process group and the engine's DistInfo all answer as a ``Rank``."""
+    from vidfast.ranks import Rank, current_rank, launched_rank
+
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launched_rank() == Rank(2, 4) and launched_rank().enabled and not launched_rank().is_main
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert launched_rank() == Rank() == current_rank() and Rank().is_main
+    assert isinstance(DistInfo(rank=1, world_size=2), Rank) and not DistInfo(rank=1, world_size=2).is_main
+
+
 # --- logging ------------------------------------------------------------------------------------------------
 
 

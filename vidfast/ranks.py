@@ -5,6 +5,7 @@ Imports nothing of vidfast, so data loading, the engine and the command line all
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch.distributed as dist
@@ -26,6 +27,12 @@ class Rank:
     def enabled(self) -> bool:
         """More than one process takes part."""
         return self.world_size > 1
+
+
+def launched_rank() -> Rank:
+    """The rank ``torchrun`` gave this process (``RANK``/``WORLD_SIZE`` in the environment), whether or not
+    the process group is initialised (yet, or still)."""
+    return Rank(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def current_rank(distributed: bool | None = None) -> Rank:

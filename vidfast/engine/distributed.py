@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from vidfast.errors import VidfastError
-from vidfast.ranks import Rank
+from vidfast.ranks import Rank, launched_rank
 
 T = TypeVar("T")
 
@@ -37,10 +37,10 @@ def init_distributed(device_type: str) -> DistInfo:
     Args:
         device_type: "cuda" (NCCL backend, one GPU per local rank) or "cpu" (gloo).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    launched = launched_rank()
+    if not launched.enabled:
         return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world_size = launched.rank, launched.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     owns_group = not dist.is_initialized()
     if owns_group:

@@ -200,7 +200,7 @@ class PuzzleTask:
         }
 
 
-TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "puzzle": PuzzleTask}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, PuzzleTask)}
 
 
 def make_task(cfg: TrainConfig) -> Task:
