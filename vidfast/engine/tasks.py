@@ -49,6 +49,15 @@ def to_device(video: Tensor, device: torch.device, channels_last: bool) -> Tenso
     return video.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, lead)
 
 
+def _scored(logits: Tensor, label: Tensor, label_smoothing: float) -> StepOutput:
+    """(Label-smoothed) cross-entropy of ``logits`` ``Tensor[N, K]`` (in float32) against ``label``
+    ``Tensor[N]``, and how many argmaxes hit."""
+    logits = logits.float()
+    loss = F.cross_entropy(logits, label, label_smoothing=label_smoothing)
+    correct = (logits.detach().argmax(1) == label).sum()
+    return StepOutput(loss=loss, correct=correct, count=label.numel())
+
+
 class Task(Protocol):
     """A training task: ``monitored`` names the accuracy ``best.pt`` is chosen by."""
 
@@ -121,10 +130,7 @@ class ClassifyTask:
         """Forward + loss of one batch (call under autocast)."""
         video = to_device(batch["video"], device, channels_last)
         label = batch["label"].to(device, non_blocking=True)
-        logits = model(video)
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=self.label_smoothing)
-        correct = (logits.detach().argmax(1) == label).sum()
-        return StepOutput(loss=loss, correct=correct, count=label.numel())
+        return _scored(model(video), label, self.label_smoothing)
 
     @staticmethod
     def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
@@ -176,14 +182,11 @@ class PuzzleTask:
         video = to_device(batch["video"], device, channels_last)
         perm_label = batch["perm_label"].to(device, non_blocking=True)
         out = model(video)
-        perm_logits = out.perm.float()
-        loss = F.cross_entropy(perm_logits, perm_label, label_smoothing=self.label_smoothing)
-        correct = (perm_logits.detach().argmax(1) == perm_label).sum()
-        result = StepOutput(loss=loss, correct=correct, count=perm_label.numel())
+        result = _scored(out.perm, perm_label, self.label_smoothing)
         if out.rot.shape[-1] > 0:
             rot_label = batch["rot_label"].to(device, non_blocking=True).flatten()
             rot_logits = out.rot.float().flatten(0, 1)
-            result.loss = loss + self.rotation_weight * F.cross_entropy(rot_logits, rot_label)
+            result.loss = result.loss + self.rotation_weight * F.cross_entropy(rot_logits, rot_label)
             result.rot_correct = (rot_logits.detach().argmax(1) == rot_label).sum()
             result.rot_count = rot_label.numel()
         return result
