@@ -24,7 +24,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference, native_available
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
+from vidfast.ops import cube_crop, cube_crop_reference, native_available
 
 N, T, H, W = 32, 16, 128, 171
 ROUNDS = 5

@@ -26,6 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.data.decoders import dali_import_error, open_video
 from vidfast.data.loader import make_loader
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
@@ -33,7 +34,6 @@ from vidfast.data.samplers import SpatialConfig, sample_box
 from vidfast.data.synth import MOTIONS, render_motion_video
 from vidfast.data.transcode import transcode_manifest
 from vidfast.data.video_io import write_video
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD
 
 FRAMES, HEIGHT, WIDTH = 96, 240, 320
 CLIP, SIZE, BATCH, WORKERS = 16, 112, 8, 2

@@ -66,20 +66,20 @@ def test_training_records_the_convention_it_used_and_eval_and_export_apply_it(tm
     """Train with a non-default convention (0..255 values, own mean and std): the loaders normalise with it,
     the checkpoint records it, and eval and the exported graph normalise with it (issue 10 item 4)."""
     from vidfast.engine import fit, resolve_config
-    from vidfast.engine import trainer as trainer_module
-    from vidfast.engine.evaluate import load_classifier
+    from vidfast.engine import loaders as loaders_module
     from vidfast.export import export_onnx
     from vidfast.models import read_checkpoint
+    from vidfast.scoring import load_classifier
 
     manifest, _, _ = make_dataset(tmp_path / "data", classes=2, per_class=2, split="train")
     seen = []
-    real = trainer_module.make_loader
+    real = loaders_module.make_loader
 
     def spy(*args, **kwargs):
         seen.append((tuple(kwargs["mean"]), tuple(kwargs["std"])))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "make_loader", spy)
+    monkeypatch.setattr(loaders_module, "make_loader", spy)
     mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
     cfg = resolve_config("classify", None, {
         "epochs": 1,

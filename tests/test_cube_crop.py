@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from helpers import DEVICES, cube_crop_case, cube_crop_draws, cube_crop_on
 from hypothesis import given, settings
 
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop, cube_crop_reference
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
+from vidfast.ops import cube_crop, cube_crop_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 cc = importlib.import_module("vidfast.ops.cube_crop")  # the module (vidfast.ops.cube_crop is the function)

@@ -17,7 +17,8 @@ from helpers import DEVICES, cube_crop_case, cube_crop_draws, cube_crop_on
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, OUT_DTYPES, cube_crop_reference
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
+from vidfast.ops import OUT_DTYPES, cube_crop_reference
 
 BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 BLOCK_ELEMS = 256 * 4  # elements of a plane per block (cube_crop_cuda.h: kThreads * kItemsPerThread)

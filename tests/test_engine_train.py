@@ -312,3 +312,17 @@ def test_spatial_cubic_puzzle_is_learnt_end_to_end(tmp_path):
     history = fit(cfg).history
     assert history[-1]["train_acc"] >= 0.4  # chance: 0.042; measured 0.8-0.9 over 4 seeds
     assert max(row["val_acc"] for row in history) >= 0.5
+
+
+def test_training_throughput_uses_the_run_setup_and_writes_no_checkpoint(manifest, tmp_path):
+    """``measure_training_throughput`` (the bench helper) trains through the public ``Trainer`` API: the
+    step alone and the whole pipeline both give clips/s, and no checkpoint is written."""
+    from vidfast.engine import measure_training_throughput
+
+    cfg = tiny_config(manifest, tmp_path / "run", runtime={"amp": False})
+    step_alone = measure_training_throughput(cfg, steps=1, warmup=1, in_memory=True)
+    pipeline = measure_training_throughput(cfg, steps=1, warmup=1, in_memory=False)
+    assert step_alone > 0 and pipeline > 0 and math.isfinite(step_alone + pipeline)
+    assert not list((tmp_path / "run").glob("*.pt"))
+    with pytest.raises(ValueError, match="fewer than"):
+        measure_training_throughput(cfg, steps=100, warmup=1)

@@ -23,8 +23,8 @@ from vidfast.engine.config import (
     save_config,
 )
 from vidfast.engine.distributed import DistInfo, all_reduce_sum, any_rank
-from vidfast.engine.logging import RunLogger, read_metrics
 from vidfast.engine.optim import Schedule, build_optimizer
+from vidfast.engine.runlog import RunLogger, read_metrics
 
 # --- config -------------------------------------------------------------------------------------------------
 
@@ -204,6 +204,19 @@ def test_single_process_reductions_are_identity():
     assert any_rank([True, False], torch.device("cpu"), info) == [True, False]
 
 
+def test_one_rank_notion_from_torchrun_environment(monkeypatch):
+    """torchrun's variables, the process group and the engine's DistInfo all answer as a ``Rank``."""
+    from vidfast.ranks import Rank, current_rank, launched_rank
+
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launched_rank() == Rank(2, 4) and launched_rank().enabled and not launched_rank().is_main
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert launched_rank() == Rank() == current_rank() and Rank().is_main
+    assert isinstance(DistInfo(rank=1, world_size=2), Rank) and not DistInfo(rank=1, world_size=2).is_main
+
+
 # --- logging ------------------------------------------------------------------------------------------------
 
 
@@ -225,13 +238,13 @@ def test_run_logger_csv_plain_progress_and_curves(tmp_path, capsys):
         )
     png = logger.close(plots=True)
     out = capsys.readouterr().out
-    assert "epoch 1/2 step 2/4 loss 1.0000 acc 0.500" in out and "clips/s" in out and "eta" in out
+    assert "epoch 1/2: 2/4 loss 1.0000 acc 0.500" in out and "clips/s" in out and "eta" in out
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1.0, 2.0] and rows[1]["val_acc"] == pytest.approx(0.6)
     assert rows[0]["val_loss"] is None
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
-    assert "epoch 2/2 step 4/4" in (tmp_path / "train.log").read_text()
+    assert "epoch 2/2: 4/4" in (tmp_path / "train.log").read_text()
     # resuming appends to the CSV
     logger = RunLogger(tmp_path, progress="none", tensorboard=False, append=True)
     logger.write_metrics({"epoch": 3, "train_loss": 0.3})
@@ -250,10 +263,10 @@ def test_inactive_logger_writes_nothing(tmp_path):
 
 
 def test_stop_request_turns_signals_into_a_flag():
-    from vidfast.engine.trainer import _StopRequest
+    from vidfast.engine.signals import StopRequest
 
     previous = signal.getsignal(signal.SIGTERM)
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested == "SIGTERM"
         os.kill(os.getpid(), signal.SIGTERM)  # repeated: still a graceful stop

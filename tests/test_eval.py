@@ -13,13 +13,13 @@ from helpers import make_checkpoint, make_dataset, run_cli
 from vidfast.engine.metrics import (
     classification_report,
     confusion_matrix,
-    ensemble_scores,
     per_class_accuracy,
     plot_confusion,
     topk_accuracy,
     topk_hits,
     video_scores,
 )
+from vidfast.scoring import ensemble_scores
 
 
 def test_topk_hits_and_accuracy_hand_computed():
@@ -152,7 +152,7 @@ def test_eval_cli_writes_report_and_confusion_png(dataset, tmp_path):
 
 
 def test_score_ensemble_is_the_mean_of_the_members(dataset):
-    from vidfast.engine.evaluate import ScoreEnsemble, decode_clips
+    from vidfast.scoring import ScoreEnsemble, decode_clips
 
     def ensemble(*paths):
         return ScoreEnsemble.from_checkpoints(paths, device="cpu", autocast=False, channels_last=False)
@@ -193,8 +193,8 @@ def test_eval_counts_a_video_that_no_longer_decodes(dataset, tmp_path):
 
 def test_checkpoint_without_data_entry_uses_the_model_card_clip(tmp_path):
     """A checkpoint written by the CVPR 2018 code (``arch`` "resnet-10", no ``data``) evaluates at 16x112."""
-    from vidfast.engine.evaluate import load_classifier
     from vidfast.models import create_model
+    from vidfast.scoring import load_classifier
 
     model = create_model("resnet10", num_classes=5)
     torch.save({"arch": "resnet-10", "state_dict": model.state_dict(), "epoch": 3}, tmp_path / "cvpr.pt")

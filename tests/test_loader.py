@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from vidfast.data.clips import load_clips
-from vidfast.data.loader import EpochSampler, Shard, current_shard, make_loader
+from vidfast.data.loader import EpochSampler, make_loader
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
 from vidfast.data.video_io import write_video
 from vidfast.errors import DataError
 from vidfast.puzzle import PuzzleConfig
+from vidfast.ranks import Rank, current_rank
 
 T, H, W = 20, 32, 40
 GOOD = 6
@@ -125,17 +126,17 @@ def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
 
 
 def test_rank_sharding() -> None:
-    shards = [list(EpochSampler(10, shuffle=True, seed=3, shard=Shard(r, 3))) for r in range(3)]
+    shards = [list(EpochSampler(10, shuffle=True, seed=3, shard=Rank(r, 3))) for r in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]
     indices = [i for s in shards for _, i in s]
     assert set(indices) == set(range(10)) and len(indices) == 12  # padded by wrapping around, like torch's
     assert len({i for _, i in shards[0]} & {i for _, i in shards[1]}) <= 1
-    sampler = EpochSampler(10, shuffle=True, seed=3, shard=Shard(0, 3))
+    sampler = EpochSampler(10, shuffle=True, seed=3, shard=Rank(0, 3))
     sampler.epoch = 4
     assert {e for e, _ in sampler} == {4}
-    assert current_shard(None) == Shard(0, 1)  # torch.distributed is not initialised here
+    assert current_rank(None) == Rank(0, 1)  # torch.distributed is not initialised here
     with pytest.raises(ValueError, match="distributed"):
-        current_shard(True)
+        current_rank(True)
 
 
 def test_multi_clip_evaluation(manifest: Path) -> None:

@@ -178,7 +178,7 @@ def _reference_logits(reference: nn.Module, raw: torch.Tensor) -> torch.Tensor:
 
 def test_2018_release_gives_the_2018_logits_through_eval_preprocessing(release_2018) -> None:
     from vidfast.data.clips import load_clips
-    from vidfast.engine.evaluate import load_classifier
+    from vidfast.scoring import load_classifier
 
     path, video, reference = release_2018
     found = identify(read_checkpoint(path))
@@ -283,7 +283,7 @@ def test_contradicting_convention_is_refused_unless_forced(release_2018, tmp_pat
 def test_convert_then_eval_equals_eval_on_the_original(release_2018, tmp_path) -> None:
     from helpers import make_dataset
 
-    from vidfast.engine.evaluate import load_classifier
+    from vidfast.scoring import load_classifier
 
     path, _, _ = release_2018
     manifest, names, _ = make_dataset(tmp_path / "data", classes=5, per_class=1)

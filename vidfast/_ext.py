@@ -9,7 +9,7 @@ import os
 import warnings
 from types import ModuleType
 
-import torch  # noqa: F401  (loads libc10/libtorch before the extension that links them)
+import torch  # loads libc10/libtorch before the extension that links them
 
 from vidfast.errors import VidfastError
 
@@ -32,6 +32,17 @@ except ImportError as exc:  # a source checkout without a build, or a build agai
 def native_module() -> ModuleType | None:
     """The loaded ``vidfast._C`` module, or None when it did not load."""
     return _native
+
+
+def has_native_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``vidfast._C`` loaded and registers a kernel of ``vidfast::<op>`` for ``dispatch_key``
+    ("CPU", "CUDA")."""
+    if _native is None:
+        return False
+    try:
+        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"vidfast::{op}", dispatch_key))
+    except RuntimeError:  # the op is not registered in this build
+        return False
 
 
 def load_error() -> str | None:

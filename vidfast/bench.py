@@ -318,7 +318,7 @@ def run_bench(
     cfg: BenchConfig, sections: tuple[str, ...] = SECTIONS, on_section: Callable[[str], None] | None = None
 ) -> list[BenchResult]:
     """Run the chosen sections in order; a section whose dependency is unusable yields a row saying why."""
-    from vidfast.engine.trainer import resolve_device
+    from vidfast.devices import resolve_device
 
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

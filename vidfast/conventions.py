@@ -88,6 +88,15 @@ class Convention:
         }
 
 
+def normalising_affine(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``(x / 255 - mean) / std`` of a uint8 value ``x`` as one multiply-add ``x * scale + bias``: per channel
+    ``scale = 1 / (255 std)`` and ``bias = -mean / std``, in double (rounded to float32 once, as the native
+    kernels do). ``mean``/``std`` are unit values (:attr:`Convention.unit_mean`)."""
+    scale = [1.0 / (255.0 * s) for s in std]
+    bias = [-m / s for m, s in zip(mean, std, strict=True)]
+    return scale, bias
+
+
 def _fmt(values: Sequence[float]) -> str:
     return ",".join(f"{v:.7g}" for v in values)
 

@@ -218,8 +218,8 @@ def _export_and_predict(cfg: DemoConfig, checkpoint: Path, folder: Path,
                         videos: list[Path]) -> dict[str, Any]:
     """Export ``checkpoint``, predict ``videos`` with onnxruntime and with PyTorch; agreement and clips/s."""
     from vidfast.deploy.predict import OnnxScorer, predict_videos
-    from vidfast.engine.evaluate import ScoreEnsemble
     from vidfast.export import export_onnx
+    from vidfast.scoring import ScoreEnsemble
 
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / "model.onnx"

@@ -13,15 +13,7 @@ NATIVE_OPS = ("cube_crop",)
 
 
 def _kernel_in_use(op: str, dispatch_key: str) -> str:
-    if _ext.native_module() is None:
-        return "reference"
-    try:
-        native = torch._C._dispatch_has_kernel_for_dispatch_key(f"vidfast::{op}", dispatch_key)
-    except RuntimeError:  # the op is not registered in this build
-        native = False
-    if native:
-        return f"{dispatch_key.lower()} native"
-    return "reference"
+    return f"{dispatch_key.lower()} native" if _ext.has_native_kernel(op, dispatch_key) else "reference"
 
 
 def _importable(module: str) -> bool:

@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.data.dataset import frame_range
 from vidfast.data.decoders import open_video
 from vidfast.data.samplers import TemporalConfig, center_box, sample_temporal
 from vidfast.errors import DataError
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop
+from vidfast.ops import cube_crop
 
 
 def load_clips(

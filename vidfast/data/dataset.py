@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.data.decoders import DaliVideo, dali_refusal, open_video
 from vidfast.data.samplers import SpatialConfig, TemporalConfig, clip_at, clip_starts, num_clips, sample_box
 from vidfast.errors import DataError, VidfastError
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop
+from vidfast.ops import cube_crop
 from vidfast.puzzle.sampler import PuzzleConfig, sample_puzzle
 
 TASKS = ("classify", "puzzle")

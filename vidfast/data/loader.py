@@ -18,38 +18,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.data.dataset import ClipDataset, ClipParams, CropConfig, crop_args
 from vidfast.data.decoders import dali_decoder, dali_import_error
 from vidfast.data.samplers import SpatialConfig, TemporalConfig
 from vidfast.errors import DataError
-from vidfast.ops import KINETICS_MEAN, KINETICS_STD, cube_crop
+from vidfast.ops import cube_crop
 from vidfast.puzzle.sampler import PuzzleConfig
+from vidfast.ranks import Rank, current_rank
 
 log = logging.getLogger("vidfast.data")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of the data: ``rank`` of ``world_size``."""
-
-    rank: int = 0
-    world_size: int = 1
-
-
-def current_shard(distributed: bool | None) -> Shard:
-    """Rank and world size of ``torch.distributed`` when it is initialised (``distributed=None``: auto)."""
-    dist = torch.distributed
-    active = dist.is_available() and dist.is_initialized()
-    if distributed and not active:
-        raise ValueError("distributed=True but torch.distributed is not initialised")
-    if distributed is False or not active:
-        return Shard()
-    return Shard(dist.get_rank(), dist.get_world_size())
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -59,7 +41,7 @@ class EpochSampler(torch.utils.data.Sampler):
     round-robin like ``DistributedSampler``. ``start`` skips that many of this rank's first samples (resuming
     mid-epoch; ``len`` stays the epoch's)."""
 
-    def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, shard: Shard = Shard(),
+    def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, shard: Rank = Rank(),
                  pad: bool = True) -> None:
         self.num_samples = num_samples
         self.pad = pad
@@ -299,7 +281,7 @@ def make_loader(
         seed=seed,
     )
     sampler = EpochSampler(
-        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_shard(distributed),
+        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_rank(distributed),
         pad=pad_shards,
     )
     loader = torch.utils.data.DataLoader(

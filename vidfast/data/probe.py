@@ -8,13 +8,13 @@ the category one of ``missing``, ``empty``, ``not a video``, ``undecodable``, ``
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from vidfast.progress import Progress
 
 #: image suffixes accepted in a frame folder
 FRAME_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -222,44 +222,6 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-class _Progress:
-    """A rich progress bar on a terminal; plain lines every ~10 % on stderr otherwise (logs, CI)."""
-
-    def __init__(self, description: str, total: int, enabled: bool) -> None:
-        from rich.console import Console
-
-        self.description, self.total, self.done = description, total, 0
-        self.console = Console(stderr=True)
-        self.enabled = enabled and total > 0
-        self.rich = None
-        self._next_report = 0.0
-        self._started = time.monotonic()
-
-    def __enter__(self) -> _Progress:
-        if self.enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=self.console, transient=False)
-            self.rich.__enter__()
-            self.task = self.rich.add_task(self.description, total=self.total)
-        return self
-
-    def advance(self) -> None:
-        self.done += 1
-        if self.rich is not None:
-            self.rich.advance(self.task)
-        elif self.enabled and (self.done >= self._next_report or self.done == self.total):
-            elapsed = time.monotonic() - self._started
-            line = f"{self.description}: {self.done}/{self.total} ({elapsed:.0f} s)"
-            print(line, file=sys.stderr, flush=True)
-            self._next_report = self.done + max(1, self.total // 10)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.rich is not None:
-            self.rich.__exit__(*exc)
-
-
 def run_parallel(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -274,7 +236,7 @@ def run_parallel(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1 or len(items) <= 1:
-        with _Progress(description, len(items), progress) as bar:
+        with Progress(description, len(items), "auto" if progress else "none") as bar:
             for index, item in enumerate(items):
                 result = fn(item)
                 bar.advance()
@@ -292,7 +254,7 @@ def run_parallel(
                     break
 
         refill()  # the worker processes start here, before the progress thread does
-        with _Progress(description, len(items), progress) as bar:
+        with Progress(description, len(items), "auto" if progress else "none") as bar:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:

@@ -2,7 +2,7 @@
 
 Both paths decode ``k`` evenly spaced clips per video and average the softmax scores over the clips (and
 over the models of a checkpoint ensemble). The PyTorch path runs channels_last_3d, with autocast on CUDA
-(see :class:`~vidfast.engine.evaluate.ScoreEnsemble`); the ONNX path goes through
+(see :class:`~vidfast.scoring.ScoreEnsemble`); the ONNX path goes through
 :class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed).
 """
 
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from vidfast.conventions import Override
-from vidfast.engine.evaluate import ScoreEnsemble
 from vidfast.errors import VidfastError
+from vidfast.scoring import ScoreEnsemble
 
 
 class VideoScorer(Protocol):

@@ -1,9 +1,11 @@
 """Training (``fit``), evaluation (``evaluate``) and their typed configs."""
 
 from vidfast.engine.config import TrainConfig, config_from_dict, load_config_file, resolve_config, save_config
-from vidfast.engine.evaluate import EvalConfig, ScoreEnsemble, evaluate, load_classifier
+from vidfast.engine.evaluate import EvalConfig, evaluate
 from vidfast.engine.metrics import ClassificationReport, classification_report
-from vidfast.engine.trainer import RunResult, StepEvent, TrainingDiverged, fit, measure_training_throughput
+from vidfast.engine.throughput import measure_training_throughput
+from vidfast.engine.trainer import RunResult, StepEvent, TrainingDiverged, fit
+from vidfast.scoring import ScoreEnsemble, load_classifier
 
 __all__ = [
     "ClassificationReport",

@@ -17,27 +17,18 @@ import torch
 import torch.distributed as dist
 
 from vidfast.errors import VidfastError
+from vidfast.ranks import Rank, launched_rank
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job."""
+class DistInfo(Rank):
+    """This process's place in the job: its :class:`~vidfast.ranks.Rank`, its GPU index on the node, and
+    whether ``init_distributed`` created the process group."""
 
-    rank: int = 0
-    world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 logs and writes files."""
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 def init_distributed(device_type: str) -> DistInfo:
@@ -46,10 +37,10 @@ def init_distributed(device_type: str) -> DistInfo:
     Args:
         device_type: "cuda" (NCCL backend, one GPU per local rank) or "cpu" (gloo).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    launched = launched_rank()
+    if not launched.enabled:
         return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world_size = launched.rank, launched.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     owns_group = not dist.is_initialized()
     if owns_group:

@@ -51,16 +51,6 @@ def video_scores(clip_scores: Tensor, video_index: Tensor) -> tuple[Tensor, Tens
     return ids, (sums / counts.unsqueeze(1)).to(clip_scores.dtype)
 
 
-def ensemble_scores(scores: Sequence[Tensor]) -> Tensor:
-    """Score ensemble: the mean of several models' probabilities for the same clips, each ``Tensor[N, C]``."""
-    if not scores:
-        raise ValueError("ensemble_scores needs at least one score tensor")
-    shapes = {tuple(s.shape) for s in scores}
-    if len(shapes) != 1:
-        raise ValueError(f"all score tensors must have the same shape, got {sorted(shapes)}")
-    return torch.stack([s.to(torch.float32) for s in scores]).mean(dim=0)
-
-
 def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Long ``Tensor[C, C]``: entry ``[true, predicted]`` counts the samples with that pair."""
     flat = labels.long() * num_classes + predictions.long()

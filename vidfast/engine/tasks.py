@@ -1,5 +1,6 @@
-"""What one training step computes for each task: inputs from a loader batch, forward, loss and accuracy
-counts.
+"""The training tasks: what each builds (model, classes, checkpoint entries) and what one training step
+computes (inputs from a loader batch, forward, loss and accuracy counts). ``TASKS`` maps ``TrainConfig.task``
+to its class; a new task is one class here and one entry there.
 
 - ``ClassifyTask``: batch ``video`` ``Tensor[B, 3, T, H, W]``, ``label`` ``Tensor[B]``; loss =
 (label-smoothed) CE.
@@ -10,11 +11,17 @@ counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vidfast import conventions
+from vidfast.engine.build import Setup, finetune_source, puzzle_config, run_convention
+from vidfast.engine.config import TrainConfig
+from vidfast.errors import DataError, VidfastError
+from vidfast.models import PuzzleNet, create_model, finetune_param_groups, inflate_from_2d, read_checkpoint
 
 
 @dataclass
@@ -42,13 +49,80 @@ def to_device(video: Tensor, device: torch.device, channels_last: bool) -> Tenso
     return video.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, lead)
 
 
+def _scored(logits: Tensor, label: Tensor, label_smoothing: float) -> StepOutput:
+    """(Label-smoothed) cross-entropy of ``logits`` ``Tensor[N, K]`` (in float32) against ``label``
+    ``Tensor[N]``, and how many argmaxes hit."""
+    logits = logits.float()
+    loss = F.cross_entropy(logits, label, label_smoothing=label_smoothing)
+    correct = (logits.detach().argmax(1) == label).sum()
+    return StepOutput(loss=loss, correct=correct, count=label.numel())
+
+
+class Task(Protocol):
+    """A training task: ``monitored`` names the accuracy ``best.pt`` is chosen by."""
+
+    name: str
+    monitored: str
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> Task: ...
+
+    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
+        """Shape of one sample's ``video`` (without the batch dimension)."""
+        ...
+
+    def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
+        """The model to train (on the CPU), its classes, parameter groups and input convention."""
+        ...
+
+    def step(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
+             channels_last: bool) -> StepOutput: ...
+
+    @staticmethod
+    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]: ...
+
+
 class ClassifyTask:
     """Supervised clip classification."""
 
     name = "classify"
+    monitored = "clip accuracy"
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> ClassifyTask:
+        return cls(cfg.optim.label_smoothing)
+
+    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
+        """``(3, T, S, S)``."""
+        return (3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+
+    def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
+        """A classifier over the manifest's classes: from scratch, from ``finetune.checkpoint`` or inflated
+        from 2D weights; parameter groups from ``finetune.begin_module``."""
+        num_classes = len(class_names)
+        if num_classes < 2:
+            raise DataError(
+                f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
+            )
+        if cfg.finetune.checkpoint is not None:
+            model, convention = finetune_source(cfg, num_classes)
+        elif cfg.finetune.inflate_from is not None:
+            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            inflate_from_2d(model, read_checkpoint(cfg.finetune.inflate_from))
+            convention = run_convention(cfg, conventions.PRESETS["imagenet"])
+        else:
+            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            convention = run_convention(cfg)
+        opt, begin = cfg.optim, cfg.finetune.begin_module
+        groups = (
+            finetune_param_groups(model, begin_module=begin, lr=opt.lr, weight_decay=opt.weight_decay)
+            if begin
+            else [{"params": list(model.parameters())}]
+        )
+        return Setup(model, class_names, num_classes, groups, convention)
 
     def step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
@@ -56,10 +130,7 @@ class ClassifyTask:
         """Forward + loss of one batch (call under autocast)."""
         video = to_device(batch["video"], device, channels_last)
         label = batch["label"].to(device, non_blocking=True)
-        logits = model(video)
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=self.label_smoothing)
-        correct = (logits.detach().argmax(1) == label).sum()
-        return StepOutput(loss=loss, correct=correct, count=label.numel())
+        return _scored(model(video), label, self.label_smoothing)
 
     @staticmethod
     def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
@@ -72,10 +143,37 @@ class PuzzleTask:
     """Space-Time Cubic Puzzle pretext task (Kim et al., AAAI 2019)."""
 
     name = "puzzle"
+    monitored = "puzzle (permutation) accuracy"
+    pieces = 4
 
     def __init__(self, rotation_weight: float = 1.0, label_smoothing: float = 0.0):
         self.rotation_weight = rotation_weight
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> PuzzleTask:
+        return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing)
+
+    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
+        """``(P, 3, t, s, s)``: ``P`` cubes of ``data.clip_len`` frames, ``data.size`` square."""
+        return (self.pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+
+    def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
+        """A ``PuzzleNet`` on a headless backbone (the manifest's classes are not used); the checkpoint
+        records its head options under ``puzzle``."""
+        sampler = puzzle_config(cfg)
+        backbone = create_model(cfg.model.arch, num_classes=0, **cfg.model.model_kwargs())
+        puzzle_kwargs: dict[str, Any] = {
+            "num_pieces": self.pieces,
+            "num_perm_classes": sampler.num_perm_classes,
+            "rotation_classes": sampler.rotation_classes,
+        }
+        if cfg.puzzle.hidden is not None:
+            puzzle_kwargs["hidden"] = cfg.puzzle.hidden
+        model = PuzzleNet(backbone, **puzzle_kwargs)
+        groups = [{"params": list(model.parameters())}]
+        return Setup(model, [], backbone.num_classes, groups, run_convention(cfg),
+                     checkpoint_extra={"puzzle": puzzle_kwargs})
 
     def step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
@@ -84,14 +182,11 @@ class PuzzleTask:
         video = to_device(batch["video"], device, channels_last)
         perm_label = batch["perm_label"].to(device, non_blocking=True)
         out = model(video)
-        perm_logits = out.perm.float()
-        loss = F.cross_entropy(perm_logits, perm_label, label_smoothing=self.label_smoothing)
-        correct = (perm_logits.detach().argmax(1) == perm_label).sum()
-        result = StepOutput(loss=loss, correct=correct, count=perm_label.numel())
+        result = _scored(out.perm, perm_label, self.label_smoothing)
         if out.rot.shape[-1] > 0:
             rot_label = batch["rot_label"].to(device, non_blocking=True).flatten()
             rot_logits = out.rot.float().flatten(0, 1)
-            result.loss = loss + self.rotation_weight * F.cross_entropy(rot_logits, rot_label)
+            result.loss = result.loss + self.rotation_weight * F.cross_entropy(rot_logits, rot_label)
             result.rot_correct = (rot_logits.detach().argmax(1) == rot_label).sum()
             result.rot_count = rot_label.numel()
         return result
@@ -106,3 +201,14 @@ class PuzzleTask:
             "perm_label": torch.zeros(1, dtype=torch.long),
             "rot_label": torch.zeros(1, pieces, dtype=torch.long),
         }
+
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, PuzzleTask)}
+
+
+def make_task(cfg: TrainConfig) -> Task:
+    """The task object of ``cfg.task``."""
+    try:
+        return TASKS[cfg.task].from_config(cfg)
+    except KeyError:
+        raise VidfastError(f"unknown task {cfg.task!r} (known: {', '.join(TASKS)})") from None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from vidfast import __version__, conventions
-from vidfast.conventions import Convention, Override
+from vidfast.conventions import Convention, Override, normalising_affine
 from vidfast.deploy.metadata import ModelMetadata
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
@@ -112,77 +112,12 @@ class FramePreprocess(nn.Module):
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         super().__init__()
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
-        bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32)
-        self.register_buffer("scale", scale.view(3, 1, 1, 1), persistent=False)
-        self.register_buffer("bias", bias.view(3, 1, 1, 1), persistent=False)
+        for name, values in zip(("scale", "bias"), normalising_affine(mean, std), strict=True):
+            buffer = torch.tensor(values, dtype=torch.float32).view(3, 1, 1, 1)
+            self.register_buffer(name, buffer, persistent=False)
 
     def forward(self, frames: Tensor) -> Tensor:
         return frames.movedim(-1, -4).float() * self.scale + self.bias
-
-
-class SeparableAdaptiveAvgPool3d(nn.Module):
-    """``nn.AdaptiveAvgPool3d`` for one known input size ``(T, H, W)``, as three small matrix products.
-
-    Adaptive average pooling averages a box per output cell whose extent along each axis depends on that
-    axis only, so it factorises into per-axis averaging matrices; unlike ``aten._adaptive_avg_pool3d`` (which
-    neither ONNX exporter translates unless the output size divides the input size) this exports as MatMuls.
-    """
-
-    def __init__(self, in_size: tuple[int, int, int], out_size: tuple[int, int, int]) -> None:
-        super().__init__()
-        for axis, (n_in, n_out) in zip("thw", zip(in_size, out_size, strict=True), strict=True):
-            self.register_buffer(f"pool_{axis}", _averaging_matrix(n_in, n_out), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``Tensor[B, C, T, H, W] -> Tensor[B, C, t, h, w]``."""
-        x = torch.matmul(x, self.pool_w.t())  # [.., T, H, w]
-        x = torch.matmul(x.transpose(-1, -2), self.pool_h.t()).transpose(-1, -2)  # [.., T, h, w]
-        return torch.einsum("bcthw,st->bcshw", x, self.pool_t)
-
-
-def _averaging_matrix(n_in: int, n_out: int) -> Tensor:
-    """``[n_out, n_in]``: row ``i`` averages inputs ``floor(i n_in / n_out)`` up to (excluding)
-    ``ceil((i + 1) n_in / n_out)``, the cells of ``adaptive_avg_pool``."""
-    matrix = torch.zeros(n_out, n_in)
-    for i in range(n_out):
-        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
-        matrix[i, lo:hi] = 1.0 / (hi - lo)
-    return matrix
-
-
-def _rewrite_adaptive_pools(net: nn.Module, example: Tensor) -> Any:
-    """Replace every ``nn.AdaptiveAvgPool3d`` of ``net`` that is not a global pool by an exportable equivalent
-    for the input size it sees on ``example`` (identity when input and output sizes agree).
-
-    Returns ``net(example)``, so that a model that cannot take the example's size fails here."""
-    seen: dict[str, tuple[int, int, int]] = {}
-
-    def record(name: str):
-        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            seen[name] = tuple(args[0].shape[-3:])
-        return hook
-
-    hooks = [
-        module.register_forward_pre_hook(record(name))
-        for name, module in net.named_modules() if isinstance(module, nn.AdaptiveAvgPool3d)
-    ]
-    try:
-        with torch.no_grad():
-            result = net(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for name, in_size in seen.items():
-        parent, _, attr = name.rpartition(".")
-        module = net.get_submodule(name)
-        size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 3
-        out_size = tuple(i if o is None else o for i, o in zip(in_size, size, strict=True))
-        if out_size == (1, 1, 1):
-            continue  # a global average pool exports as ReduceMean
-        replacement = nn.Identity() if out_size == in_size else SeparableAdaptiveAvgPool3d(in_size, out_size)
-        setattr(net.get_submodule(parent) if parent else net, attr, replacement)
-    return result
 
 
 class ExportGraph(nn.Module):
@@ -458,7 +393,8 @@ def export_onnx(
     example = random_inputs((2 if dynamic else batch, *sample_shape), with_preprocess, seed)
     exported_net = copy.deepcopy(source.net)
     try:
-        probe = _rewrite_adaptive_pools(exported_net, preprocess(example[:1]) if preprocess else example[:1])
+        with torch.no_grad():
+            probe = exported_net(preprocess(example[:1]) if preprocess else example[:1])
     except (RuntimeError, ValueError) as exc:
         raise VidfastError(f"{source.arch} cannot take clip {t}x{h}x{w}: {_first_line(exc)}") from None
     if meta.task == "classify" and meta.class_names and len(meta.class_names) != probe.shape[-1]:

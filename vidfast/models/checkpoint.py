@@ -13,7 +13,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,18 @@ def _first_line(msg: str) -> str:
     return msg.strip().splitlines()[0] if msg.strip() else "no details"
 
 
+def strip_prefixes(key: str, prefixes: Sequence[str] = WRAPPER_PREFIXES) -> str:
+    """``key`` without any of ``prefixes`` in front, repeatedly (``"module._orig_mod.fc.weight"`` ->
+    ``"fc.weight"``)."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     """The state dict of a checkpoint (its ``state_dict`` entry, or the checkpoint itself when it is one),
     with ``module.`` / ``_orig_mod.`` prefixes stripped and legacy DenseNet names renamed."""
@@ -95,12 +107,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
         )
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
+        key = strip_prefixes(key)
         for pattern, repl in LEGACY_RENAMES:
             key = pattern.sub(repl, key)
         out[key] = value

@@ -6,20 +6,16 @@ from typing import Any
 
 from torch import nn
 
-_CONTAINER_PREFIXES = ("module.", "_orig_mod.", "features.")
+from vidfast.models.checkpoint import WRAPPER_PREFIXES, strip_prefixes
+
+_CONTAINER_PREFIXES = (*WRAPPER_PREFIXES, "features.")
 
 
 def top_module_name(param_name: str) -> str:
     """The top-level module a parameter belongs to, looking through wrappers and DenseNet's ``features``:
     ``"layer4.0.conv1.weight" -> "layer4"``,
     ``"features.denseblock3.denselayer1.conv1.weight" -> "denseblock3"``."""
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _CONTAINER_PREFIXES:
-            if param_name.startswith(prefix):
-                param_name, stripped = param_name[len(prefix) :], True
-    return param_name.split(".", 1)[0]
+    return strip_prefixes(param_name, _CONTAINER_PREFIXES).split(".", 1)[0]
 
 
 def finetune_param_groups(

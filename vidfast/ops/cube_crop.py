@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 
 from vidfast import _ext
-from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD, normalising_affine
 
 __all__ = [
-    "KINETICS_MEAN", "KINETICS_STD", "OUT_DTYPES", "cube_crop", "cube_crop_reference", "native_available",
+    "OUT_DTYPES", "cube_crop", "cube_crop_reference", "native_available",
 ]
 
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
@@ -26,17 +26,9 @@ _OP_NAME = "vidfast::cube_crop"
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def _has_native_kernel(dispatch_key: str) -> bool:
-    if _ext.native_module() is None:
-        return False
-    try:
-        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(_OP_NAME, dispatch_key))
-    except RuntimeError:  # the op is not registered in this build
-        return False
-
-
 # Decided once at import (a plain dict keeps the wrapper traceable by torch.compile).
-_NATIVE: dict[str, bool] = {"cpu": _has_native_kernel("CPU"), "cuda": _has_native_kernel("CUDA")}
+_NATIVE: dict[str, bool] = {"cpu": _ext.has_native_kernel("cube_crop", "CPU"),
+                             "cuda": _ext.has_native_kernel("cube_crop", "CUDA")}
 
 
 def _fake_cube_crop(video, frame_idx, boxes, out_size, perm, flip, rot, channel, mean, std, dtype,
@@ -322,8 +314,7 @@ def cube_crop_reference(
         value = value.gather(1, chan[:, :, None, None, None].expand_as(value))
     # (v / 255 - mean) / std as one multiply-add with float32 constants rounded from double, like the kernels.
     f32 = {"dtype": torch.float32, "device": device}
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std_l], **f32).view(3, 1, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(mean_l, std_l, strict=True)], **f32).view(3, 1, 1, 1)
+    scale, bias = (torch.tensor(v, **f32).view(3, 1, 1, 1) for v in normalising_affine(mean_l, std_l))
     out = value.mul_(scale).add_(bias).to(dtype)  # [NP, 3, t, oh, ow]
     if channels_last:
         out = out.contiguous(memory_format=torch.channels_last_3d)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ EXIT_INTERRUPTED = 130
 def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) -> None:
     """Resolve defaults <- --config <- options, train, print where the results are."""
     from vidfast.engine import fit, resolve_config
+    from vidfast.ranks import launched_rank
 
     given = dict(given)
     config_file = given.pop("config")
@@ -39,7 +39,7 @@ def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) 
             err=True,
         )
         raise typer.Exit(code=EXIT_INTERRUPTED)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    if not launched_rank().is_main:  # under torchrun only rank 0 reports
         return
     metric = "puzzle accuracy" if task == "puzzle" else "accuracy"
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"

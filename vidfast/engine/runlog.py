@@ -7,11 +7,12 @@ Only the main rank logs; on other ranks every method is a no-op.
 from __future__ import annotations
 
 import csv
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from vidfast.progress import Progress
 
 METRIC_COLUMNS = [
     "epoch",
@@ -29,75 +30,40 @@ METRIC_COLUMNS = [
 ]
 
 
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 class EpochProgress:
-    """Progress of one epoch: ``update(clips, loss, acc)`` after each step; rich bar or plain lines."""
+    """Progress of one epoch: ``update(clips, loss, acc)`` after each step, running averages shown on a
+    :class:`vidfast.progress.Progress` (plain lines go to the run log every ``log_every`` steps)."""
 
     def __init__(self, logger: RunLogger, title: str, total_steps: int, start_step: int = 0):
-        self.logger = logger
-        self.title = title
-        self.total = total_steps
-        self.done = start_step
-        self.start_step = start_step
         self.clips = 0
-        self.start = time.perf_counter()
         self.loss_sum = 0.0
         self.acc_sum = 0.0
-        self.count = 0
-        self._rich = None
-        self._task = None
-        if logger.active and logger.progress_mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        mode = logger.progress_mode if logger.active else "none"
+        self.bar = Progress(title, total_steps, mode, start=start_step, plain_every=logger.log_every,
+                            emit=logger.info)
 
-            self._rich = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self._task = self._rich.add_task(title, total=total_steps, completed=start_step, stats="")
-            self._rich.start()
+    @property
+    def done(self) -> int:
+        """Steps of the epoch done (resumed ones included)."""
+        return self.bar.done
 
     @property
     def clips_per_s(self) -> float:
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.bar.elapsed
         return self.clips / elapsed if elapsed > 0 else 0.0
 
     def update(self, clips: int, loss: float, acc: float) -> None:
         """One step done on ``clips`` clips with mean ``loss`` and accuracy ``acc`` (running averages
         shown)."""
-        self.done += 1
         self.clips += clips
         self.loss_sum += loss * clips
         self.acc_sum += acc * clips
-        self.count += clips
-        if not self.logger.active:
-            return
-        stats = (
-            f"loss {self.loss_sum / max(self.count, 1):.4f} acc {self.acc_sum / max(self.count, 1):.3f} "
-            f"{self.clips_per_s:.1f} clips/s"
-        )
-        if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, stats=stats)
-        elif self.logger.progress_mode == "plain" and (
-            self.done % self.logger.log_every == 0 or self.done == self.total
-        ):
-            steps_run = self.done - self.start_step
-            eta = (self.total - self.done) * (time.perf_counter() - self.start) / steps_run
-            self.logger.info(f"{self.title} step {self.done}/{self.total} {stats} eta {_fmt_eta(eta)}")
+        count = max(self.clips, 1)
+        self.bar.advance(1, f"loss {self.loss_sum / count:.4f} acc {self.acc_sum / count:.3f} "
+                            f"{self.clips_per_s:.1f} clips/s")
 
     def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-            self._rich = None
+        self.bar.close()
 
 
 class RunLogger:

@@ -1,0 +1,84 @@
+"""What ``fit`` builds before the first step, apart from the task's model: the input convention, a fine-tune
+source, the puzzle sampler's config and the runtime flags.
+
+The task-specific parts (which model, which classes) are the task objects' (:mod:`vidfast.engine.tasks`);
+they assemble a :class:`Setup` from the helpers here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidfast import conventions
+from vidfast.conventions import Convention, Override
+from vidfast.engine.config import TrainConfig
+from vidfast.errors import VidfastError
+from vidfast.models import create_model, load_checkpoint, read_checkpoint
+from vidfast.models.identify import FileIdentity, choose_convention, identify
+from vidfast.puzzle import PuzzleConfig
+
+
+@dataclass
+class Setup:
+    """A task's model and what the checkpoints record about it."""
+
+    model: nn.Module  # unwrapped
+    class_names: list[str]
+    num_classes: int
+    param_groups: list[dict[str, Any]]
+    convention: Convention
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # task entries of the checkpoint
+
+
+def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
+    """The puzzle sampler's config: cube length/side/stride from the data section, ``puzzle.sampler`` on
+    top."""
+    values = {
+        "cube_len": cfg.data.clip_len,
+        "out_size": cfg.data.size,
+        "frame_step": cfg.data.frame_step,
+        **cfg.puzzle.sampler,
+    }
+    try:
+        return PuzzleConfig(**values)
+    except TypeError as exc:
+        raise VidfastError(f"puzzle.sampler: {exc}") from None
+
+
+def run_convention(cfg: TrainConfig, source: FileIdentity | Convention = conventions.DEFAULT) -> Convention:
+    """The input convention of the run: the fine-tuned checkpoint's own (ImageNet's for inflated 2D weights,
+    vidfast's default from scratch) with ``data.convention`` / ``mean`` / ``std`` / ``value_scale`` on top;
+    changing a convention the checkpoint records or its layout tells is refused (those weights would be
+    ruined)."""
+    data = cfg.data
+    override = Override(data.convention, data.mean, data.std, data.value_scale, cfg.finetune.force)
+    if isinstance(source, FileIdentity):
+        return choose_convention(source, override, source=str(cfg.finetune.checkpoint))
+    try:
+        return conventions.resolve(source, override)
+    except ValueError as exc:
+        raise VidfastError(f"data: {exc}") from None
+
+
+def finetune_source(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Convention]:
+    """The model of ``finetune.checkpoint`` (any layout :func:`identify` knows) with a ``num_classes``
+    classifier, and the run's convention; records the source's arch/options in cfg."""
+    source = read_checkpoint(cfg.finetune.checkpoint)
+    found = identify(source)
+    cfg.model.arch, cfg.model.widen_factor, cfg.model.kwargs = found.arch, None, dict(found.model_kwargs)
+    model = create_model(found.arch, num_classes=num_classes, **found.model_kwargs)
+    return load_checkpoint(model, source, num_classes=num_classes), run_convention(cfg, found)
+
+
+def apply_runtime_flags(cfg: TrainConfig) -> None:
+    """Deterministic algorithms and cuDNN autotuning as ``runtime`` says (``fit`` restores the old flags)."""
+    rt = cfg.runtime
+    if rt.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = rt.cudnn_benchmark and not rt.deterministic
