@@ -55,5 +55,5 @@ def plan_run_precision(cfg: TrainConfig, model: nn.Module, task: Task, clip_shap
     if info.enabled:
         plan = broadcast_object(plan, info)
         if plan.dtype is not None:
-            route_to_fp32(model, {layer: [plan.dtype] for layer in plan.fp32_layers})
+            route_to_fp32(model, {layer: [plan.dtype] for layer in plan.fp32_layers}, checked=[plan.dtype])
     return plan
