@@ -126,6 +126,7 @@ class ClipPolicy(ABC):
         indexing into ``frames[n]``) -> ``[N, *sample_shape]`` in ``output``'s dtype and layout."""
         args = params.crop_args() if isinstance(params, ClipParams) else params
         out = self.output
-        video = cube_crop(list(frames), out_size=self.out_size, mean=out.mean, std=out.std, dtype=out.dtype,
+        batch = frames[0][None] if len(frames) == 1 else list(frames)  # one video: no ragged batch
+        video = cube_crop(batch, out_size=self.out_size, mean=out.mean, std=out.std, dtype=out.dtype,
                           channels_last=out.channels_last, **args)
         return video[:, 0] if self.pieces == 1 else video
