@@ -28,8 +28,9 @@ from PIL import Image
 
 from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.data.decoders import dali_import_error, open_video
-from vidfast.data.loader import make_loader
+from vidfast.data.loader import LoaderConfig, make_loader
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
+from vidfast.data.policies import training_clips
 from vidfast.data.samplers import SpatialConfig, sample_box
 from vidfast.data.synth import MOTIONS, render_motion_video
 from vidfast.data.transcode import transcode_manifest
@@ -250,23 +251,13 @@ def test_loaders_side_by_side(benchmark, dataset) -> None:
         if backend == "dali" and dali_import_error():
             continue
         loaders[f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}"] = make_loader(
-            dataset[variant],
-            clip_len=CLIP,
-            size=SIZE,
-            batch_size=BATCH,
-            workers=WORKERS,
-            backend=backend,
-            crop_in=crop_in,
+            dataset[variant], training_clips(CLIP, size=SIZE),
+            LoaderConfig(backend=backend, batch_size=BATCH, workers=WORKERS, crop_in=crop_in),
         )
     if torch.cuda.is_available() and not dali_import_error():
         loaders["loader/vidfast-dali-gpu/h264_s128_gop16"] = make_loader(
-            dataset["h264_s128_gop16"],
-            clip_len=CLIP,
-            size=SIZE,
-            batch_size=BATCH,
-            workers=WORKERS,
-            backend="dali",
-            device="cuda",
+            dataset["h264_s128_gop16"], training_clips(CLIP, size=SIZE),
+            LoaderConfig(backend="dali", batch_size=BATCH, workers=WORKERS, device="cuda"),
         )
     for name, value in benchmark.pedantic(_interleaved_clips_per_second, (loaders,), rounds=1).items():
         _record(benchmark, name, value, "clips/s")

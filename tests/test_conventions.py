@@ -76,7 +76,8 @@ def test_training_records_the_convention_it_used_and_eval_and_export_apply_it(tm
     real = loaders_module.make_loader
 
     def spy(*args, **kwargs):
-        seen.append((tuple(kwargs["mean"]), tuple(kwargs["std"])))
+        output = args[1].output
+        seen.append((tuple(output.mean), tuple(output.std)))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loaders_module, "make_loader", spy)

@@ -185,7 +185,7 @@ def test_frames_backend(tmp_path: Path) -> None:
 def test_errors_are_clear(videos: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         open_video(tmp_path / "missing.mp4")
-    with pytest.raises(BackendUnavailable, match=r"pyav: .*folder.*frames: .*image_XXXXX"):
+    with pytest.raises(BackendUnavailable, match=r"pyav: .*folder.*frames: .*no .jpg/.jpeg/.png frames"):
         open_video(tmp_path, backend="auto")  # an empty folder: no backend can read it
     with pytest.raises(ValueError, match="backend"):
         open_video(videos["vp9"], backend="ffmpeg")
@@ -278,3 +278,20 @@ def test_dali_gpu_matches_pyav(videos: dict[str, Path]) -> None:
     got = open_video(videos["h264_gop4"], backend="dali", device="cuda").get_frames([5, 0, 5])
     assert got.is_cuda
     assert np.abs(_luma(got.cpu().numpy()) - _luma(reference[[5, 0, 5]])).mean() < 3.0
+
+
+def test_probe_and_decoder_count_the_frames_a_decode_gives(videos: dict[str, Path], tmp_path: Path) -> None:
+    """An MP4 whose edit list cuts its first frame holds a packet marked discard: the probe (the manifest's
+    num_frames), the decoder and a full decode must all count the frames without it, or a clip planned on
+    the manifest's count would index a frame that never comes out."""
+    from vidfast.data.probe import probe_path
+
+    cut = remux(videos["h264_gop4"], tmp_path / "edit_list.mp4", shift=-1 / 25)
+    with av.open(str(cut)) as container:
+        assert any(p.is_discard for p in container.demux(video=0))
+    decoded = full_decode(cut)
+    assert len(decoded) == T - 1
+    assert probe_path(cut).num_frames == T - 1
+    with open_video(cut, backend="pyav") as video:
+        assert video.num_frames == T - 1
+        np.testing.assert_array_equal(video.get_frames(list(range(T - 1))).numpy(), decoded)

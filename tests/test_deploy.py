@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vidfast.conventions import Override
-from vidfast.data.clips import load_clips
+from vidfast.data.reader import load_clips
 from vidfast.data.video_io import write_video
 from vidfast.deploy import (
     ModelMetadata,

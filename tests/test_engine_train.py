@@ -161,7 +161,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(manifest, tmp_path, monke
 
 
 def _failing_first_opens(real_open, count: int = 8):
-    """``real_open`` (the loader's ``open_video``), except that its first ``count`` calls fail to decode:
+    """``real_open`` (the reader's ``open_video``), except that its first ``count`` calls fail to decode:
     with ``workers=0`` and batch 8, every video of the first batch."""
     calls = {"n": 0}
 
@@ -175,9 +175,9 @@ def _failing_first_opens(real_open, count: int = 8):
 
 
 def test_batch_with_no_decodable_video_is_skipped_and_counted(manifest, tmp_path, monkeypatch):
-    from vidfast.data import dataset
+    from vidfast.data import reader
 
-    monkeypatch.setattr(dataset, "open_video", _failing_first_opens(dataset.open_video))
+    monkeypatch.setattr(reader, "open_video", _failing_first_opens(reader.open_video))
     result = fit(tiny_config(manifest, tmp_path / "run", epochs=1, data={"val_split": "test"}))
     assert result.status == "completed" and result.steps == 3  # 4 batches, the first one all bad
     assert result.history[0]["clips_per_s"] * result.history[0]["seconds"] == pytest.approx(24)
@@ -195,9 +195,9 @@ def _ddp_worker(
 ) -> None:
     """One rank of a 1-epoch run; on ``failing_rank`` every video of the first batch fails to decode."""
     if rank == failing_rank:
-        from vidfast.data import dataset
+        from vidfast.data import reader
 
-        dataset.open_video = _failing_first_opens(dataset.open_video)
+        reader.open_video = _failing_first_opens(reader.open_video)
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),

@@ -1,4 +1,5 @@
-"""make_loader and load_clips: batches, skipping bad files, determinism, rank sharding, multi-clip samples."""
+"""make_loader and load_clips: batches, skipping bad files, determinism, rank sharding, multi-clip samples,
+and the train / evaluation / prediction paths agreeing on the clips they take."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from vidfast.data.clips import load_clips
-from vidfast.data.loader import EpochSampler, make_loader
+from vidfast.data.loader import EpochSampler, LoaderConfig, make_loader
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
+from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, clip_policy
+from vidfast.data.reader import load_clips
 from vidfast.data.video_io import write_video
 from vidfast.errors import DataError
 from vidfast.puzzle import PuzzleConfig
@@ -46,6 +48,17 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_manifest(root / "manifest.csv", rows)
 
 
+def _loader(manifest: Path, policy: ClipPolicy | None = None, split: str = "train", clip_len: int = 8,
+            channels_last: bool = False, **options) -> object:
+    """``make_loader`` with 16-px clips of ``clip_len`` frames (``options``: LoaderConfig fields, else clip
+    options of ``clip_policy``)."""
+    config = LoaderConfig(**LoaderConfig.take(options))
+    if policy is None:
+        output = ClipOutput(channels_last=channels_last)
+        policy = clip_policy(clip_len=clip_len, size=16, output=output, **options)
+    return make_loader(manifest, policy, config, split=split)
+
+
 def _epoch(loader, epoch: int) -> list[dict]:
     loader.set_epoch(epoch)
     return list(loader)
@@ -56,7 +69,7 @@ def _cat(batches: list[dict], key: str) -> torch.Tensor:
 
 
 def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFixture) -> None:
-    loader = make_loader(manifest, clip_len=8, size=16, batch_size=4, workers=0)
+    loader = _loader(manifest, batch_size=4, workers=0)
     assert loader.num_videos == GOOD + 2 and loader.class_names == ["class0", "class1"] and len(loader) == 2
     with caplog.at_level(logging.WARNING, logger="vidfast.data"):
         batches = _epoch(loader, 0) + _epoch(loader, 1)
@@ -72,10 +85,10 @@ def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFix
 def test_batch_of_only_bad_videos_is_dropped_or_kept_empty(manifest: Path) -> None:
     """Batch size 1 without shuffling: each bad file is a batch of its own; ``empty_batches`` keeps it (for
     DDP ranks, which must all take every step) as ``{"skipped": 1}``."""
-    dropped = _epoch(make_loader(manifest, clip_len=8, size=16, batch_size=1, workers=0, shuffle=False), 0)
+    dropped = _epoch(_loader(manifest, batch_size=1, workers=0, shuffle=False), 0)
     assert len(dropped) == GOOD and all("video" in b and b["skipped"] == 0 for b in dropped)
-    keeping = make_loader(
-        manifest, clip_len=8, size=16, batch_size=1, workers=0, shuffle=False, empty_batches=True
+    keeping = _loader(
+        manifest, batch_size=1, workers=0, shuffle=False, empty_batches=True
     )
     kept = _epoch(keeping, 0)
     assert len(kept) == GOOD + 2 and kept[GOOD:] == [{"skipped": 1}, {"skipped": 1}]
@@ -84,7 +97,7 @@ def test_batch_of_only_bad_videos_is_dropped_or_kept_empty(manifest: Path) -> No
 def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
     def run(workers: int, epoch: int, seed: int = 0) -> list[dict]:
         return _epoch(
-            make_loader(manifest, clip_len=8, size=16, batch_size=3, workers=workers, seed=seed), epoch
+            _loader(manifest, batch_size=3, workers=workers, seed=seed), epoch
         )
 
     first, again, two_workers = run(0, 1), run(0, 1), run(2, 1)
@@ -99,7 +112,7 @@ def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
 
 def test_epoch_started_at_a_later_batch_gives_the_rest_of_the_same_epoch(manifest: Path) -> None:
     """What a mid-epoch resume relies on: the skipped batches are not loaded, the others come out the same."""
-    loader = make_loader(manifest, clip_len=8, size=16, batch_size=2, workers=0, empty_batches=True)
+    loader = _loader(manifest, batch_size=2, workers=0, empty_batches=True)
     full = _epoch(loader, 3)
     assert len(full) == 4
     opened = loader.num_skipped
@@ -116,9 +129,9 @@ def test_epoch_started_at_a_later_batch_gives_the_rest_of_the_same_epoch(manifes
 
 
 def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
-    kwargs = dict(clip_len=8, size=16, batch_size=4, workers=0, channels_last=True)
-    worker = _epoch(make_loader(manifest, crop_in="worker", **kwargs), 3)
-    main = _epoch(make_loader(manifest, crop_in="main", **kwargs), 3)
+    kwargs = dict(clip_len=8, batch_size=4, workers=0, channels_last=True)
+    worker = _epoch(_loader(manifest, crop_in="worker", **kwargs), 3)
+    main = _epoch(_loader(manifest, crop_in="main", **kwargs), 3)
     for a, b in zip(worker, main, strict=True):
         torch.testing.assert_close(a["video"], b["video"])
         assert a["video"].is_contiguous(memory_format=torch.channels_last_3d)
@@ -140,17 +153,8 @@ def test_rank_sharding() -> None:
 
 
 def test_multi_clip_evaluation(manifest: Path) -> None:
-    uniform = make_loader(
-        manifest,
-        clip_len=8,
-        size=16,
-        sampling="uniform",
-        clips=3,
-        spatial="center",
-        hflip=False,
-        batch_size=5,
-        workers=0,
-    )
+    uniform = _loader(manifest, sampling="uniform", clips=3, spatial="center", hflip=False, batch_size=5,
+                      workers=0)
     assert uniform.num_samples == (GOOD + 2) * 3
     batches = _epoch(uniform, 0)
     pairs = list(
@@ -159,16 +163,13 @@ def test_multi_clip_evaluation(manifest: Path) -> None:
     assert sorted(pairs) == [(v, c) for v in range(GOOD) for c in range(3)]
     videos = _cat(batches, "video")
     assert not torch.allclose(videos[0], videos[1])  # different clips of one video
-    sliding = make_loader(
-        manifest, clip_len=8, size=16, sampling="sliding", spatial="center", batch_size=8, workers=0
-    )
+    sliding = _loader(manifest, sampling="sliding", spatial="center", batch_size=8, workers=0)
     assert sliding.num_samples == (GOOD + 2) * 3  # windows at 0, 8 and 12 cover 20 frames
     val = _epoch(
-        make_loader(
+        _loader(
             manifest,
             split="val",
             clip_len=4,
-            size=16,
             sampling="center",
             spatial="center",
             batch_size=2,
@@ -181,7 +182,7 @@ def test_multi_clip_evaluation(manifest: Path) -> None:
 
 def test_puzzle_batches(manifest: Path) -> None:
     cfg = PuzzleConfig(cube_len=4, out_size=8)
-    loader = make_loader(manifest, task="puzzle", puzzle=cfg, batch_size=4, workers=0, channels_last=True)
+    loader = _loader(manifest, CubicPuzzle(cfg, ClipOutput(channels_last=True)), batch_size=4, workers=0)
     batches = _epoch(loader, 0)
     assert sum(len(x["video"]) for x in batches) == GOOD and sum(x["skipped"] for x in batches) == 2
     b = batches[0]
@@ -206,3 +207,41 @@ def test_load_clips(manifest: Path) -> None:
     assert segment.shape == (2, 3, 4, 16, 16)
     with pytest.raises(DataError):
         load_clips(Path(path).with_name("corrupt.mp4"))
+
+
+@pytest.mark.parametrize("sampling,clips,step", [("center", 1, 1), ("uniform", 3, 2), ("sliding", 1, 1)])
+def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: str, clips: int,
+                                                    step: int) -> None:
+    """For one trimmed row and the same settings, the loader (ClipDataset), the reader, evaluation
+    (decode_clips) and prediction (load_clips: the ONNX path) take the same frames and boxes and give the
+    same tensors."""
+    from vidfast.data.reader import OpenSegment, read_clips
+    from vidfast.scoring import ClipSpec, decode_clips
+
+    rows = read_manifest(manifest)
+    row = next(r for r in rows.rows if r.split == "val")  # v1.mp4, 0.2-0.6 s at 25 fps: frames 5..14
+    spec = ClipSpec(clip_len=4, size=16, frame_step=step, mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
+    if sampling == "center":
+        policy = clip_policy("center", 4, step, 16, output=ClipOutput(spec.mean, spec.std))
+    else:
+        policy = spec.policy(None if sampling == "sliding" else clips)
+    with OpenSegment(row) as segment:
+        assert (segment.lo, segment.num_frames) == (5, 10)
+        wanted, params = segment.plan(policy)
+    taken = torch.from_numpy(wanted)[params.frame_idx[:, 0]]  # source frame numbers [k, t]
+    expected = {"center": [[8, 9, 10, 11]], "uniform": [[5, 7, 9, 11], [7, 9, 11, 13], [8, 10, 12, 14]],
+                "sliding": [[5, 6, 7, 8], [9, 10, 11, 12], [11, 12, 13, 14]]}[sampling]
+    assert taken.tolist() == expected
+    assert params.boxes[:, 0].tolist() == [[0, 4, 32, 32]] * len(expected)  # central square of 40x32
+
+    batch = _epoch(make_loader(rows, policy, LoaderConfig(batch_size=8, workers=0), split="val"), 0)[0]
+    assert batch["clip_index"].tolist() == list(range(len(expected)))
+    (read,) = read_clips(row, policy)
+    assert read.shape == (len(expected), 3, 4, 16, 16) and torch.equal(read, batch["video"])
+    if sampling != "center":  # evaluation and prediction read uniform clips or sliding windows
+        (evaluated,) = decode_clips(row, [spec], clips=clips, sliding=sampling == "sliding")
+        assert torch.equal(evaluated, read)
+    if sampling == "uniform":
+        predicted = load_clips(row.path, clip_len=4, frame_step=step, size=16, clips=clips, start=row.start,
+                               end=row.end, mean=spec.mean, std=spec.std)
+        assert torch.equal(predicted, read)

@@ -177,7 +177,7 @@ def _reference_logits(reference: nn.Module, raw: torch.Tensor) -> torch.Tensor:
 
 
 def test_2018_release_gives_the_2018_logits_through_eval_preprocessing(release_2018) -> None:
-    from vidfast.data.clips import load_clips
+    from vidfast.data.reader import load_clips
     from vidfast.scoring import load_classifier
 
     path, video, reference = release_2018
@@ -203,7 +203,7 @@ def test_2018_release_gives_the_2018_logits_through_eval_preprocessing(release_2
 def test_2018_release_export_with_preprocess_takes_raw_frames(release_2018, tmp_path) -> None:
     import onnxruntime as ort
 
-    from vidfast.data.clips import load_clips
+    from vidfast.data.reader import load_clips
     from vidfast.export import export_onnx
 
     path, video, reference = release_2018

@@ -145,7 +145,15 @@ def _synchronizer(device: torch.device) -> Callable[[object], object]:
 
 def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     """Clips/s of the classification and puzzle loaders over a synthetic dataset (decode + crop + batch)."""
-    from vidfast.data import build_manifest, make_loader, read_manifest, synthesize_dataset
+    from vidfast.data import (
+        CubicPuzzle,
+        LoaderConfig,
+        build_manifest,
+        make_loader,
+        read_manifest,
+        synthesize_dataset,
+        training_clips,
+    )
 
     classes = 4
     synthesize_dataset(
@@ -158,17 +166,9 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     build_manifest("folder", workdir / "videos", workdir / "manifest.csv", progress=False)
     manifest = read_manifest(workdir / "manifest.csv")
     rates = []
-    for task in ("classify", "puzzle"):
-        loader = make_loader(
-            manifest,
-            task=task,
-            split="train",
-            clip_len=cfg.clip_len,
-            size=cfg.size,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            drop_last=False,
-        )
+    policies = {"classify": training_clips(cfg.clip_len, size=cfg.size), "puzzle": CubicPuzzle()}
+    for task, policy in policies.items():
+        loader = make_loader(manifest, policy, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers))
         clips = sum(len(batch["video"]) for batch in loader)
 
         def epoch(loader=loader) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from vidfast.conventions import Override
+from vidfast.data.policies import ClipOutput, ClipSampling, sliding_windows, uniform_clips
+from vidfast.data.reader import OpenSegment, Segment, SegmentLike, read_clips
 from vidfast.devices import resolve_device
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.runtime import PRECISIONS, PrecisionPlan, plan_precision
@@ -47,14 +48,12 @@ class ClipSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    @property
-    def span(self) -> int:
-        """Frames of the source video covered by one clip."""
-        return self.clip_len * self.frame_step
-
-    def window_count(self, num_frames: int) -> int:
-        """Number of non-overlapping windows that cover ``num_frames`` frames (at least one)."""
-        return max(1, math.ceil(num_frames / self.span))
+    def policy(self, clips: int | None) -> ClipSampling:
+        """``clips`` evenly spaced clips of this spec (None: the sliding windows covering the video)."""
+        output = ClipOutput(self.mean, self.std)
+        if clips is None:
+            return sliding_windows(self.clip_len, self.frame_step, self.size, output=output)
+        return uniform_clips(clips, self.clip_len, self.frame_step, self.size, output)
 
 
 @dataclass
@@ -204,33 +203,18 @@ class ScoreEnsemble:
         return self.clip_probs(decoded, batch_size).mean(dim=0)
 
 
-def decode_clips(path: str | Path, specs: Sequence[ClipSpec], clips: int = 10, sliding: bool = False,
-                 num_frames: int | None = None, start: float | None = None, end: float | None = None,
+def decode_clips(path: str | Path | SegmentLike, specs: Sequence[ClipSpec], clips: int = 10,
+                 sliding: bool = False, start: float | None = None, end: float | None = None,
                  backend: str = "auto") -> list[Tensor]:
-    """Decode ``path`` once per clip spec: ``clips`` evenly spaced clips, or every window with ``sliding``.
+    """Read ``path`` (or a manifest row) once for all clip specs: ``clips`` evenly spaced clips, or with
+    ``sliding`` the first spec's windows (the other specs take as many evenly spaced clips).
 
     Returns one ``Tensor[k, 3, T, S, S]`` per spec (the same ``k`` for all); raises DataError for a bad video.
     """
-    from vidfast.data import load_clips
-
     if clips < 1:
         raise ValueError(f"--clips must be at least 1, got {clips}")
-    if sliding:
-        if num_frames is None:
-            num_frames = _count_frames(path, backend)
-        clips = specs[0].window_count(num_frames)
-    return [
-        load_clips(path, clip_len=s.clip_len, frame_step=s.frame_step, size=s.size, clips=clips,
-                   backend=backend, mean=s.mean, std=s.std, start=start, end=end)
-        for s in specs
-    ]
-
-
-def _count_frames(path: str | Path, backend: str) -> int:
-    from vidfast.data import open_video
-
-    video = open_video(path, backend=backend)
-    try:
-        return int(video.num_frames)
-    finally:
-        video.close()
+    segment = Segment(str(path), start, end) if isinstance(path, str | Path) else path
+    with OpenSegment(segment, backend) as opened:
+        first = specs[0].policy(None if sliding else clips)
+        k = first.num_samples(opened.num_frames)
+        return read_clips(opened, [first, *(s.policy(k) for s in specs[1:])])

@@ -1,14 +1,14 @@
 """Datasets, manifests, decoding, sampling and loading.
 
 Manifests (``read_manifest``, ``build_manifest``) describe a dataset on disk; decoders (``open_video``) read
-frames; samplers pick frame indices and boxes that ``vidfast.ops.cube_crop`` turns into clips;
-``make_loader`` ties them together for training and evaluation, ``load_clips`` for prediction.
+frames; clip policies (``vidfast.data.policies``) plan frame indices and boxes that ``vidfast.ops.cube_crop``
+turns into clips; ``read_clips`` reads one video through policies (evaluation, prediction, ``load_clips``)
+and ``make_loader`` batches a manifest through one (training, validation).
 """
 
-from vidfast.data.clips import load_clips
 from vidfast.data.dataset import ClipDataset
 from vidfast.data.decoders import DaliVideo, FramesVideo, PyAVVideo, Video, open_video, select_backend
-from vidfast.data.loader import VideoLoader, make_loader
+from vidfast.data.loader import LoaderConfig, VideoLoader, make_loader
 from vidfast.data.manifest import (
     HEADER,
     SPLITS,
@@ -20,7 +20,19 @@ from vidfast.data.manifest import (
     summarize,
     write_manifest,
 )
+from vidfast.data.policies import (
+    ClipOutput,
+    ClipPolicy,
+    ClipSampling,
+    CubicPuzzle,
+    center_clip,
+    clip_policy,
+    sliding_windows,
+    training_clips,
+    uniform_clips,
+)
 from vidfast.data.probe import ProbeResult, probe_path
+from vidfast.data.reader import Segment, load_clips, read_clips
 from vidfast.data.samplers import SpatialConfig, TemporalConfig, sample_box, sample_temporal
 from vidfast.data.sources import SOURCES, list_source
 from vidfast.data.synth import MOTIONS, synthesize_dataset
@@ -33,31 +45,43 @@ __all__ = [
     "SOURCES",
     "SPLITS",
     "ClipDataset",
+    "ClipOutput",
+    "ClipPolicy",
+    "ClipSampling",
+    "CubicPuzzle",
     "DaliVideo",
     "FramesVideo",
     "Manifest",
     "ManifestRow",
+    "LoaderConfig",
     "ProbeResult",
     "PyAVVideo",
+    "Segment",
     "SpatialConfig",
     "TemporalConfig",
     "Video",
     "VideoLoader",
     "VideoWriter",
     "build_manifest",
+    "center_clip",
+    "clip_policy",
     "list_source",
     "load_clips",
     "make_loader",
     "open_video",
     "probe_path",
+    "read_clips",
     "read_manifest",
     "sample_box",
     "sample_temporal",
     "select_backend",
     "skipped_by_reason",
+    "sliding_windows",
     "summarize",
     "synthesize_dataset",
+    "training_clips",
     "transcode_manifest",
+    "uniform_clips",
     "write_manifest",
     "write_video",
 ]

@@ -1,7 +1,8 @@
-"""``make_loader``: manifest -> batches of network-ready clips or cubic puzzles.
+"""``make_loader``: manifest + clip policy -> batches of network-ready samples (clips, cubic puzzles).
 
-Decoding runs in DataLoader worker processes and yields uint8 frames; ``cube_crop`` (crop, resize, flip,
-rotate, channel replication, normalise) then runs in the same worker by default. Measured with
+Decoding runs in DataLoader worker processes and yields uint8 frames; the policy's ``cube_crop`` (crop,
+resize, flip, rotate, channel replication, normalise, written in the policy's layout) then runs in the same
+worker by default. Measured with
 ``bench/test_data.py`` on 2 CPU cores (native ``cube_crop``, 2 workers, batch 8): cropping in the workers
 gave 45 vs 31 clips/s (128-px H.264) and 17.0 vs 16.5 (320x240) against batching ``cube_crop`` in the main
 process, which serialises the crop and moves full-resolution frames between processes. With DALI on a
@@ -17,18 +18,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
-from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
-from vidfast.data.dataset import ClipDataset, ClipParams, CropConfig, crop_args
-from vidfast.data.decoders import dali_decoder, dali_import_error
-from vidfast.data.samplers import SpatialConfig, TemporalConfig
+from vidfast.data.dataset import ClipDataset
+from vidfast.data.decoders import Deferred, decode_deferred, defers
+from vidfast.data.policies import ClipParams, ClipPolicy
 from vidfast.errors import DataError
-from vidfast.ops import cube_crop
-from vidfast.puzzle.sampler import PuzzleConfig
 from vidfast.ranks import Rank, current_rank
 
 log = logging.getLogger("vidfast.data")
@@ -70,29 +69,33 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group worker items into a batch: the loaded ones stacked, the skipped ones as (path, reason) pairs."""
+    """Group worker items into a batch: the loaded ones stacked, the skipped ones as (path, reason) pairs.
+    Cut clips keep the layout the policy wrote; params travel only with frames that still need cutting."""
     good = [it for it in items if "skipped" not in it]
     batch: dict[str, Any] = {"skipped": [(it["path"], it["skipped"]) for it in items if "skipped" in it]}
     if not good:
         return batch
-    params: list[ClipParams] = [it["params"] for it in good]
-    batch["params"] = crop_args(params)
-    for name in params[0].labels:
-        batch[name] = torch.stack([p.labels[name] for p in params]).long()
+    for name in good[0]["labels"]:
+        batch[name] = torch.stack([it["labels"][name] for it in good]).long()
     batch["video_index"] = torch.tensor([it["video_index"] for it in good])
     batch["clip_index"] = torch.tensor([it["clip_index"] for it in good])
-    for name in ("video", "frames", "encoded", "wanted"):
-        if name in good[0]:
-            values = [it[name] for it in good]
-            batch[name] = torch.stack(values) if name == "video" else values
+    if "video" in good[0]:
+        batch["video"] = _stack([it["video"] for it in good])
+    else:
+        batch["frames"] = [it["frames"] for it in good]
+        batch["params"] = ClipParams.stack([it["params"] for it in good])
     return batch
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[..., C, T, H, W]`` laid out channels-last (``channels_last_3d`` for 5-D), same shape."""
-    order = list(range(x.dim()))
-    moved = x.permute(*order[:-4], *order[-3:], order[-4]).contiguous()
-    return moved.permute(*order[:-4], x.dim() - 1, *order[-4:-1])
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack`` that keeps the items' memory layout (a channels-last clip stays channels-last)."""
+    first = values[0]
+    order = sorted(range(first.dim()), key=first.stride, reverse=True)
+    out = first.new_empty((len(values), *(first.shape[d] for d in order)))
+    out = out.permute(0, *(1 + order.index(d) for d in range(first.dim())))
+    for target, value in zip(out, values, strict=True):
+        target.copy_(value)
+    return out
 
 
 class VideoLoader:
@@ -105,7 +108,6 @@ class VideoLoader:
         sampler: EpochSampler,
         loader: torch.utils.data.DataLoader,
         class_names: list[str],
-        channels_last: bool,
         device: torch.device,
         empty_batches: bool = False,
     ) -> None:
@@ -113,7 +115,6 @@ class VideoLoader:
         self.sampler = sampler
         self.loader = loader
         self.class_names = class_names
-        self.channels_last = channels_last
         self.device = device
         self.empty_batches = empty_batches
         self.num_skipped = 0
@@ -141,9 +142,9 @@ class VideoLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:
             skipped = self._count_skips(batch.pop("skipped"))
-            if "encoded" in batch:
-                self._decode_on_device(batch)
-            if "params" in batch:
+            if any(isinstance(f, Deferred) for f in batch.get("frames", ())):
+                self._decode_deferred(batch)
+            if "video" in batch or "params" in batch:
                 yield self._finish(batch, skipped)
             elif self.empty_batches:
                 yield {"skipped": skipped}
@@ -156,102 +157,88 @@ class VideoLoader:
                 log.warning("skipping undecodable video %s: %s", path, reason)
         return len(skipped)
 
-    def _decode_on_device(self, batch: dict[str, Any]) -> None:
-        """Decode deferred (DALI) samples on the GPU; a batch that fails is retried one video at a time so
-        that only the bad ones are skipped."""
-        decoder = dali_decoder(str(self.device))
-        encoded, wanted_frames = batch.pop("encoded"), batch.pop("wanted")
+    def _decode_deferred(self, batch: dict[str, Any]) -> None:
+        """Decode the batch's deferred samples on the device (their backend's batched decode); a batch that
+        fails is retried one video at a time so that only the bad ones are skipped."""
+        frames = batch["frames"]
+        pending = [i for i, f in enumerate(frames) if isinstance(f, Deferred)]
         try:
-            batch["frames"] = decoder.decode(encoded, wanted_frames)
+            decoded = decode_deferred([frames[i] for i in pending], self.device)
+            for i, value in zip(pending, decoded, strict=True):
+                frames[i] = value
             return
         except DataError:
             pass
-        frames, keep = [], []
-        for i, (data, wanted) in enumerate(zip(encoded, wanted_frames, strict=True)):
+        keep = [i for i, f in enumerate(frames) if not isinstance(f, Deferred)]
+        for i in pending:
             try:
-                frames.extend(decoder.decode([data], [wanted]))
+                (frames[i],) = decode_deferred([frames[i]], self.device)
                 keep.append(i)
             except DataError as exc:
                 self._count_skips([(f"video {int(batch['video_index'][i])}", str(exc))])
         if not keep:
-            batch.pop("params")
+            batch.pop("params"), batch.pop("frames")
             return
+        keep.sort()
         index = torch.tensor(keep)
         for name in [k for k, v in batch.items() if isinstance(v, torch.Tensor)]:
             batch[name] = batch[name][index]
         batch["params"] = {k: v[index] for k, v in batch["params"].items()}
-        batch["frames"] = frames
+        batch["frames"] = [frames[i] for i in keep]
 
     def _finish(self, batch: dict[str, Any], skipped: int) -> dict[str, torch.Tensor]:
-        params = batch.pop("params")
+        """Cut the frames of a batch that came uncut (``crop_in="main"`` or deferred), on the device."""
         if "frames" in batch:
             frames = [f.to(self.device, non_blocking=True) for f in batch.pop("frames")]
-            params = {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
-            crop = self.dataset.crop
-            video = cube_crop(
-                frames,
-                out_size=self.dataset.out_size,
-                mean=crop.mean,
-                std=crop.std,
-                dtype=crop.dtype,
-                channels_last=self.channels_last,
-                **params,
-            )
-        else:
-            video = batch.pop("video")
-            if self.channels_last:
-                video = _channels_last(video)
-        batch["video"] = video[:, 0] if self.dataset.task == "classify" else video
+            params = {k: v.to(self.device, non_blocking=True) for k, v in batch.pop("params").items()}
+            batch["video"] = self.dataset.policy.crop(frames, params)
         batch["skipped"] = skipped
         return batch
 
 
-def make_loader(
-    manifest: Any,
-    task: str = "classify",
-    split: str = "train",
-    backend: str = "auto",
-    clip_len: int = 16,
-    frame_step: int = 1,
-    size: int = 112,
-    sampling: str = "random",
-    clips: int = 1,
-    stride: int | None = None,
-    spatial: str = "multiscale",
-    scales: Sequence[float] | None = None,
-    hflip: bool = True,
-    batch_size: int = 8,
-    workers: int = 2,
-    channels_last: bool = False,
-    mean: Sequence[float] = KINETICS_MEAN,
-    std: Sequence[float] = KINETICS_STD,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    puzzle: PuzzleConfig | None = None,
-    distributed: bool | None = None,
-    shuffle: bool | None = None,
-    drop_last: bool = False,
-    pin_memory: bool = False,
-    device: str | torch.device = "cpu",
-    crop_in: str = "worker",
-    prefetch_factor: int = 2,
-    empty_batches: bool = False,
-    pad_shards: bool = True,
-) -> VideoLoader:
-    """Batches of ``manifest``'s ``split`` rows (``status == ok``) for ``task``.
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How a loader reads and batches (what it cuts is the policy's business).
 
-    classify: ``video`` float ``[B, 3, clip_len, size, size]``, ``label``, ``video_index``, ``clip_index``;
-    puzzle: ``video`` float ``[B, 4, 3, cube_len, out, out]``, ``perm_label`` ``[B]``, ``rot_label``
-    ``[B, 4]``, ``kind`` ``[B]`` (0 spatial, 1 temporal), ``video_index``. Every batch also has ``skipped``
-    (videos of this batch that failed to decode; ``loader.num_skipped`` counts them all; a batch may then be
-    smaller than ``batch_size``; where every video of a batch failed it is dropped, or with
-    ``empty_batches`` comes as ``{"skipped": n}`` alone, so that a DDP rank can still take its step).
-    Evaluation: ``sampling="center"``, ``"uniform"`` (``clips`` per video) or ``"sliding"`` (windows every
-    ``stride`` frames), ``spatial="center"``, ``hflip=False``; every (video, clip) is one sample.
-    ``shuffle`` defaults to ``split == "train"``. Under DDP ``pad_shards`` repeats samples so that every rank
-    gets as many (training); ``False`` gives every sample to exactly one rank (evaluation). ``device="cuda"``
-    with DALI decodes on the GPU (``backend="dali"``, or ``"auto"`` when DALI is installed) and returns CUDA
-    batches.
+    ``shuffle`` defaults to ``split == "train"``. ``drop_last``: drop a last partial batch. ``crop_in``:
+    ``"worker"`` cuts clips in the DataLoader workers, ``"main"`` batches ``cube_crop`` in the main process.
+    ``empty_batches``: a batch whose videos all failed comes as ``{"skipped": n}`` (so that a DDP rank still
+    takes its step) instead of being dropped. ``pad_shards``: under DDP repeat samples so that every rank gets
+    as many (training); False gives every sample to exactly one rank (evaluation). ``device="cuda"`` with a
+    backend that defers there (DALI) decodes on the GPU and returns CUDA batches. ``distributed``: None
+    follows ``torch.distributed``.
+    """
+
+    backend: str = "auto"
+    batch_size: int = 8
+    workers: int = 2
+    seed: int = 0
+    shuffle: bool | None = None
+    drop_last: bool = False
+    pin_memory: bool = False
+    device: str = "cpu"
+    crop_in: str = "worker"
+    prefetch_factor: int = 2
+    empty_batches: bool = False
+    pad_shards: bool = True
+    distributed: bool | None = None
+
+    @classmethod
+    def take(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Remove this config's fields from ``options`` (a run config's ``data.loader``) and return them."""
+        return {f.name: options.pop(f.name) for f in fields(cls) if f.name in options}
+
+
+def make_loader(manifest: Any, policy: ClipPolicy, config: LoaderConfig = LoaderConfig(),
+                split: str = "train") -> VideoLoader:
+    """Batches of ``manifest``'s ``split`` rows (``status == ok``) sampled and cut by ``policy``.
+
+    Every batch has ``video`` ``[B, *policy.sample_shape]`` in the policy's dtype and layout, ``label``
+    (the rows' classes) and the policy's labels (the puzzle's ``perm_label`` ``[B]``, ``rot_label``
+    ``[B, 4]``, ``kind`` ``[B]``), ``video_index``, ``clip_index`` (the sample of its video: every (video,
+    sample) of the policy is one sample of the loader), and ``skipped`` (videos of this batch that failed to
+    decode; ``loader.num_skipped`` counts them all; a batch may then be smaller than ``batch_size``; see
+    :class:`LoaderConfig` for a batch where all failed).
     """
     from vidfast.data.manifest import Manifest, read_manifest
 
@@ -260,39 +247,22 @@ def make_loader(
     rows = manifest.select(split)
     if not rows:
         raise DataError(f"no usable '{split}' rows in the manifest ({manifest.root})")
-    device = torch.device(device)
-    defer_dali = device.type == "cuda" and backend in ("auto", "dali") and dali_import_error() is None
-    if backend == "dali" and device.type == "cuda" and not defer_dali:
-        raise DataError(f"backend 'dali' on {device} is unavailable: {dali_import_error()}")
-    temporal = TemporalConfig(mode=sampling, clip_len=clip_len, step=frame_step, clips=clips, stride=stride)
-    spatial_cfg = SpatialConfig(
-        mode=spatial, size=size, hflip=hflip, **({"scales": tuple(scales)} if scales is not None else {})
-    )
-    dataset = ClipDataset(
-        rows,
-        task=task,
-        backend=backend,
-        temporal=temporal,
-        spatial=spatial_cfg,
-        puzzle=puzzle,
-        crop=CropConfig(tuple(mean), tuple(std), dtype),
-        crop_in=crop_in,
-        defer_dali=defer_dali,
-        seed=seed,
-    )
-    sampler = EpochSampler(
-        len(dataset), split == "train" if shuffle is None else shuffle, seed, current_rank(distributed),
-        pad=pad_shards,
-    )
+    device = torch.device(config.device)
+    dataset = ClipDataset(rows, policy, backend=config.backend, crop_in=config.crop_in, device=device,
+                          deferred=defers(config.backend, device), seed=config.seed)
+    shuffle = split == "train" if config.shuffle is None else config.shuffle
+    sampler = EpochSampler(len(dataset), shuffle, config.seed, current_rank(config.distributed),
+                           pad=config.pad_shards)
+    workers = config.workers
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=config.batch_size,
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
+        pin_memory=config.pin_memory,
+        drop_last=config.drop_last,
         persistent_workers=workers > 0,
-        prefetch_factor=prefetch_factor if workers > 0 else None,
+        prefetch_factor=config.prefetch_factor if workers > 0 else None,
     )
-    return VideoLoader(dataset, sampler, loader, manifest.class_names, channels_last, device, empty_batches)
+    return VideoLoader(dataset, sampler, loader, manifest.class_names, device, config.empty_batches)

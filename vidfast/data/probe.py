@@ -1,4 +1,4 @@
-"""Probing videos and JPEG frame folders (frame count, fps, size, and whether they are usable), and running
+"""Probing videos and frame folders (frame count, fps, size, and whether they are usable), and running
 such per-file jobs in a process pool with a progress display.
 
 A probe never raises for a bad file: it returns ``status="bad"`` and a reason ``"<category>: <detail>"`` with
@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from vidfast.data.decoders import list_frames, open_container, stream_rate
+from vidfast.data.decoders.pyav import is_frame_packet
+from vidfast.errors import DataError
 from vidfast.progress import Progress
 
-#: image suffixes accepted in a frame folder
-FRAME_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 #: a container's stated length is trusted down to this fraction before a video counts as truncated
 _DURATION_TOLERANCE = 0.95
 
@@ -55,7 +56,8 @@ def _message(exc: BaseException) -> str:
 
 
 def probe_path(path: str | os.PathLike[str]) -> ProbeResult:
-    """Probe a video file, or a folder of JPEG frames; never raises for a bad input."""
+    """Probe a video file, or a frame folder (:func:`~vidfast.data.decoders.list_frames`); never raises for a
+    bad input."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -116,8 +118,11 @@ def probe_video(path: Path) -> ProbeResult:
     import av
 
     try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
+        container, stream = open_container(path)
+    except DataError as error:
+        exc = error.__cause__
+        if exc is None:
+            return ProbeResult.bad("not a video", "no video stream")
         if not _looks_like_video(path):
             return ProbeResult.bad("not a video", _message(exc))
         cut = _mp4_truncation(path) if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None
@@ -125,12 +130,8 @@ def probe_video(path: Path) -> ProbeResult:
             return ProbeResult.bad("truncated", cut)
         return ProbeResult.bad("undecodable", f"cannot open container ({_message(exc)})")
     with container:
-        if not container.streams.video:
-            return ProbeResult.bad("not a video", "no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
+        fps = float(stream_rate(stream) or 0.0)
         time_base = float(stream.time_base) if stream.time_base else 0.0
 
         packets = 0
@@ -139,7 +140,7 @@ def probe_video(path: Path) -> ProbeResult:
         demux_error = ""
         try:
             for packet in container.demux(stream):
-                if packet.size == 0:
+                if not is_frame_packet(packet):
                     continue
                 packets += 1
                 if packet.pts is not None:
@@ -182,21 +183,13 @@ def probe_video(path: Path) -> ProbeResult:
     return ProbeResult(num_frames=packets, fps=fps, width=width, height=height)
 
 
-def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files of a frame folder (``image_00001.jpg`` ...), sorted by name."""
-    return sorted(
-        p for p in Path(folder).iterdir()
-        if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
-
-
 def probe_frame_folder(folder: Path) -> ProbeResult:
     """Probe a folder of pre-extracted frames: counts them, decodes the first and the last; ``fps`` is 0."""
     from PIL import Image, UnidentifiedImageError
 
-    files = list_frame_files(folder)
+    files = list_frames(folder)
     if not files:
-        return ProbeResult.bad("no frames", "no JPEG frames in the folder")
+        return ProbeResult.bad("no frames", "no .jpg/.jpeg/.png frames in the folder")
     sizes = []
     for which, file in (("first", files[0]), ("last", files[-1])):
         try:

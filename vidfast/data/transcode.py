@@ -17,8 +17,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidfast.data import probe
+from vidfast.data.decoders import list_frames, open_container, stream_rate
 from vidfast.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from vidfast.data.video_io import CODECS, VideoWriter
+from vidfast.errors import DataError
 
 TRANSCODE_CODECS: tuple[str, ...] = ("h264", "vp9", "mjpeg")
 
@@ -53,12 +55,9 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def _video_frames(job: TranscodeJob) -> tuple[Iterator, Fraction | float]:
     """Decoded ``av.VideoFrame`` objects of the job's video (its segment only) and the source frame rate."""
-    import av
-
-    container = av.open(job.src, metadata_errors="ignore")
-    stream = container.streams.video[0]
+    container, stream = open_container(job.src)
     stream.thread_type = "AUTO"
-    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    rate = stream_rate(stream) or Fraction(25)
 
     def frames() -> Iterator:
         with container:
@@ -76,13 +75,13 @@ def _video_frames(job: TranscodeJob) -> tuple[Iterator, Fraction | float]:
 
 
 def _folder_frames(job: TranscodeJob) -> tuple[Iterator, float]:
-    """The JPEG frames of a frame folder as ``av.VideoFrame`` objects, at ``job.frames_fps``."""
+    """The frames of a frame folder as ``av.VideoFrame`` objects, at ``job.frames_fps``."""
     import av
     import numpy as np
     from PIL import Image
 
     def frames() -> Iterator:
-        for file in probe.list_frame_files(job.src):
+        for file in list_frames(job.src):
             with Image.open(file) as image:
                 yield av.VideoFrame.from_ndarray(np.asarray(image.convert("RGB")), format="rgb24")
 
@@ -118,7 +117,7 @@ def transcode_one(job: TranscodeJob) -> tuple[probe.ProbeResult, bool]:
         if writer is None:
             return probe.ProbeResult.bad("no frames", "nothing to transcode in the segment"), False
         os.replace(tmp, dst)
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
+    except (av.error.FFmpegError, OSError, ValueError, DataError) as exc:
         tmp.unlink(missing_ok=True)
         return probe.ProbeResult.bad("transcode failed", str(getattr(exc, "strerror", None) or exc)), False
     return probe.probe_path(dst), False

@@ -97,9 +97,9 @@ class OnnxClassifier:
 
     def predict_video(self, path: str | Path, clips: int = 10, backend: str = "auto") -> np.ndarray:
         """Video-level scores ``float32 [C]``: ``clips`` evenly spaced centre-cropped clips decoded with
-        :func:`vidfast.data.clips.load_clips`, softmax probabilities averaged over the clips (features
+        :func:`vidfast.data.load_clips`, softmax probabilities averaged over the clips (features
         averaged for a backbone export). Feeds uint8 frames when the model preprocesses in-graph."""
-        from vidfast.data.clips import load_clips
+        from vidfast.data.reader import load_clips
 
         t, h, w = self.metadata.clip
         if h != w:

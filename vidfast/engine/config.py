@@ -46,9 +46,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Clip geometry and loading. ``loader`` holds extra ``make_loader`` keyword arguments (sampler
-    options). ``convention`` (a preset of :mod:`vidfast.conventions`), ``mean``, ``std`` and ``value_scale``
-    override the input convention (default: vidfast's, or a fine-tuned checkpoint's own)."""
+    """Clip geometry and loading. ``loader`` holds :class:`vidfast.data.LoaderConfig` fields and clip options
+    (:func:`vidfast.data.clip_policy`: sampling, clips, stride, spatial, scales, hflip, ...). ``convention``
+    (a preset of :mod:`vidfast.conventions`), ``mean``, ``std`` and ``value_scale`` override the input
+    convention (default: vidfast's, or a fine-tuned checkpoint's own)."""
 
     manifest: str = ""
     clip_len: int = 16

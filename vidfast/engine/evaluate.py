@@ -1,9 +1,9 @@
 """Clip- and video-level evaluation of one classifier or a score ensemble of several.
 
-Each video of the split is decoded into ``k`` evenly spaced clips (or every non-overlapping window with
-``sliding=True``), each model's softmax scores are averaged over the models (Kim et al.'s score ensemble) and
-over the clips of a video (Hara et al.'s video-level accuracy). The report and a confusion-matrix PNG go
-into the run directory.
+Each video of the split is read into ``k`` evenly spaced clips (or the sliding windows that cover it with
+``sliding=True``) through the data layer's clip policies (:func:`vidfast.data.read_clips`); each model's
+softmax scores are averaged over the models (Kim et al.'s score ensemble) and over the clips of a video (Hara
+et al.'s video-level accuracy). The report and a confusion-matrix PNG go into the run directory.
 """
 
 from __future__ import annotations
@@ -39,13 +39,9 @@ class _DecodedVideos(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[int, list[Tensor] | None, str]:
-        row = self.rows[index]
-        frames = row.num_frames
-        if row.start is not None and row.end is not None and row.fps:
-            frames = max(1, round((row.end - row.start) * row.fps))
         try:
-            decoded = decode_clips(row.path, self.specs, self.clips, self.sliding, num_frames=frames,
-                                   start=row.start, end=row.end, backend=self.backend)
+            decoded = decode_clips(self.rows[index], self.specs, self.clips, self.sliding,
+                                   backend=self.backend)
         except DataError as exc:
             return index, None, str(exc)
         return index, decoded, ""

@@ -7,51 +7,39 @@ from typing import Any
 import torch
 
 from vidfast.conventions import Convention
-from vidfast.data.loader import make_loader
-from vidfast.engine.build import puzzle_config
+from vidfast.data.loader import LoaderConfig, make_loader
+from vidfast.data.policies import ClipOutput
 from vidfast.engine.config import TrainConfig
+from vidfast.engine.tasks import Task
 from vidfast.errors import VidfastError
 
 
 def run_loader(
-    manifest: Any, cfg: TrainConfig, split: str, training: bool, device: torch.device, dtype: torch.dtype,
-    convention: Convention,
+    manifest: Any, cfg: TrainConfig, task: Task, split: str, training: bool, device: torch.device,
+    dtype: torch.dtype, convention: Convention,
 ) -> Any:
-    """``make_loader`` for the train split (random clips, multi-scale crops, flips, shuffled) or validation
-    (center clip and crop); ``data.loader`` entries override any argument. The train loader keeps batches
-    whose videos all failed, as empty batches: under DDP every rank must take every step, and the batch
-    count a mid-epoch checkpoint records must count them to resume at the right sample. Clips are normalised
-    with ``convention`` (set with ``data.convention``/``mean``/``std``/``value_scale``, not ``data.loader``,
-    so that the checkpoint records it)."""
+    """``make_loader`` for the train split or validation, cutting clips as ``task`` does
+    (:meth:`Task.policy`); ``data.loader`` entries override :class:`LoaderConfig` fields and the task's clip
+    options. The train loader keeps batches whose videos all failed, as empty batches: under DDP every rank
+    must take every step, and the batch count a mid-epoch checkpoint records must count them to resume at the
+    right sample. Clips are normalised with ``convention`` (set with ``data.convention``/``mean``/``std``/
+    ``value_scale``, not ``data.loader``, so that the checkpoint records it)."""
     data = cfg.data
-    if {"mean", "std"} & set(data.loader):
+    options = dict(data.loader)
+    if {"mean", "std"} & set(options):
         raise VidfastError("data.loader: set the normalisation with data.mean / data.std / data.convention")
-    kwargs: dict[str, Any] = dict(
-        task=cfg.task,
-        split=split,
-        backend=data.backend,
-        clip_len=data.clip_len,
-        frame_step=data.frame_step,
-        size=data.size,
-        batch_size=data.batch_size,
-        workers=data.workers,
-        channels_last=cfg.runtime.channels_last,
-        dtype=dtype,
-        seed=cfg.runtime.seed,
-        shuffle=training,
-        drop_last=training,  # a last tiny batch makes batch norm statistics (and gradients) explode
-        pin_memory=device.type == "cuda",
-        device=device if device.type == "cuda" else "cpu",
-        empty_batches=training,
-        mean=convention.unit_mean,
-        std=convention.unit_std,
-    )
-    if not training:  # every validation clip once over all ranks: no padding of the shards
-        kwargs.update(sampling="center", spatial="center", hflip=False, pad_shards=False)
-    if cfg.task == "puzzle":
-        kwargs["puzzle"] = puzzle_config(cfg)
-    kwargs.update(data.loader)
+    loader_options = LoaderConfig.take(options)
+    output = ClipOutput(convention.unit_mean, convention.unit_std, dtype, cfg.runtime.channels_last)
     try:
-        return make_loader(manifest, **kwargs)
-    except TypeError as exc:
+        config = LoaderConfig(**{
+            "backend": data.backend, "batch_size": data.batch_size, "workers": data.workers,
+            "seed": cfg.runtime.seed, "shuffle": training,
+            "drop_last": training,  # a last tiny batch makes batch norm statistics (and gradients) explode
+            "pin_memory": device.type == "cuda", "device": str(device) if device.type == "cuda" else "cpu",
+            "empty_batches": training,
+            "pad_shards": training,  # validation: every clip once over all ranks
+            **loader_options,
+        })
+        return make_loader(manifest, task.policy(cfg, output, training, options), config, split=split)
+    except (TypeError, ValueError) as exc:
         raise VidfastError(f"data.loader: {exc}") from None

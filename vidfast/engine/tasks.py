@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidfast import conventions
+from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, clip_policy
 from vidfast.engine.build import Setup, finetune_source, puzzle_config, run_convention
 from vidfast.engine.config import TrainConfig
 from vidfast.errors import DataError, VidfastError
@@ -75,6 +76,11 @@ class Task(Protocol):
         """The model to train (on the CPU), its classes, parameter groups and input convention."""
         ...
 
+    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
+               options: dict[str, Any]) -> ClipPolicy:
+        """How the loader cuts this task's samples, with ``data.loader``'s clip ``options``."""
+        ...
+
     def step(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
              channels_last: bool) -> StepOutput: ...
 
@@ -98,6 +104,12 @@ class ClassifyTask:
     def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
         """``(3, T, S, S)``."""
         return (3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+
+    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
+               options: dict[str, Any]) -> ClipPolicy:
+        """Random clips, multi-scale crops and flips for training; the center clip and crop for validation."""
+        return clip_policy(clip_len=cfg.data.clip_len, step=cfg.data.frame_step, size=cfg.data.size,
+                           output=output, **{"sampling": "random" if training else "center", **options})
 
     def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
         """A classifier over the manifest's classes: from scratch, from ``finetune.checkpoint`` or inflated
@@ -157,6 +169,13 @@ class PuzzleTask:
     def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
         """``(P, 3, t, s, s)``: ``P`` cubes of ``data.clip_len`` frames, ``data.size`` square."""
         return (self.pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+
+    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
+               options: dict[str, Any]) -> ClipPolicy:
+        """Cubic puzzles on both splits (their options live in ``puzzle.sampler``, not ``data.loader``)."""
+        if options:
+            raise TypeError(f"unexpected options for the puzzle task: {', '.join(options)}")
+        return CubicPuzzle(puzzle_config(cfg), output)
 
     def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
         """A ``PuzzleNet`` on a headless backbone (the manifest's classes are not used); the checkpoint

@@ -160,9 +160,10 @@ class Trainer:
         dtype: half the bytes to move, same values the model sees."""
         cfg, conv = self.cfg, self.setup.convention
         dtype = self.amp_dtype or torch.float32
-        self.train_loader = run_loader(manifest, cfg, cfg.data.train_split, True, self.device, dtype, conv)
+        task, device = self.task, self.device
+        self.train_loader = run_loader(manifest, cfg, task, cfg.data.train_split, True, device, dtype, conv)
         self.val_loader = (
-            run_loader(manifest, cfg, cfg.data.val_split, False, self.device, dtype, conv)
+            run_loader(manifest, cfg, task, cfg.data.val_split, False, device, dtype, conv)
             if self.has_val
             else None
         )

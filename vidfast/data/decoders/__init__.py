@@ -1,0 +1,31 @@
+"""Video decoding backends behind one small interface (``open_video``), one module per backend.
+
+A :class:`Video` exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``get_frames(indices)``, which
+returns uint8 ``Tensor[t, H, W, 3]`` (RGB, frames in the requested order, repeats allowed). Each backend
+module registers a :class:`Backend` (its refusal reasons, its ``auto`` priority on the CPU and on a GPU, and
+optionally a deferred batch decode); when none can serve an input, :class:`BackendUnavailable` lists every
+reason. Adding a backend: a new module here calling ``register(Backend(...))`` and its import line below.
+"""
+
+from vidfast.data.decoders.base import (
+    BACKENDS,
+    Backend,
+    Deferred,
+    Video,
+    backend_priority,
+    decode_deferred,
+    defers,
+    open_video,
+    read_frames,
+    register,
+    select_backend,
+)
+from vidfast.data.decoders.dali import DaliVideo, dali_decoder, dali_import_error
+from vidfast.data.decoders.frames import FramesVideo, list_frames
+from vidfast.data.decoders.pyav import PyAVVideo, open_container, probe_codec, stream_rate
+
+__all__ = [
+    "BACKENDS", "Backend", "DaliVideo", "Deferred", "FramesVideo", "PyAVVideo", "Video", "backend_priority",
+    "dali_decoder", "dali_import_error", "decode_deferred", "defers", "list_frames", "open_container",
+    "open_video", "probe_codec", "read_frames", "register", "select_backend", "stream_rate",
+]
