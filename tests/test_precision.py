@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import multiprocessing
-import os
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -177,19 +177,27 @@ def test_verdicts_are_cached_and_measured_in_a_child_process(monkeypatch):
     real = convcheck._Checker.check
     monkeypatch.setattr(convcheck._Checker, "check", lambda *a: calls.append(1) or real(*a))
     assert check_model(model, example, 2, torch.bfloat16, CPU) == {}
-    assert convcheck._CHECKER.process is not None and convcheck._CHECKER.process.is_alive()  # isolated
+    assert convcheck._CHECKER.process is not None and convcheck._CHECKER.process.poll() is None  # isolated
     assert check_model(model, example, 2, torch.bfloat16, CPU) == {} and len(calls) == 1  # cached
 
 
-def _dying_serve(conn):
-    conn.recv()
-    os._exit(3)
+_CHILD_START = ("import os, sys, time; from multiprocessing.connection import Connection; "
+                "requests = Connection(int(sys.argv[1]), writable=False); "
+                "replies = Connection(int(sys.argv[2]), readable=False); requests.recv(); ")
 
 
-def _hanging_serve(conn):
-    conn.recv()
-    conn.send(("reference", 0.01))
-    time.sleep(600)
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_check(tmp_path):
+    """The checking child is a fresh interpreter: a user's script that checks (evaluates, predicts) without
+    ``if __name__ == "__main__"`` runs once and gets its verdicts."""
+    script = tmp_path / "score.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nfrom vidfast.runtime import check_model\nprint('started')\n"
+        "net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))\n"
+        "print(check_model(net, torch.zeros(1, 3, 4, 8, 8), 2, torch.bfloat16, torch.device('cpu')))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["started", "{}"]
 
 
 def test_a_check_that_kills_or_hangs_its_process_fails(monkeypatch):
@@ -197,9 +205,9 @@ def test_a_check_that_kills_or_hangs_its_process_fails(monkeypatch):
     turns a crash or a hang into a failed verdict, and the next check starts a new child."""
     monkeypatch.setattr(convcheck, "MIN_WAIT_S", 1.0)
     config = ORDINARY[0]
-    dying = convcheck._Checker(serve=_dying_serve)
+    dying = convcheck._Checker(_CHILD_START + "os._exit(3)")
     assert dying.check(config, torch.bfloat16, CPU, True) == "killed the checking process (exit code 3)"
-    hanging = convcheck._Checker(serve=_hanging_serve)
+    hanging = convcheck._Checker(_CHILD_START + "replies.send(('reference', 0.01)); time.sleep(600)")
     assert hanging.check(config, torch.bfloat16, CPU, True) == "hung: no result 1 s after the fp32 reference"
     assert hanging.process is None
     assert convcheck._Checker().check(config, torch.bfloat16, CPU, True) == ""

@@ -237,23 +237,28 @@ def _step(model: nn.Module, clips: torch.Tensor, precision: str, train: bool) ->
 def precision_rates(cfg: BenchConfig, device: torch.device, batch: int, train: bool
                     ) -> list[tuple[str, float, str]]:
     """Clips/s of each precision variant and of what ``--amp`` auto chooses (its own decision, with its fp32
-    layers), timed interleaved in ``cfg.rounds`` rounds (median)."""
+    layers), timed interleaved in ``cfg.rounds`` rounds (median). A low-precision variant runs every layer
+    in that dtype; its note says "unsafe" where some layers fail the per-layer check (wrong results)."""
     import copy
 
-    from vidfast.runtime import interleaved_seconds, plan_precision
+    from vidfast.runtime import PRECISIONS, check_model, interleaved_seconds, plan_precision
 
     steps: dict[str, Callable[[], None]] = {}
+    notes: dict[str, str] = {}
     for name, precision, channels_last in _variants(device):
         model, clips = _model_and_clips(cfg, device, batch, channels_last)
         steps[name] = _step(model, clips, precision, train)
+        if precision != "fp32":
+            failed = check_model(model, clips[:1], batch, PRECISIONS[precision], device, grads=train)
+            notes[name] = f"unsafe: {len(failed)} layers fail the check" if failed else ""
     model, clips = _model_and_clips(cfg, device, batch, True)
     plan = plan_precision([(model, clips[:1])], batch, device,
                           lambda name: _step(copy.deepcopy(model), clips, name, train), grads=train)
     steps[f"auto: {plan.name} + channels_last"] = _step(model, clips, plan.name, train)
     seconds = interleaved_seconds(steps, rounds=cfg.rounds, warmup=1)
-    note = f"{plan.how}; {len(plan.fp32_layers)} layers in fp32" if plan.fp32_layers else plan.how
-    return [(name, batch / statistics.median(s), note if name.startswith("auto") else "")
-            for name, s in seconds.items()]
+    notes[next(reversed(steps))] = (f"{plan.how}; {len(plan.fp32_layers)} layers in fp32" if plan.fp32_layers
+                                    else plan.how)
+    return [(name, batch / statistics.median(s), notes.get(name, "")) for name, s in seconds.items()]
 
 
 def bench_train_step(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:

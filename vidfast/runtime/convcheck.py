@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -205,18 +206,21 @@ def check_config(config: ConvConfig, dtype: torch.dtype, device: torch.device | 
     return ""
 
 
-def _serve(conn: Connection) -> None:
-    """Body of a checking process: for each request, send ("reference", seconds) then ("verdict", reason)."""
+def serve() -> None:
+    """Body of a checking process (``python -c``, argv: the request and reply pipes' descriptors): for each
+    request, reply ("reference", seconds) then ("verdict", reason)."""
+    requests = Connection(int(sys.argv[1]), writable=False)
+    replies = Connection(int(sys.argv[2]), readable=False)
     while True:
         try:
-            config, dtype, device, grads, deterministic, threads = conn.recv()
+            config, dtype, device, grads, deterministic, threads = requests.recv()
         except EOFError:
             return
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         verdict = check_config(config, dtype, device, grads,
-                               on_reference=lambda seconds: conn.send(("reference", seconds)))
-        conn.send(("verdict", verdict))
+                               on_reference=lambda seconds: replies.send(("reference", seconds)))
+        replies.send(("verdict", verdict))
 
 
 #: environment of a checking process: glibc fills memory that malloc hands out with 0x5a and freed memory with
@@ -241,47 +245,60 @@ def checking_environment() -> Iterator[None]:
 
 
 class _Checker:
-    """A spawned child process that runs :func:`check_config`, watched: a check that kills it or outlives
-    ``max(MIN_WAIT_S, HANG_FACTOR x`` its fp32 reference's time) fails; the next check gets a new child."""
+    """A child Python process running ``code`` (default: :func:`serve`), watched: a check that kills it or
+    outlives ``max(MIN_WAIT_S, HANG_FACTOR x`` its fp32 reference's time) fails; the next check gets a new
+    child. A fresh interpreter rather than a multiprocessing child, so that the caller's main module is
+    never imported again (a script without a ``__main__`` guard would run twice)."""
 
-    def __init__(self, serve: Callable[[Connection], None] = _serve) -> None:
-        self.serve = serve
-        self.process: multiprocessing.process.BaseProcess | None = None
-        self.conn: Connection | None = None
+    def __init__(self, code: str = "from vidfast.runtime.convcheck import serve; serve()") -> None:
+        self.code = code
+        self.process: subprocess.Popen | None = None
+        self.requests: Connection | None = None
+        self.replies: Connection | None = None
+
+    def _start(self) -> None:
+        from_parent, to_child = os.pipe()
+        from_child, to_parent = os.pipe()
+        with checking_environment():
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", self.code, str(from_parent), str(to_parent)],
+                pass_fds=(from_parent, to_parent), env=dict(os.environ),
+            )
+        os.close(from_parent)
+        os.close(to_parent)
+        self.requests = Connection(to_child, readable=False)
+        self.replies = Connection(from_child, writable=False)
 
     def check(self, config: ConvConfig, dtype: torch.dtype, device: torch.device, grads: bool) -> str:
-        if self.process is None or not self.process.is_alive():
-            context = multiprocessing.get_context("spawn")
-            self.conn, child = context.Pipe()
-            self.process = context.Process(target=self.serve, args=(child,), daemon=True,
-                                           name="vidfast-convcheck")
-            with checking_environment():
-                self.process.start()
-            child.close()
-        assert self.conn is not None
-        self.conn.send((config, dtype, str(device), grads, torch.are_deterministic_algorithms_enabled(),
-                        torch.get_num_threads()))
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        assert self.requests is not None and self.replies is not None
+        try:
+            self.requests.send((config, dtype, str(device), grads,
+                                torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()))
+        except OSError:
+            return f"killed the checking process (exit code {self.stop()})"
         wait = START_TIMEOUT_S
         while True:
-            if not self.conn.poll(wait):
+            if not self.replies.poll(wait):
                 self.stop()
                 return f"hung: no result {wait:.0f} s after the fp32 reference"
             try:
-                kind, value = self.conn.recv()
-            except EOFError:
-                code = self.stop()
-                return f"killed the checking process (exit code {code})"
+                kind, value = self.replies.recv()
+            except (EOFError, OSError):
+                return f"killed the checking process (exit code {self.stop()})"
             if kind == "verdict":
                 return value
             wait = max(MIN_WAIT_S, HANG_FACTOR * value)
 
     def stop(self) -> int | None:
         """End the child; its exit code."""
-        assert self.process is not None
-        if self.process.is_alive():
+        assert self.process is not None and self.requests is not None and self.replies is not None
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join()
-        code, self.process = self.process.exitcode, None
+        code, self.process = self.process.wait(), None
+        self.requests.close()
+        self.replies.close()
         return code
 
 
@@ -339,17 +356,17 @@ def _fails_here(module: nn.Module, x: Tensor, dtype: torch.dtype) -> bool:
     was traced with."""
     if torch.compiler.is_compiling():
         return False
-    grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in
-                                                                module.parameters(recurse=False)))
-    config = ConvConfig.of(module, x)
-    seen = module._vidfast_seen
-    if (config, dtype, grads) not in seen:
+    grads = torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad)
+    key = (x.shape, x.stride(), module.weight.stride(), x.requires_grad, dtype, grads)  # cheap, every call
+    failed = module._vidfast_seen.get(key)
+    if failed is None:
+        config = ConvConfig.of(module, x)
         reason = _VERDICTS.reason(config, dtype, x.device, grads)
-        seen[(config, dtype, grads)] = bool(reason)
         if reason:
             log.warning("%s (%s) runs in fp32 under %s autocast: %s", module._vidfast_name,
                         config.describe(), _NAMES[dtype], reason)
-    return seen[(config, dtype, grads)]
+        failed = module._vidfast_seen[key] = bool(reason)
+    return failed
 
 
 def _guarded_forward(self: nn.Module, x: Tensor) -> Tensor:
