@@ -8,8 +8,9 @@ workers, batch 8, multi-scale corner crop + flip, normalised float output.
 - ``jpeg``: the CVPR 2018 code's way, pre-extracted JPEG frames read one by one with PIL, PIL crop/resize;
 - ``vidfast-*``: ``make_loader`` (keyframe seek, only the needed frames, ``cube_crop``), per backend/codec.
 
-Run: ``.venv/bin/python -m pytest bench/test_data.py -q -s`` (``--benchmark-disable`` skips pytest-benchmark
-statistics). Ratios are printed at the end and written to ``bench/results/data.json``.
+Run: ``.venv/bin/python -m pytest bench/test_data.py -q -s`` (the decode rates come from pytest-benchmark's
+timings, so not with ``--benchmark-disable``). Ratios are printed at the end and written to
+``bench/results/data.json``.
 """
 
 from __future__ import annotations
