@@ -1,7 +1,7 @@
 """``read_clips``: the one way clips are read from a video, for training, evaluation and prediction alike.
 
 A :class:`Segment` (a manifest row, or a path with optional start/end seconds) is opened once
-(:func:`open_segment`); each :class:`~vidfast.data.policies.ClipPolicy` plans its samples over the segment's
+(:class:`OpenSegment`); each :class:`~vidfast.data.policies.ClipPolicy` plans its samples over the segment's
 frames, the distinct frames of all of them are decoded once, and the policy cuts them with ``cube_crop``
 (directly in its output layout).
 """
