@@ -69,7 +69,8 @@ RESULTS, REPORT, PLOT = "results.json", "report.md", "accuracy_vs_labels.png"
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study. Defaults: 38 minutes measured on 2 shared, loaded CPU cores (less on quiet ones);
+    """Sizes of the study. Defaults: 5.3 minutes measured on 2 quiet CPU cores (AMD EPYC, bf16 measured
+    faster), 38-58 minutes on shared, loaded ones;
     :meth:`quick` for tests.
 
     ``ks``: labelled videos per class of each fine-tune (0: all of the labelled set); ``seeds``: fine-tunes
