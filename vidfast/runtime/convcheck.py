@@ -25,7 +25,6 @@ short for the temporal cut) is checked when first met, before it runs in low pre
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -229,21 +228,6 @@ def serve() -> None:
 CHECK_ENV = {"MALLOC_PERTURB_": "165"}
 
 
-@contextlib.contextmanager
-def checking_environment() -> Iterator[None]:
-    """Processes started inside inherit :data:`CHECK_ENV`."""
-    saved = {name: os.environ.get(name) for name in CHECK_ENV}
-    os.environ.update(CHECK_ENV)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 class _Checker:
     """A child Python process running ``code`` (default: :func:`serve`), watched: a check that kills it or
     outlives ``max(MIN_WAIT_S, HANG_FACTOR x`` its fp32 reference's time) fails; the next check gets a new
@@ -259,11 +243,10 @@ class _Checker:
     def _start(self) -> None:
         from_parent, to_child = os.pipe()
         from_child, to_parent = os.pipe()
-        with checking_environment():
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", self.code, str(from_parent), str(to_parent)],
-                pass_fds=(from_parent, to_parent), env=dict(os.environ),
-            )
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.code, str(from_parent), str(to_parent)],
+            pass_fds=(from_parent, to_parent), env={**os.environ, **CHECK_ENV},
+        )
         os.close(from_parent)
         os.close(to_parent)
         self.requests = Connection(to_child, readable=False)
