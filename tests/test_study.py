@@ -12,7 +12,7 @@ from helpers import make_dataset, run_cli
 
 from vidfast.data import read_manifest
 from vidfast.errors import VidfastError
-from vidfast.study import INITS, TABLES, StudyConfig, labelled_subset, run_study
+from vidfast.study import ENSEMBLES, INITS, TABLES, WEIGHTS, StudyConfig, labelled_subset, run_study
 
 
 def test_study_quick_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: None) -> None:
@@ -62,13 +62,21 @@ def test_study_quick_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: No
     assert "[study] pretraining" not in again.stdout and lost.exists()
     assert json.loads((out / "results.json").read_text())["cells"][:-1] == results["cells"][:-1]
 
-    # --ablation adds the rows of Kim's Tables 2 and 4 to the same study, each pretrained with its own options
+    # --ablation adds the rows of Kim's Tables 2 and 4 to the same study, each pretrained with its own
+    # options, and the S + T score ensemble of the fine-tuned spatial and temporal cells
     wider = run_cli("study", "--quick", "--out", out, "--ablation", "--ks", "1", "--seeds", "1")
     assert wider.exit_code == 0, wider.stderr + wider.stdout
     assert "[study] pretraining st_puzzle" not in wider.stdout  # reused
     ablated = json.loads((out / "results.json").read_text())
     cells = sorted((c["init"], c["k"], c["seed"]) for c in ablated["cells"])
-    assert cells == sorted((init, 1, 0) for init in INITS)
+    assert cells == sorted((init, 1, 0) for init in [*INITS, *ENSEMBLES])
+    ensemble = next(c for c in ablated["cells"] if c["init"] == "st_ensemble")
+    members = [out / "finetune" / init / "k1" / "seed0" for init in ENSEMBLES["st_ensemble"]]
+    assert ensemble["members"] == [str(m) for m in members]
+    ensemble_eval = out / "finetune" / "st_ensemble" / "k1" / "seed0" / "eval" / "report.json"
+    scored = json.loads(ensemble_eval.read_text())
+    assert scored["checkpoints"] == [str(m / WEIGHTS) for m in members]
+    assert not any((m / WEIGHTS).exists() for m in members)  # deleted once the ensemble is scored
     checkpoints = set()
     for init, options in INITS.items():
         if options is None:

@@ -118,7 +118,7 @@ def _tiny_model_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nd
     return float((predicted == test_y).mean())
 
 
-@pytest.mark.parametrize(("decay", "particles"), [(3.0, 16.0), (3.0, 0.0), (1.0, 16.0), (1.0, 0.0)])
+@pytest.mark.parametrize(("decay", "particles"), [(3.0, 48.0), (3.0, 0.0), (1.0, 48.0), (1.0, 0.0)])
 def test_time_arrow_tells_a_reversed_clip_but_a_frame_tells_no_class(
     tmp_path: Path, decay: float, particles: float
 ) -> None:
@@ -144,3 +144,15 @@ def test_time_arrow_tells_a_reversed_clip_but_a_frame_tells_no_class(
     frames = np.stack([np.concatenate([v[8, ::4, ::4].reshape(-1), v[8].mean((0, 1)), v[8].std((0, 1))])
                        for v in videos]).astype(np.float64)
     assert _tiny_model_accuracy(frames[train], labels[train], frames[~train], labels[~train]) <= 0.45
+
+
+def test_falling_particles_are_streaks_as_long_as_their_fall() -> None:
+    """Motion blur: every particle's streak is as long as it fell during the frame, so the streaks lengthen
+    from the first frame to the last (a time cue in every cell of the frame) and match the positions."""
+    from vidfast.data.synth import _falling_particles
+
+    y, _, streak, _ = _falling_particles(np.random.default_rng(0), 32, 48, 48, 48.0)
+    assert y.shape == streak.shape == (32, 108)
+    fell = np.diff(y, axis=0) % 48  # no particle falls a whole frame height in one frame
+    assert np.array_equal(fell, streak[1:])
+    assert streak[:8].mean() < streak[8:16].mean() < streak[16:24].mean() < streak[24:].mean()

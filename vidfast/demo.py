@@ -59,7 +59,8 @@ class DemoConfig:
     pretrain_epochs: int = 50
     train_epochs: int = 60
     lr: float = 0.02
-    pretrain_lr: float = 0.02
+    pretrain_optimizer: str = "adamw"
+    pretrain_lr: float = 0.001
     amp: bool | None = None
     eval_clips: int = 4
     workers: int = 1
@@ -112,9 +113,11 @@ def _train_config(cfg: DemoConfig, task: str, manifest: Path, run_dir: Path, epo
     """The study's run config with the demo's batch sizes, progress display and training curves."""
     from vidfast.study import train_config
 
-    batch_size = cfg.batch_size if task == "puzzle" else cfg.finetune_batch_size
-    return train_config(cfg, task, manifest, run_dir, epochs, lr, cfg.seed, init=init, batch_size=batch_size,
-                        runtime={"amp": cfg.amp, "progress": "auto", "plots": True})
+    puzzle = task == "puzzle"
+    return train_config(cfg, task, manifest, run_dir, epochs, lr, cfg.seed, init=init,
+                        batch_size=cfg.batch_size if puzzle else cfg.finetune_batch_size,
+                        runtime={"amp": cfg.amp, "progress": "auto", "plots": True},
+                        optimizer=cfg.pretrain_optimizer if puzzle else "sgd")
 
 
 def _run_summary(result: Any) -> dict[str, Any]:

@@ -40,6 +40,9 @@ INITS: dict[str, dict[str, Any] | None] = {
     "channel_jitter": {"jitter": True, "channel_prob": 0.5, "rotation": False},
 }
 MAIN_INITS = ("random", "st_puzzle")
+#: score ensembles of fine-tuned initialisations (Kim et al.'s "ST score ensemble": softmax scores of the
+#: S-puzzle and T-puzzle networks averaged per video), run with ``ablation``
+ENSEMBLES: dict[str, tuple[str, ...]] = {"st_ensemble": ("spatial_puzzle", "temporal_puzzle")}
 #: the paper's tables: (title, [(row label, init name, paper's UCF-101 top-1)])
 TABLES: tuple[tuple[str, list[tuple[str, str, float]]], ...] = (
     (
@@ -47,10 +50,11 @@ TABLES: tuple[tuple[str, list[tuple[str, str, float]]], ...] = (
         [("random init", "random", 42.4), ("ST-puzzle (full)", "st_puzzle", 65.8)],
     ),
     (
-        "Table 2: puzzle kinds (Kim et al. Table 2; the ST ensemble row is not run)",
+        "Table 2: puzzle kinds (Kim et al. Table 2)",
         [
             ("S-puzzle", "spatial_puzzle", 58.5),
             ("T-puzzle", "temporal_puzzle", 59.3),
+            ("ST score ensemble", "st_ensemble", 61.3),
             ("ST-puzzle (full)", "st_puzzle", 65.8),
         ],
     ),
@@ -65,6 +69,8 @@ TABLES: tuple[tuple[str, list[tuple[str, str, float]]], ...] = (
     ),
 )
 RESULTS, REPORT, PLOT = "results.json", "report.md", "accuracy_vs_labels.png"
+#: a fine-tuned cell's weights, kept until the score ensembles it belongs to are scored
+WEIGHTS = "weights.pt"
 
 
 @dataclass
@@ -103,8 +109,9 @@ class StudyConfig:
     cube_len: int = 8
     cube_size: int = 32
     batch_size: int = 8
-    pretrain_epochs: int = 12
-    pretrain_lr: float = 0.02
+    pretrain_epochs: int = 40
+    pretrain_optimizer: str = "adamw"
+    pretrain_lr: float = 0.001
     finetune_steps: int = 60
     lr: float = 0.01
     eval_clips: int = 3
@@ -137,8 +144,8 @@ class StudyConfig:
         )
 
     def inits(self) -> list[str]:
-        """The initialisations this study runs, in table order."""
-        return list(INITS) if self.ablation else list(MAIN_INITS)
+        """The initialisations (and score ensembles, after their members) this study runs, in table order."""
+        return [*INITS, *ENSEMBLES] if self.ablation else list(MAIN_INITS)
 
 
 @dataclass
@@ -246,10 +253,12 @@ def train_config(
     batch_size: int | None = None,
     begin_module: str | None = None,
     runtime: dict[str, Any] | None = None,
+    optimizer: str = "sgd",
 ) -> Any:
     """The training config of one study (or demo) run: ``cfg`` gives the geometry (``arch``, ``widen_factor``,
     ``clip_len``, ``size``, ``cube_len``, ``cube_size``, ``batch_size``, ``workers``, ``device``: a
-    :class:`StudyConfig` or a ``DemoConfig``); SGD with a cosine schedule; ``sampler`` overrides
+    :class:`StudyConfig` or a ``DemoConfig``); ``optimizer`` (SGD with momentum 0.9, or AdamW) with warmup
+    and a cosine schedule; ``sampler`` overrides
     puzzle-sampler options, ``runtime`` the runtime section (quiet, no plots by default)."""
     from vidfast.engine.config import resolve_config
 
@@ -265,7 +274,7 @@ def train_config(
         "model": {"arch": cfg.arch, "widen_factor": cfg.widen_factor},
         "data": data,
         "optim": {
-            "optimizer": "sgd",
+            "optimizer": optimizer,
             "lr": lr,
             "momentum": 0.9,
             "weight_decay": 1e-4,
@@ -318,6 +327,7 @@ def _pretrain(
         cfg.seed,
         sampler=INITS[init],
         runtime={"resume": (folder / "last.pt").exists()},
+        optimizer=cfg.pretrain_optimizer,
     )
     result = fit(train_cfg)
     if result.status != "completed" or result.last_checkpoint is None:
@@ -344,15 +354,17 @@ def _finetune(
     seed: int,
     folder: Path,
     begin_module: str | None,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune one cell (init, k, seed) for ``finetune_steps`` steps and score it on the test set; cached in
-    ``cell.json``."""
+    ``cell.json``. ``keep``: the cell's weights are needed by a score ensemble, so they stay in
+    ``WEIGHTS`` (a finished cell without them is fine-tuned again)."""
     from vidfast.data import read_manifest, write_manifest
-    from vidfast.engine.evaluate import EvalConfig, evaluate
+    from vidfast.engine.evaluate import evaluate
     from vidfast.engine.trainer import fit
 
     marker = folder / "cell.json"
-    if marker.exists():
+    if marker.exists() and (not keep or (folder / WEIGHTS).exists()):
         return json.loads(marker.read_text())
     labelled = read_manifest(sets.labelled)
     rows = labelled_subset(labelled.select("train"), k, seed, len(sets.class_names))
@@ -376,17 +388,9 @@ def _finetune(
     )
     if result.last_checkpoint is None or result.status != "completed":
         raise VidfastError(f"fine-tuning {folder} was interrupted; run the study again to continue")
-    report = evaluate(
-        EvalConfig(
-            manifest=str(sets.test),
-            checkpoints=[str(result.last_checkpoint)],
-            split="test",
-            clips=cfg.eval_clips,
-            workers=cfg.workers,
-            device=cfg.device,
-            run_dir=str(folder / "eval"),
-        )
-    )
+    report = evaluate(_test_config(cfg, sets, [result.last_checkpoint], folder / "eval"))
+    if keep:
+        result.last_checkpoint.replace(folder / WEIGHTS)
     last = result.history[-1] if result.history else {}
     cell = {
         "init": init,
@@ -404,6 +408,41 @@ def _finetune(
         weights.unlink()
     marker.write_text(json.dumps(cell, indent=2))
     return cell
+
+
+def _test_config(cfg: StudyConfig, sets: Sets, checkpoints: list[Path], run_dir: Path) -> Any:
+    """Scoring on the test set; several checkpoints are a score ensemble (softmax averaged per video)."""
+    from vidfast.engine.evaluate import EvalConfig
+
+    return EvalConfig(manifest=str(sets.test), checkpoints=[str(c) for c in checkpoints], split="test",
+                      clips=cfg.eval_clips, workers=cfg.workers, device=cfg.device, run_dir=str(run_dir))
+
+
+def _ensemble(cfg: StudyConfig, sets: Sets, name: str, members: list[Path], k: int, seed: int,
+              folder: Path) -> dict[str, Any]:
+    """Score the ensemble ``name`` of the fine-tuned cells in ``members`` (their kept weights) on the test
+    set; cached in ``cell.json``, after which the members' weights are deleted."""
+    from vidfast.engine.evaluate import evaluate
+
+    marker = folder / "cell.json"
+    if not marker.exists():
+        start = time.perf_counter()
+        report = evaluate(_test_config(cfg, sets, [m / WEIGHTS for m in members], folder / "eval"))
+        cell = {
+            "init": name,
+            "k": k,
+            "seed": seed,
+            "probe": False,
+            "members": [str(m) for m in members],
+            "video_top1": report.video_top1,
+            "clip_top1": report.clip_top1,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(cell, indent=2))
+    for member in members:
+        (member / WEIGHTS).unlink(missing_ok=True)
+    return json.loads(marker.read_text())
 
 
 def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -440,18 +479,18 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         )
     pretrained: dict[str, dict[str, Any]] = {}
     for init in cfg.inits():
-        if INITS[init] is not None:
+        if INITS.get(init) is not None:
             pretrained[init] = _pretrain(cfg, sets, init, out / "pretrain" / init, say)
     cells = []
     modes = [None, "fc"] if cfg.probe else [None]
     for begin_module in modes:
+        kind = "probe" if begin_module else "finetune"
         for k in ks:  # k-major, so that an interrupted study already compares every init at the first k
             for init in cfg.inits():
-                checkpoint = pretrained[init]["checkpoint"] if init in pretrained else None
+                if init in ENSEMBLES and begin_module:
+                    continue
                 for seed in range(cfg.seeds):
-                    kind = "probe" if begin_module else "finetune"
-                    folder = out / kind / init / f"k{k}" / f"seed{seed}"
-                    cell = _finetune(cfg, sets, init, checkpoint, k, cfg.seed + seed, folder, begin_module)
+                    cell = _cell(cfg, sets, pretrained, out / kind, init, k, seed, begin_module)
                     say(
                         f"[study] {kind} {init} k={k} seed={seed}: "
                         f"video top-1 {100 * cell['video_top1']:.1f} %"
@@ -474,6 +513,24 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
     plot(results, out / PLOT)
     (out / REPORT).write_text(format_report(results))
     return results
+
+
+def _cell(cfg: StudyConfig, sets: Sets, pretrained: dict[str, dict[str, Any]], root: Path, init: str, k: int,
+          seed: int, begin_module: str | None) -> dict[str, Any]:
+    """One cell of the table: fine-tune ``init`` (or score the ensemble ``init``) for ``k`` labelled videos
+    per class with seed number ``seed``, in ``root/<init>/k<k>/seed<seed>``."""
+    def folder(name: str) -> Path:
+        return root / name / f"k{k}" / f"seed{seed}"
+
+    if init in ENSEMBLES:
+        members = [folder(member) for member in ENSEMBLES[init]]
+        return _ensemble(cfg, sets, init, members, k, cfg.seed + seed, folder(init))
+    wanted_by = [name for name, members in ENSEMBLES.items() if init in members]
+    keep = cfg.ablation and not begin_module and not all(
+        (folder(name) / "cell.json").exists() for name in wanted_by
+    )
+    checkpoint = pretrained[init]["checkpoint"] if init in pretrained else None
+    return _finetune(cfg, sets, init, checkpoint, k, cfg.seed + seed, folder(init), begin_module, keep)
 
 
 def _count_short(cfg: StudyConfig, sets: Sets) -> int:
