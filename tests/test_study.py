@@ -31,7 +31,9 @@ def test_study_quick_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: No
         for k in ("1", "2"):
             entry = results["summary"][init][k]
             assert entry["n"] == cfg.seeds and 0.0 <= entry["mean"] <= 100.0 and entry["std"] >= 0.0
-    assert 0.0 <= results["pretrain"]["st_puzzle"]["train_acc"] <= 1.0
+    pretext = results["pretrain"]["st_puzzle"]
+    for key in ("train_acc", "val_spatial_acc", "val_temporal_acc"):  # both kinds measured apart
+        assert 0.0 <= pretext[key] <= 1.0, key
     report = (out / "report.md").read_text()
     assert "| random init |" in report and "| ST-puzzle (full) |" in report and "## Verdict" in report
     assert results["verdict"] in report and results["verdict"].startswith(("Shown", "Not shown"))
@@ -108,6 +110,10 @@ def test_sets_that_share_a_video_are_refused(tmp_path: Path) -> None:
         )
     partial = run_cli("study", "--pool", manifest, "--out", tmp_path / "s")
     assert partial.exit_code != 0 and "go together" in partial.stderr
+    for option, value in (("--pretrain-optimizer", "adam"), ("--pretrain-lr", "0")):
+        refused = run_cli("study", "--quick", option, value, "--out", tmp_path / "r")
+        assert refused.exit_code != 0 and "--pretrain-optimizer must be sgd or adamw" in refused.stderr
+        assert "Traceback" not in refused.stderr + refused.stdout
     assert "Traceback" not in partial.stderr + partial.stdout
 
 

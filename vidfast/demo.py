@@ -59,8 +59,8 @@ class DemoConfig:
     pretrain_epochs: int = 50
     train_epochs: int = 60
     lr: float = 0.02
-    pretrain_optimizer: str = "adamw"
-    pretrain_lr: float = 0.001
+    pretrain_optimizer: str = "sgd"
+    pretrain_lr: float = 0.02
     amp: bool | None = None
     eval_clips: int = 4
     workers: int = 1

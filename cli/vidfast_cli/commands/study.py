@@ -62,6 +62,12 @@ def study(
     pretrain_epochs: Annotated[
         int | None, typer.Option("--pretrain-epochs", help="Epochs of puzzle pretraining on the pool.")
     ] = None,
+    pretrain_optimizer: Annotated[
+        str | None, typer.Option("--pretrain-optimizer", help="Puzzle pretraining's optimizer: sgd or adamw.")
+    ] = None,
+    pretrain_lr: Annotated[
+        float | None, typer.Option("--pretrain-lr", help="Peak learning rate of puzzle pretraining.")
+    ] = None,
     finetune_steps: Annotated[
         int | None, typer.Option("--finetune-steps", help="Optimizer steps of every fine-tune.")
     ] = None,
@@ -98,6 +104,8 @@ def study(
         "labelled": labelled and str(labelled),
         "test": test and str(test),
         "pretrain_epochs": pretrain_epochs,
+        "pretrain_optimizer": pretrain_optimizer,
+        "pretrain_lr": pretrain_lr,
         "finetune_steps": finetune_steps,
         "arch": arch,
         "widen_factor": widen_factor,
