@@ -77,7 +77,7 @@ WEIGHTS = "weights.pt"
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study. Defaults: 5.3 minutes measured on 2 quiet CPU cores (AMD EPYC, bf16 measured
+    """Sizes of the study. Defaults: 5.7 minutes measured on 2 quiet CPU cores (AMD EPYC, bf16 measured
     faster), 38-58 minutes on shared, loaded ones;
     :meth:`quick` for tests.
 
@@ -86,8 +86,10 @@ class StudyConfig:
     manifests of the user's own data (their ``train`` rows, ``train`` rows and ``test`` rows; all three or
     none) instead of the synthetic set of ``classes`` x (``pool_per_class``, ``labelled_per_class``,
     ``test_per_class``) videos. Fine-tunes all take ``finetune_steps`` optimizer steps whatever ``k``,
-    pretraining ``pretrain_epochs`` epochs of the pool. ``probe``: also fit a linear classifier on frozen
-    features (``finetune.begin_module="fc"``).
+    pretraining ``pretrain_epochs`` epochs of the pool with ``pretrain_optimizer`` (``"sgd"``, momentum 0.9,
+    or ``"adamw"``) at peak rate ``pretrain_lr`` (SGD is the default: AdamW learnt more of the puzzles here
+    and transferred worse, ``bench/results/study-cpu-2core-2026-12-02-streaks/``). ``probe``: also fit a
+    linear classifier on frozen features (``finetune.begin_module="fc"``).
     """
 
     out: str = "study_runs"

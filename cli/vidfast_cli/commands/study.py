@@ -82,7 +82,7 @@ def study(
 ) -> None:
     """Pretrain on Space-Time Cubic Puzzles on an unlabelled pool, fine-tune on k labelled videos per class
     for several seeds, compare with random initialisation on a held-out test set: report.md (the paper's
-    tables), results.json, accuracy_vs_labels.png and a verdict. Default size: 5.3 min measured on 2 quiet CPU
+    tables), results.json, accuracy_vs_labels.png and a verdict. Default size: 5.7 min measured on 2 quiet CPU
     cores, 38-58 min on shared, loaded ones.
     """
     import dataclasses
