@@ -56,7 +56,7 @@ class DemoConfig:
     cube_size: int = 32
     batch_size: int = 16
     finetune_batch_size: int = 8
-    pretrain_epochs: int = 50
+    pretrain_epochs: int = 40
     train_epochs: int = 60
     lr: float = 0.02
     pretrain_optimizer: str = "sgd"

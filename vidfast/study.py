@@ -262,8 +262,8 @@ def train_config(
     """The training config of one study (or demo) run: ``cfg`` gives the geometry (``arch``, ``widen_factor``,
     ``clip_len``, ``size``, ``cube_len``, ``cube_size``, ``batch_size``, ``workers``, ``device``: a
     :class:`StudyConfig` or a ``DemoConfig``); ``optimizer`` (SGD with momentum 0.9, or AdamW) with warmup
-    and a cosine schedule; ``sampler`` overrides
-    puzzle-sampler options, ``runtime`` the runtime section (quiet, no plots by default)."""
+    and a cosine schedule; ``sampler`` overrides puzzle-sampler options, ``runtime`` the runtime section
+    (quiet, no plots by default)."""
     from vidfast.engine.config import resolve_config
 
     data: dict[str, Any] = {
@@ -338,7 +338,7 @@ def _pretrain(
         raise VidfastError(f"pretraining {init} was interrupted; run the study again to continue it")
     last = result.history[-1] if result.history else {}
     one_kind = (INITS[init] or {}).get("spatial_prob") in (0.0, 1.0)
-    by_kind = {} if one_kind else pretext_by_kind(result.last_checkpoint, sets.pool, cfg.workers)
+    by_kind = {} if one_kind else pretext_by_kind(result.last_checkpoint, sets.pool, cfg.workers, cfg.device)
     summary = {
         "checkpoint": str(result.last_checkpoint),
         "epochs": result.epochs_completed,
@@ -351,37 +351,44 @@ def _pretrain(
     return summary
 
 
-def pretext_by_kind(checkpoint: Path, manifest: Path, workers: int, draws: int = 5) -> dict[str, float]:
+def pretext_by_kind(checkpoint: Path, manifest: Path, workers: int, device: str = "auto",
+                    puzzles: int = 200) -> dict[str, float]:
     """Puzzle accuracy of a pretrained network per puzzle kind: ``{"val_spatial_acc", "val_temporal_acc"}``
-    over ``draws`` puzzles of each kind from every ``val`` video of ``manifest`` (a network that solves only
-    one kind shows it here, where the mixed accuracy hides it); empty without ``val`` videos."""
+    over at least ``puzzles`` puzzles of each kind, as many from every ``val`` video of ``manifest`` (a
+    network that solves only one kind shows it here, where the mixed accuracy hides it); empty without
+    ``val`` videos."""
     import torch
 
+    from vidfast.data import read_manifest
     from vidfast.data.loader import LoaderConfig, make_loader
     from vidfast.data.policies import ClipOutput, CubicPuzzle
+    from vidfast.devices import resolve_device
     from vidfast.engine.build import puzzle_config, run_convention
     from vidfast.engine.config import config_from_dict
     from vidfast.engine.tasks import PuzzleTask
     from vidfast.models import read_checkpoint
 
+    videos = len(read_manifest(manifest).select("val"))
+    if not videos:
+        return {}
     ckpt = read_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
     model = PuzzleTask.from_config(cfg).build(cfg, []).model
     model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    target = resolve_device(device)
+    model.to(target).eval()
     convention = run_convention(cfg)
     output = ClipOutput(convention.unit_mean, convention.unit_std, torch.float32, False)
     accuracy = {}
     for kind, spatial_prob in (("spatial", 1.0), ("temporal", 0.0)):
         policy = CubicPuzzle(replace(puzzle_config(cfg), spatial_prob=spatial_prob), output)
         correct = count = 0
-        for draw in range(draws):
+        for draw in range(-(-puzzles // videos)):
             config = LoaderConfig(batch_size=cfg.data.batch_size, workers=workers, seed=draw, shuffle=False)
-            loader = make_loader(manifest, policy, config, split="val")
             with torch.no_grad():
-                for batch in loader:
+                for batch in make_loader(manifest, policy, config, split="val"):
                     if "video" in batch:
-                        predicted = model(batch["video"]).perm.argmax(1)
+                        predicted = model(batch["video"].to(target)).perm.argmax(1).cpu()
                         correct += int((predicted == batch["perm_label"]).sum())
                         count += len(predicted)
         if count:
