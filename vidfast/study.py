@@ -368,7 +368,8 @@ def pretext_by_kind(checkpoint: Path, manifest: Path, workers: int, device: str 
     from vidfast.engine.tasks import PuzzleTask
     from vidfast.models import read_checkpoint
 
-    videos = len(read_manifest(manifest).select("val"))
+    pool = read_manifest(manifest)
+    videos = len(pool.select("val"))
     if not videos:
         return {}
     ckpt = read_checkpoint(checkpoint)
@@ -386,7 +387,7 @@ def pretext_by_kind(checkpoint: Path, manifest: Path, workers: int, device: str 
         for draw in range(-(-puzzles // videos)):
             config = LoaderConfig(batch_size=cfg.data.batch_size, workers=workers, seed=draw, shuffle=False)
             with torch.no_grad():
-                for batch in make_loader(manifest, policy, config, split="val"):
+                for batch in make_loader(pool, policy, config, split="val"):
                     if "video" in batch:
                         predicted = model(batch["video"].to(target)).perm.argmax(1).cpu()
                         correct += int((predicted == batch["perm_label"]).sum())

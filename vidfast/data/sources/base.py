@@ -71,20 +71,21 @@ def register_source(name: str) -> Callable[[ListSource], ListSource]:
     return register
 
 
-def require_dir(path: Path, what: str) -> Path:
+def _require(path: Path, what: str, is_kind: Callable[[Path], bool], kind: str) -> Path:
+    """``path`` if it exists and ``is_kind``; else a one-line DataError naming ``what``."""
     if not path.exists():
         raise DataError(f"{what} not found: {path}")
-    if not path.is_dir():
-        raise DataError(f"{what} must be a folder: {path}")
+    if not is_kind(path):
+        raise DataError(f"{what} must be {kind}: {path}")
     return path
+
+
+def require_dir(path: Path, what: str) -> Path:
+    return _require(path, what, Path.is_dir, "a folder")
 
 
 def require_file(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise DataError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise DataError(f"{what} must be a file: {path}")
-    return path
+    return _require(path, what, Path.is_file, "a file")
 
 
 def visible(path: Path) -> bool:
