@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from fractions import Fraction
@@ -247,19 +245,36 @@ def onnx_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = create_model("resnet10", num_classes=3, widen_factor=0.25).eval()
     root = tmp_path_factory.mktemp("timeline-model")
-    export_onnx(net, root / "frames.onnx", clip=(4, 16, 16), class_names=["x", "y", "z"], frame_step=2,
-                with_preprocess=True, check=False)
-    return export_onnx(net, root / "float.onnx", clip=(4, 16, 16), class_names=["x", "y", "z"], frame_step=2,
-                       check=False).path
+    # the legacy exporter: ~10x faster than dynamo on this tiny net
+    return export_onnx(net, root / "float.onnx", exporter="torchscript", opset=17, **_EXPORT).path
 
 
-def test_float_and_frames_graphs_give_the_same_timeline(onnx_model: Path, gray_video: Path) -> None:
+_EXPORT = {"clip": (4, 16, 16), "class_names": ["x", "y", "z"], "frame_step": 2, "check": False}
+
+
+@pytest.fixture(scope="module")
+def frames_model(onnx_model: Path) -> Path:
+    """The same model taking uint8 frames (``--with-preprocess``; the dynamo exporter: the legacy one fails
+    onnx.checker on the preprocessing's Transpose)."""
+    import torch
+
+    from vidfast.export import export_onnx
+    from vidfast.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet10", num_classes=3, widen_factor=0.25).eval()
+    return export_onnx(net, onnx_model.with_name("frames.onnx"), with_preprocess=True, **_EXPORT).path
+
+
+@pytest.mark.slow
+def test_float_and_frames_graphs_give_the_same_timeline(onnx_model: Path, frames_model: Path,
+                                                        gray_video: Path) -> None:
     from vidfast.deploy import OnnxClassifier
     from vidfast.deploy.timeline import OnnxClipScorer
 
     float_run, frames_run = [
-        run_timeline(OnnxClipScorer(OnnxClassifier(onnx_model.with_name(name))), gray_video, window="0.8s",
-                     progress="none") for name in ("float.onnx", "frames.onnx")]
+        run_timeline(OnnxClipScorer(OnnxClassifier(model)), gray_video, window="0.8s", progress="none")
+        for model in (onnx_model, frames_model)]
     assert float_run.error is None and len(float_run.windows) == len(frames_run.windows) == 4
     for a, b in zip(float_run.windows, frames_run.windows, strict=True):
         assert (a.start, a.end) == (b.start, b.end)
@@ -321,6 +336,7 @@ def test_render_and_live_need_onnx_and_a_file(tmp_path: Path, gray_video: Path, 
 
 
 def test_timeline_modules_do_not_import_torch_or_the_training_stack() -> None:
+    """Not at module level, not inside functions (the torch-free runtime of issue 19)."""
     import ast
 
     import vidfast.deploy
@@ -331,10 +347,3 @@ def test_timeline_modules_do_not_import_torch_or_the_training_stack() -> None:
         imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [m for m in imported if m.split(".")[0] == "torch" or m.startswith(("vidfast.engine",
                                                                                         "vidfast.data"))]
-    code = ("import sys, vidfast; before = set(sys.modules); "
-            "import vidfast.deploy.stream, vidfast.deploy.timeline, vidfast.deploy.render; "
-            "new = sorted(m for m in set(sys.modules) - before "
-            "if m.split('.')[0] == 'torch' or m.startswith(('vidfast.engine', 'vidfast.data'))); "
-            "assert not new, new")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
