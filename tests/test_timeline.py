@@ -210,6 +210,22 @@ def block_frames(n: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> np
     return np.stack([np.roll(base, 3 * i, 1) for i in range(n)])
 
 
+def test_live_file_is_followed_while_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "growing.ts"
+    writer = threading.Thread(target=_write_stream, args=(path.open("wb"), gray_frames(60), 20),
+                              kwargs={"pace": 0.05}, daemon=True)
+    writer.start()
+    time.sleep(0.3)
+    timeline = Timeline(GrayScorer(), path, live=True, timeout=1.0)
+    arrivals = []
+    with pytest.raises(StreamError, match="no frame for 1 s"):  # a growing file has no end marker
+        for w in timeline:
+            arrivals.append((time.monotonic(), w.first_frame))
+    writer.join(10)
+    assert [f for _, f in arrivals] == list(range(0, 56, 8))  # every window of the 60 frames, none dropped
+    assert arrivals[-1][0] - arrivals[2][0] > 1.0  # they came while the file grew (0.4 s of writing apart)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "corrupt"])
 def test_broken_file_keeps_windows_one_line_exit_1(tmp_path: Path, onnx_model: Path, damage: str) -> None:
     video = write_video(tmp_path / "blocks.mkv", block_frames(60), fps=20)
