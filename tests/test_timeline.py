@@ -349,6 +349,10 @@ def test_render_and_live_need_onnx_and_a_file(tmp_path: Path, gray_video: Path, 
     assert result.exit_code == 2 and "--onnx" in result.stderr
     result = run_cli("predict", "-", "--onnx", onnx_model, "--render", tmp_path / "r.mp4")
     assert result.exit_code == 1 and "needs a file" in result.stderr
+    result = run_cli("predict", gray_video, "--onnx", onnx_model, "--timeline", "--preset", "imagenet")
+    assert result.exit_code == 2 and "carries its input convention" in result.stderr
+    result = run_cli("predict", tmp_path / "missing.mp4", "--onnx", onnx_model, "--timeline")
+    assert result.exit_code == 1 and "error: " in result.stderr and "no such file" in result.stderr
 
 
 def test_timeline_modules_do_not_import_torch_or_the_training_stack() -> None:

@@ -87,6 +87,11 @@ def predict(
     import json
 
     if timeline or render is not None or live:
+        from vidfast.conventions import Override
+
+        if convention != Override():
+            raise typer.BadParameter("an --onnx model carries its input convention: --preset, --mean, --std "
+                                     "and --value-scale do not apply")
         _timelines(videos, onnx, checkpoint, topk, as_json, device, window=window, stride=stride,
                    smooth=smooth, live=live, timeout=timeout, format=container_format, out=timeline_out,
                    render=render)
