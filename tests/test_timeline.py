@@ -145,7 +145,7 @@ def _write_stream(out, frames: np.ndarray, fps: int, pace: float = 0.0, stop_aft
     with av.open(out, "w", format="mpegts", options={"flush_packets": "1"}, buffer_size=4096) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "qp": "0"}  # lossless: exact levels
         for i, rgb in enumerate(frames):
             if stop_after is not None and i == stop_after:
                 out.flush()
@@ -173,7 +173,7 @@ def _pipe_source(frames: np.ndarray, fps: int, **kw):
 def test_live_pipe_drops_frames_when_the_model_is_slow() -> None:
     frames = gray_frames(75, level=3)  # 3 s at 25 fps, frame i at level 3 i
     source, writer = _pipe_source(frames, 25, pace=1 / 25)
-    scorer = GrayScorer(delay=0.4)  # one window takes 0.4 s, a window is 0.32 s of video: behind
+    scorer = GrayScorer(delay=0.8)  # a window takes 0.8 s to score and is 0.32 s of video: far behind
     timeline = Timeline(scorer, source, live=True, format="mpegts", timeout=5)
     windows = list(timeline)
     writer.join(10)
@@ -185,7 +185,7 @@ def test_live_pipe_drops_frames_when_the_model_is_slow() -> None:
     for clip in scorer.levels:  # every scored clip still has consecutive frames, frame_step apart
         idx = [frame_of(v, 3) for v in clip]
         assert np.diff(idx).tolist() == [2, 2, 2]
-    assert all(w.latency > 0 for w in windows) and stats.to_dict()["latency_max_s"] >= 0.4
+    assert all(w.latency > 0 for w in windows) and stats.to_dict()["latency_max_s"] >= 0.8
     starts = [w.first_frame for w in windows]
     assert starts == sorted(starts) and all(s % 8 == 0 for s in starts[:-1])  # on the stride grid
 
@@ -200,7 +200,7 @@ def test_stalled_pipe_keeps_windows_and_raises() -> None:
             windows.append(w)
     hold.set()
     writer.join(10)
-    assert len(windows) >= 10 and windows == timeline.results  # the windows before the stall came out
+    assert len(windows) >= 10 and timeline.stats.windows == len(windows)  # the windows before the stall
 
 
 def block_frames(n: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> np.ndarray:

@@ -20,7 +20,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -171,7 +171,8 @@ def top_labels(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tu
 @dataclass
 class TimelineStats:
     """How a run went: frames decoded / converted / dropped (live mode, model behind), windows scored and
-    skipped, media seconds read, wall seconds, latencies (seconds) and the ring's peak occupancy."""
+    skipped, media seconds read, wall seconds, latency sum and maximum (seconds; running totals, so that a
+    stream of any length keeps constant state) and the ring's peak occupancy."""
 
     frames_decoded: int = 0
     frames_dropped: int = 0
@@ -179,7 +180,8 @@ class TimelineStats:
     windows_skipped: int = 0
     media_seconds: float = 0.0
     wall_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latency_sum: float = 0.0
+    latency_max: float = 0.0
     ring_capacity: int = 0
     ring_peak: int = 0
 
@@ -189,7 +191,6 @@ class TimelineStats:
         return self.media_seconds / self.wall_seconds if self.wall_seconds > 0 else math.nan
 
     def to_dict(self) -> dict:
-        lat = np.asarray(self.latencies) if self.latencies else np.asarray([math.nan])
         return {
             "frames_decoded": self.frames_decoded,
             "frames_dropped": self.frames_dropped,
@@ -200,8 +201,8 @@ class TimelineStats:
             "realtime_factor": round(self.realtime_factor, 3),
             "frames_per_second": (round(self.frames_decoded / self.wall_seconds, 2) if self.wall_seconds
                                   else None),
-            "latency_mean_s": _finite(float(lat.mean())),
-            "latency_max_s": _finite(float(lat.max())),
+            "latency_mean_s": _finite(self.latency_sum / self.windows if self.windows else math.nan),
+            "latency_max_s": _finite(self.latency_max if self.windows else math.nan),
             "ring_capacity": self.ring_capacity,
             "ring_peak": self.ring_peak,
         }
@@ -255,7 +256,6 @@ class Timeline:
         self.stats = TimelineStats()
         self.info: StreamInfo | None = None
         self.plan: WindowPlan | None = None
-        self.results: list[WindowResult] = []
 
     @property
     def class_names(self) -> list[str]:
@@ -309,8 +309,8 @@ class Timeline:
                                       np.mean(recent, axis=0).astype(np.float32), raw.astype(np.float32),
                                       done - frames[-1].arrived)
                 self.stats.windows += 1
-                self.stats.latencies.append(result.latency)
-                self.results.append(result)
+                self.stats.latency_sum += result.latency
+                self.stats.latency_max = max(result.latency, self.stats.latency_max)
                 yield result
             ready.clear()
             if self.progress is not None:
@@ -456,8 +456,10 @@ def run_timeline(scorer: ClipScorer, source: Source, on_window=None, progress: s
     timeline = Timeline(scorer, source, progress=advance if progress != "none" else None, **options)
     started = time.perf_counter()
     error = None
+    windows: list[WindowResult] = []
     try:
         for window in timeline:
+            windows.append(window)
             if on_window is not None:
                 on_window(window)
     except StreamError as exc:
@@ -465,12 +467,12 @@ def run_timeline(scorer: ClipScorer, source: Source, on_window=None, progress: s
     finally:
         for b in bar:
             b.close()
-    outcome = TimelineOutcome(source_name(source), timeline.results, timeline.stats, error)
+    outcome = TimelineOutcome(source_name(source), windows, timeline.stats, error)
     if render is not None:
         from vidfast.deploy.render import render_timeline
 
         try:
-            outcome.rendered = render_timeline(source, render, timeline.results, scorer.class_names)
+            outcome.rendered = render_timeline(source, render, windows, scorer.class_names)
         except StreamError as exc:
             outcome.error = outcome.error or str(exc)
     return outcome
