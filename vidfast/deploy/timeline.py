@@ -433,9 +433,9 @@ class TimelineOutcome:
 def run_timeline(scorer: ClipScorer, source: Source, on_window=None, progress: str = "auto",
                  render: str | Path | None = None, **options) -> TimelineOutcome:
     """A :class:`Timeline` of ``source`` (``options``: its keyword arguments) run to the end, never raising
-    for the source's failures (they become ``error``, the windows before them kept). ``on_window`` is called
-    with each :class:`WindowResult`; ``progress`` ("auto", "rich", "plain", "none") shows a bar over the
-    seconds of a file with the real-time factor; ``render`` re-encodes a file with the labels drawn on it."""
+    for the source's failures or Ctrl-C (they become ``error``, the windows before them kept). ``on_window``
+    is called with each :class:`WindowResult`; ``progress`` ("auto", "rich", "plain", "none") shows a bar over
+    the seconds of a file with the real-time factor; ``render`` re-encodes a file with the labels drawn."""
     from vidfast.progress import Progress
 
     if render is not None and (not isinstance(source, str | Path) or str(source) == "-"
@@ -464,6 +464,8 @@ def run_timeline(scorer: ClipScorer, source: Source, on_window=None, progress: s
                 on_window(window)
     except StreamError as exc:
         error = str(exc)
+    except KeyboardInterrupt:  # how a live stream is usually ended: the windows so far are still written
+        error = f"{source_name(source)}: interrupted"
     finally:
         for b in bar:
             b.close()
