@@ -170,12 +170,14 @@ def top_labels(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tu
 
 @dataclass
 class TimelineStats:
-    """How a run went: frames decoded / converted / dropped (live mode, model behind), windows scored and
-    skipped, media seconds read, wall seconds, latency sum and maximum (seconds; running totals, so that a
-    stream of any length keeps constant state) and the ring's peak occupancy."""
+    """How a run went: frames decoded, dropped (live mode, model behind: converted frames the ring let go)
+    and lost (live mode: missing from the stream's timestamps), windows scored and skipped, media seconds
+    read, wall seconds, latency sum and maximum (seconds; running totals, so that a stream of any length
+    keeps constant state) and the ring's peak occupancy."""
 
     frames_decoded: int = 0
     frames_dropped: int = 0
+    frames_lost: int = 0
     windows: int = 0
     windows_skipped: int = 0
     media_seconds: float = 0.0
@@ -194,6 +196,7 @@ class TimelineStats:
         return {
             "frames_decoded": self.frames_decoded,
             "frames_dropped": self.frames_dropped,
+            "frames_lost": self.frames_lost,
             "windows": self.windows,
             "windows_skipped": self.windows_skipped,
             "media_seconds": round(self.media_seconds, 3),
@@ -213,7 +216,8 @@ class TimelineStats:
             f", latency mean {d['latency_mean_s']:.3f} s max {d['latency_max_s']:.3f} s")
         return (f"{self.windows} windows over {self.media_seconds:.1f} s in {self.wall_seconds:.1f} s "
                 f"({self.realtime_factor:.2f}x real time, {d['frames_per_second']} frames/s decoded), "
-                f"{self.frames_dropped} frames dropped, {self.windows_skipped} windows skipped{lat}")
+                f"{self.frames_dropped} frames dropped, {self.frames_lost} lost, "
+                f"{self.windows_skipped} windows skipped{lat}")
 
 
 def _finite(x: float) -> float | None:
@@ -275,15 +279,16 @@ class Timeline:
             if self.live:
                 reader.ring.capacity = self.plan.samples + self.plan.stride
             self.stats.ring_capacity = reader.ring.capacity
-            yield from self._windows(reader, started)
+            yield from self._windows(reader)
         finally:
             reader.close()
             self.stats.frames_decoded = reader.decoded
             self.stats.frames_dropped = reader.dropped
+            self.stats.frames_lost = reader.lost
             self.stats.ring_peak = reader.ring.peak
             self.stats.wall_seconds = time.perf_counter() - started
 
-    def _windows(self, reader: FrameReader, started: float) -> Iterator[WindowResult]:
+    def _windows(self, reader: FrameReader) -> Iterator[WindowResult]:
         plan = self.plan
         assert plan is not None and self.info is not None
         fps = self.info.fps
