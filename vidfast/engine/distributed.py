@@ -79,6 +79,15 @@ def broadcast_object(obj: T, info: DistInfo) -> T:
     return box[0]
 
 
+def all_gather_object(obj: T, info: DistInfo) -> list[T]:
+    """Every rank's ``obj`` (picklable), by rank, on every rank (``[obj]`` on one process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[T] = [obj] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     """Give every rank rank 0's buffers (batch-norm statistics), as DDP does before each forward."""
     if info.enabled:
