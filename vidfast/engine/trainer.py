@@ -196,7 +196,7 @@ class Trainer:
         return {"state_dict": self.model, "optimizer": self.optimizer, "scheduler": self.schedule,
                 "scaler": self.scaler}
 
-    def _save(self, best: bool = False) -> None:
+    def save_checkpoint(self, best: bool = False) -> None:
         """A checkpoint of the run as it stands (published as ``last.pt``, and ``best.pt`` when ``best``),
         written by the main rank with every rank's generator states.
 
@@ -361,7 +361,7 @@ class Trainer:
         finally:
             progress.close()
         if sums is None:
-            self._save()
+            self.save_checkpoint()
             return None
         return self._end_epoch(sums, time.perf_counter() - started)
 
@@ -397,7 +397,7 @@ class Trainer:
             if stopping:
                 return None
             if checkpoint_due and state.batch_in_epoch < self.steps_per_epoch:  # the epoch end saves anyway
-                self._save()
+                self.save_checkpoint()
 
     def _after_step(self, loss: float, stop: StopRequest) -> tuple[bool, bool]:
         """(a stop was requested on any rank, a ``runtime.checkpoint_every`` checkpoint is due), decided for
@@ -442,7 +442,7 @@ class Trainer:
             state.best_metric = monitored
         state.epoch += 1
         state.batch_in_epoch = 0
-        self._save(best=improved)
+        self.save_checkpoint(best=improved)
         self.logger.write_metrics(row)
         self.logger.info(
             " ".join(
