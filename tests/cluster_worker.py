@@ -5,6 +5,8 @@ Environment (all optional; files go to ``VF_MARKERS``):
 - ``VF_HOLD=STEP``: after step STEP every rank writes ``at-STEP-rankR`` (its pid and ``VF_AGENT`` inside) and
   waits until it has received a stop signal or the file ``release`` exists (the test sends or writes it), so
   that what the test does lands on a known step.
+- ``VF_KILL_IN_WRITE=N``: the N-th checkpoint write of rank 0 SIGKILLs its process half-way (a grace period
+  shorter than a checkpoint write).
 Every rank writes ``exit-rankR-ATTEMPT`` with its exit code (ATTEMPT: ``TORCHELASTIC_RESTART_COUNT``).
 """
 
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from vidfast_cli.app import app
 
 import vidfast.engine
@@ -60,8 +63,25 @@ def _record_signal(handle):
     return wrapper
 
 
+def _killed_in_write(save, n: int):
+    calls = {"n": 0}
+
+    @functools.wraps(save)
+    def wrapper(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, f, *args, **kwargs)
+
+    return wrapper
+
+
 def main() -> None:
     StopRequest._handle = _record_signal(StopRequest._handle)
+    if os.environ.get("VF_KILL_IN_WRITE"):
+        torch.save = _killed_in_write(torch.save, int(os.environ["VF_KILL_IN_WRITE"]))
     fit = vidfast.engine.fit
     vidfast.engine.fit = lambda cfg: fit(cfg, callbacks=[_on_step])
     code = 0

@@ -255,33 +255,55 @@ def test_full_disk_stops_after_n_failures_in_a_row_with_exit_74(bars, tmp_path, 
 
 
 def test_truncated_newest_checkpoint_auto_resume_falls_back_with_one_line(bars, tmp_path):
-    """(d) A run stopped at step 6 of 8 (checkpoints every step, 3 kept); its newest checkpoint is then cut
-    in half and a killed writer's temporary is left: --auto-resume passes over the first with one line,
-    ignores (and removes) the second, resumes from step 5 and ends bit-identical to an uninterrupted run."""
-    full = fit(tiny_config(bars, tmp_path / "full", checkpoint_every="0"))
+    """(d) A run stopped by SIGUSR1 at step 3 of 4 (checkpoints every step, 2 kept); its newest checkpoint is
+    then cut in half and a killed writer's temporary is left: --auto-resume passes over the first with one
+    line, ignores (and removes) the second, resumes from step 2 and ends bit-identical to an uninterrupted
+    run."""
+    full = fit(tiny_config(bars, tmp_path / "full", epochs=1, checkpoint_every="0"))
     run = tmp_path / "run"
 
-    def stop_at_6(event):
-        if event.step == 6:
+    def stop_at_3(event):
+        if event.step == 3:
             os.kill(os.getpid(), signal.SIGUSR1)
 
-    part = fit(tiny_config(bars, run, checkpoint_every="1", keep_checkpoints=3), callbacks=[stop_at_6])
-    assert (part.status, part.stopped_by, part.steps) == ("interrupted", "SIGUSR1", 6)
+    part = fit(tiny_config(bars, run, epochs=1, checkpoint_every="1"), callbacks=[stop_at_3])
+    assert (part.status, part.stopped_by, part.steps) == ("interrupted", "SIGUSR1", 3)
     numbered = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert numbered == [f"step-00000000{s}.pt" for s in (4, 5, 6)]
+    assert numbered == [f"step-00000000{s}.pt" for s in (2, 3)]  # --keep-checkpoints 2
     newest = run / "checkpoints" / numbered[-1]
     assert os.path.samefile(newest, run / "last.pt")
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     stale = run / "checkpoints" / ".step-000000007.pt.tmp-12345"
     stale.write_bytes(b"partial")
 
-    resumed = fit(tiny_config(bars, run, auto_resume=True, checkpoint_every="1", keep_checkpoints=3))
-    assert resumed.status == "completed" and resumed.steps == full.steps == 8
+    resumed = fit(tiny_config(bars, run, epochs=1, auto_resume=True, checkpoint_every="1"))
+    assert resumed.status == "completed" and resumed.steps == full.steps == 4
     log = (run / "train.log").read_text()
     assert log.count("auto-resume: passing over") == 1 and f"passing over {newest}" in log
-    assert "step-000000005.pt at epoch 2 batch 1 (step 5)" in log
+    assert "step-000000002.pt at epoch 1 batch 2 (step 2)" in log
     assert not stale.exists()
     _assert_same_weights(_weights(run / "last.pt"), _weights(tmp_path / "full" / "last.pt"))
+
+
+@pytest.mark.slow
+def test_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_newest(bars, tmp_path):
+    """A grace period shorter than a checkpoint write: the process is SIGKILLed half-way through its 3rd
+    write (step 3). last.pt is still step 2 and loads; the half-written temporary is no checkpoint, and
+    --auto-resume continues from step 2 to the end of the epoch."""
+    markers, run = tmp_path / "markers", tmp_path / "run"
+    markers.mkdir()
+    env = {**os.environ, "VF_MARKERS": str(markers), "VF_KILL_IN_WRITE": "3", "OMP_NUM_THREADS": "1"}
+    args = _train_args(bars, run, "--checkpoint-every", "1", "--workers", "0", "--batch-size", "8",
+                       "--epochs", "1")
+    done = subprocess.run([sys.executable, str(WORKER), *args], env=env, capture_output=True,
+                          timeout=DEADLINE_S)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert read_checkpoint(run / "last.pt")["step"] == 2
+    assert [p.name for p in (run / "checkpoints").glob(".*.tmp-*")]  # the write under way when killed
+    resumed = fit(tiny_config(bars, run, epochs=1, auto_resume=True, checkpoint_every="1"))
+    assert resumed.status == "completed" and resumed.steps == 4
+    log = (run / "train.log").read_text()
+    assert "step-000000002.pt at epoch 1 batch 2 (step 2)" in log and "passing over" not in log
 
 
 def test_preempt_signal_through_the_cli_exits_75_and_auto_resume_starts_fresh(bars, tmp_path, monkeypatch):
