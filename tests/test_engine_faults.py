@@ -327,6 +327,27 @@ def test_preempt_signal_through_the_cli_exits_75_and_auto_resume_starts_fresh(ba
     assert both.exit_code == 1 and "exclude each other" in both.stderr
 
 
+def test_checkpoint_every_minutes_follows_the_clock(bars, tmp_path, monkeypatch):
+    """--checkpoint-every 10m: no mid-epoch checkpoint while the clock stands still, one at the first step
+    after ten minutes have passed (the clock is the trainer's ``time.monotonic``, moved by the test)."""
+    from types import SimpleNamespace
+
+    from vidfast.engine import trainer
+
+    clock = [1000.0]
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                         perf_counter=time.perf_counter))
+
+    def ten_minutes_pass(event):
+        if event.step == 2:
+            clock[0] += 600.0
+
+    fit(tiny_config(bars, tmp_path / "run", epochs=1, checkpoint_every="10m", keep_checkpoints=5),
+        callbacks=[ten_minutes_pass])
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-000000002.pt", "step-000000004.pt"]  # step 4: the epoch end
+
+
 def test_checkpoint_interval_and_options_are_checked():
     assert checkpoint_interval("500") == (500, 0.0)
     assert checkpoint_interval("10m") == (0, 600.0)
