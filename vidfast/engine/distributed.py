@@ -61,7 +61,10 @@ def _generation_store(world_size: int) -> dist.Store | None:
     torchrun's store (``TORCHELASTIC_USE_AGENT_STORE``) outlives the ranks it restarts, with the connection
     keys of the ranks that died in it: a restarted rank that read those before its peer rewrote them would
     fail to connect ("Connection refused"). So every rank counts itself in, and each ``world_size`` ranks
-    in a row (one restart of the whole job, on however many nodes) get their own key prefix.
+    in a row (one restart of the whole job, on however many nodes) get their own key prefix. (A rank that
+    dies before counting itself in shifts the count for the restarts after it; with
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, which the README recommends, every restart gets a new store
+    and this is not used.)
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
