@@ -196,5 +196,10 @@ def test_help_lists_every_shared_option():
         "--from",
         "--ft-begin-module",
         "--resume",
+        "--auto-resume",
+        "--checkpoint-every",
+        "--keep-checkpoints",
+        "--checkpoint-failures",
+        "--preempt-signal",
     ):
         assert option in result.stdout, option

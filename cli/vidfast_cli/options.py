@@ -211,6 +211,53 @@ Resume = Annotated[
         rich_help_panel=_RUNTIME,
     ),
 ]
+AutoResume = Annotated[
+    bool | None,
+    typer.Option(
+        "--auto-resume/--no-auto-resume",
+        help="Continue from the newest valid checkpoint in --run-dir when there is one, else start fresh "
+        "(the same command line for the first start and every restart: torchrun --max-restarts, SLURM "
+        "--requeue).",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+CheckpointEvery = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-every",
+        help="Checkpoint also mid-epoch: every N optimizer steps (500), or every so much time (90s, 10m, "
+        "2h); 0 = at epoch ends only. Default 500.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+KeepCheckpoints = Annotated[
+    int | None,
+    typer.Option(
+        "--keep-checkpoints",
+        min=1,
+        help="Step-numbered checkpoints kept in RUN/checkpoints (the newest K; default 2).",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+CheckpointFailures = Annotated[
+    int | None,
+    typer.Option(
+        "--checkpoint-failures",
+        min=1,
+        help="Stop (exit 74) when this many checkpoint writes fail in a row (full disk, I/O error); fewer "
+        "are logged and training goes on (default 3).",
+        rich_help_panel=_RUNTIME,
+    ),
+]
+PreemptSignal = Annotated[
+    str | None,
+    typer.Option(
+        "--preempt-signal",
+        help="Signal that, like SIGTERM, checkpoints at the next step and exits 75: SIGUSR1 (default, for "
+        "SLURM --signal=USR1@120), SIGUSR2, SIGHUP or SIGTERM.",
+        rich_help_panel=_RUNTIME,
+    ),
+]
 RotationWeight = Annotated[
     float | None,
     typer.Option(
@@ -341,6 +388,11 @@ TRAINING_OPTIONS: dict[str, Any] = {
     "seed": Seed,
     "run_dir": RunDir,
     "resume": Resume,
+    "auto_resume": AutoResume,
+    "checkpoint_every": CheckpointEvery,
+    "keep_checkpoints": KeepCheckpoints,
+    "checkpoint_failures": CheckpointFailures,
+    "preempt_signal": PreemptSignal,
     "preset": Preset,
     "mean": Mean,
     "std": Std,
@@ -377,6 +429,11 @@ CONFIG_KEYS: dict[str, str] = {
     "seed": "runtime.seed",
     "run_dir": "runtime.run_dir",
     "resume": "runtime.resume",
+    "auto_resume": "runtime.auto_resume",
+    "checkpoint_every": "runtime.checkpoint_every",
+    "keep_checkpoints": "runtime.keep_checkpoints",
+    "checkpoint_failures": "runtime.checkpoint_failures",
+    "preempt_signal": "runtime.preempt_signal",
     "rotation_weight": "puzzle.rotation_weight",
     "from_checkpoint": "finetune.checkpoint",
     "inflate_from": "finetune.inflate_from",

@@ -16,8 +16,10 @@ epoch reaches persistent workers through the sampler (which yields ``(epoch, ind
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -206,7 +208,9 @@ class LoaderConfig:
     takes its step) instead of being dropped. ``pad_shards``: under DDP repeat samples so that every rank gets
     as many (training); False gives every sample to exactly one rank (evaluation). ``device="cuda"`` with a
     backend that defers there (DALI) decodes on the GPU and returns CUDA batches. ``distributed``: None
-    follows ``torch.distributed``.
+    follows ``torch.distributed``. ``ignore_signals``: signal numbers the workers ignore (a training loop's
+    stop signals: sent to the whole process group, they must reach the main process only, which ends the
+    workers; a worker killed by one would end the run with "DataLoader worker ... is killed by signal").
     """
 
     backend: str = "auto"
@@ -222,6 +226,7 @@ class LoaderConfig:
     empty_batches: bool = False
     pad_shards: bool = True
     distributed: bool | None = None
+    ignore_signals: tuple[int, ...] = ()
 
     @classmethod
     def take(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -264,5 +269,14 @@ def make_loader(manifest: Any, policy: ClipPolicy, config: LoaderConfig = Loader
         drop_last=config.drop_last,
         persistent_workers=workers > 0,
         prefetch_factor=config.prefetch_factor if workers > 0 else None,
+        worker_init_fn=functools.partial(_ignore_signals, tuple(config.ignore_signals))
+        if config.ignore_signals
+        else None,
     )
     return VideoLoader(dataset, sampler, loader, manifest.class_names, device, config.empty_batches)
+
+
+def _ignore_signals(signals: tuple[int, ...], worker_id: int) -> None:
+    """A worker's ``worker_init_fn``: ignore ``signals``."""
+    for signum in signals:
+        signal.signal(signum, signal.SIG_IGN)

@@ -120,6 +120,19 @@ class RuntimeConfig:
     seed: int = 0
     run_dir: str = "runs/run"
     resume: bool = False
+    #: resume from the newest valid checkpoint of ``run_dir`` when it has one, else start fresh (one command
+    #: line for the first start and every restart: torchrun --max-restarts, SLURM --requeue)
+    auto_resume: bool = False
+    #: checkpoints besides those at epoch ends: "500" every 500 optimizer steps, "10m" (or "90s", "2h") every
+    #: so much wall time, "0" at epoch ends only
+    checkpoint_every: str = "500"
+    #: step-numbered checkpoints kept in ``run_dir/checkpoints`` (the newest K; ``last.pt`` is the newest)
+    keep_checkpoints: int = 2
+    #: checkpoint writes that may fail in a row (full disk, I/O error) before training stops
+    checkpoint_failures: int = 3
+    #: signal that asks for a checkpoint at the next step and an exit (as SIGTERM and Ctrl-C do), e.g. for
+    #: SLURM's ``--signal=USR1@120``
+    preempt_signal: str = "SIGUSR1"
     log_every: int = 10
     progress: str = "auto"
     tensorboard: bool = True
@@ -257,7 +270,30 @@ def _merge(target: Any, updates: dict[str, Any], prefix: str) -> None:
             setattr(target, name, _coerce(value, hints[name], key))
 
 
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+_INTERVAL_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def checkpoint_interval(text: str) -> tuple[int, float]:
+    """``runtime.checkpoint_every`` as (optimizer steps, seconds); 0 = not by that measure.
+
+    ``"500"`` -> (500, 0.0); ``"10m"`` -> (0, 600.0); ``"0"`` -> (0, 0.0) (epoch ends only).
+    """
+    text = text.strip().lower()
+    unit = _INTERVAL_UNITS.get(text[-1:]) if text else None
+    try:
+        value = float(text[:-1]) if unit else int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            f"runtime.checkpoint_every: {text!r} is not a number of steps (500) or a time (90s, 10m, 2h)"
+        )
+    return (0, value * unit) if unit else (int(value), 0.0)
+
+
 def _validate(cfg: TrainConfig) -> None:
+    checkpoint_interval(cfg.runtime.checkpoint_every)
     checks = [
         (cfg.epochs >= 1, "epochs must be >= 1"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
@@ -285,6 +321,16 @@ def _validate(cfg: TrainConfig) -> None:
         (
             cfg.runtime.progress in ("auto", "rich", "plain", "none"),
             "runtime.progress must be auto, rich, plain or none",
+        ),
+        (
+            cfg.runtime.preempt_signal in PREEMPT_SIGNALS,
+            f"runtime.preempt_signal must be one of {', '.join(PREEMPT_SIGNALS)}",
+        ),
+        (cfg.runtime.keep_checkpoints >= 1, "runtime.keep_checkpoints must be >= 1"),
+        (cfg.runtime.checkpoint_failures >= 1, "runtime.checkpoint_failures must be >= 1"),
+        (
+            not (cfg.runtime.resume and cfg.runtime.auto_resume),
+            "runtime.resume and runtime.auto_resume exclude each other (auto_resume also starts fresh)",
         ),
         (0.0 <= cfg.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
         (

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from vidfast.errors import VidfastError
 from vidfast.ranks import Rank, launched_rank
@@ -49,8 +50,28 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        store = _generation_store(world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group)
+
+
+def _generation_store(world_size: int) -> dist.Store | None:
+    """The store of this generation of ranks under ``torchrun``, else None (``init_process_group`` makes one).
+
+    torchrun's store (``TORCHELASTIC_USE_AGENT_STORE``) outlives the ranks it restarts, with the connection
+    keys of the ranks that died in it: a restarted rank that read those before its peer rewrote them would
+    fail to connect ("Connection refused"). So every rank counts itself in, and each ``world_size`` ranks
+    in a row (one restart of the whole job, on however many nodes) get their own key prefix. (A rank that
+    dies before counting itself in shifts the count for the restarts after it; with
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, which the README recommends, every restart gets a new store
+    and this is not used.)
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=default_pg_timeout)
+    generation = (store.add("vidfast/ranks_started", 1) - 1) // world_size
+    return dist.PrefixStore(f"vidfast/generation-{generation}/", store)
 
 
 def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
@@ -77,6 +98,15 @@ def broadcast_object(obj: T, info: DistInfo) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj: T, info: DistInfo) -> list[T]:
+    """Every rank's ``obj`` (picklable), by rank, on every rank (``[obj]`` on one process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[T] = [obj] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:

@@ -3,13 +3,14 @@
 One loop serves every task of :mod:`vidfast.engine.tasks` (supervised classification, the cubic-puzzle pretext
 task). Per step: batch to the device (non-blocking, channels_last_3d), forward + loss under autocast, backward
 (GradScaler for fp16), optional gradient clipping, optimizer and schedule step. Per epoch: validation on the
-manifest's val split when it has rows, metrics to CSV/TensorBoard, ``last.pt`` written atomically and
-``best.pt`` when the monitored accuracy improves.
+manifest's val split when it has rows, metrics to CSV/TensorBoard, a checkpoint written atomically
+(``last.pt``) and ``best.pt`` when the monitored accuracy improves; mid-epoch checkpoints every
+``runtime.checkpoint_every`` steps or minutes.
 
 Exact resume: every epoch reseeds the generators from (seed, epoch, rank) and the loaders are seeded per
-epoch; a checkpoint written mid-epoch (Ctrl-C/SIGTERM) records how many batches of the epoch were done and the
-generator states, so ``--resume`` replays the epoch's loader up to there and continues bit-for-bit
-(deterministic mode).
+epoch; a checkpoint written mid-epoch (``checkpoint_every``, Ctrl-C, SIGTERM, the preemption signal) records
+how many batches of the epoch were done and every rank's generator states, so ``--resume``/``--auto-resume``
+start the epoch's loader there and continue bit-for-bit (deterministic mode).
 
 The parts live next door: building (:mod:`~vidfast.engine.build`, :mod:`~vidfast.engine.tasks`), loaders
 (:mod:`~vidfast.engine.loaders`), precision (:mod:`~vidfast.engine.precision`), checkpoints
@@ -34,16 +35,19 @@ from vidfast.data.manifest import read_manifest
 from vidfast.devices import resolve_device
 from vidfast.engine.build import apply_runtime_flags
 from vidfast.engine.checkpoint import (
+    CheckpointWriteError,
     LoopState,
     RunCheckpoints,
+    capture_rng_state,
     restore_rng_state,
     restore_training,
     seed_everything,
     training_checkpoint,
 )
-from vidfast.engine.config import TrainConfig, save_config
+from vidfast.engine.config import TrainConfig, checkpoint_interval, save_config
 from vidfast.engine.distributed import (
     DistInfo,
+    all_gather_object,
     all_reduce_sum,
     any_rank,
     barrier,
@@ -77,7 +81,8 @@ class StepEvent:
 
 @dataclass
 class RunResult:
-    """Outcome of ``fit``. ``status``: "completed" or "interrupted" (Ctrl-C/SIGTERM, checkpoint saved)."""
+    """Outcome of ``fit``. ``status``: "completed" or "interrupted" (Ctrl-C, SIGTERM or the preemption
+    signal, named by ``stopped_by``; checkpoint saved)."""
 
     run_dir: Path
     status: str
@@ -88,6 +93,7 @@ class RunResult:
     best_metric: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None
+    stopped_by: str | None = None
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -113,9 +119,17 @@ class Trainer:
             device = torch.device("cuda", info.local_rank)
         self.device = device
         self.run_dir = Path(rt.run_dir)
-        self.checkpoints = RunCheckpoints(self.run_dir, info)
+        self.checkpoints = RunCheckpoints(self.run_dir, info, rt.keep_checkpoints)
+        self.stop = StopRequest(rt.preempt_signal)
+        self.every_steps, self.every_seconds = checkpoint_interval(rt.checkpoint_every)
+        self.write_failures = 0
         apply_runtime_flags(cfg)
-        resume_ckpt = self.checkpoints.read_last() if rt.resume else None
+        resume_ckpt, self.resumed_from, self.resume_notes = None, None, []
+        if rt.resume:
+            resume_ckpt, self.resumed_from = self.checkpoints.read_last(), self.checkpoints.last
+        elif rt.auto_resume:
+            resume_ckpt, self.resumed_from, self.resume_notes = self.checkpoints.find_newest()
+        self.checkpoints.remove_stale_temporaries()
         seed_everything(_epoch_seed(rt.seed, -1, info.rank))
 
         manifest = read_manifest(cfg.data.manifest)
@@ -141,8 +155,8 @@ class Trainer:
         self.state = LoopState()
         self.resume_rng: dict[str, Any] | None = None
         if resume_ckpt is not None:
-            self.resume_rng = restore_training(resume_ckpt, self.checkpoints.last, cfg, self.setup,
-                                               self._stateful(), self.state)
+            self.resume_rng = restore_training(resume_ckpt, self.resumed_from, cfg, self.setup,
+                                               self._stateful(), self.state, info)
         if rt.compile:
             self.model.compile()
         self.net: nn.Module = (
@@ -151,7 +165,9 @@ class Trainer:
             else self.model
         )
         self.logger = RunLogger(self.run_dir, active=info.is_main, progress=rt.progress,
-                                tensorboard=rt.tensorboard, append=rt.resume, log_every=rt.log_every)
+                                tensorboard=rt.tensorboard, append=resume_ckpt is not None,
+                                log_every=rt.log_every)
+        self.last_save_time = time.monotonic()
         if info.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
@@ -161,9 +177,11 @@ class Trainer:
         cfg, conv = self.cfg, self.setup.convention
         dtype = self.amp_dtype or torch.float32
         task, device = self.task, self.device
-        self.train_loader = run_loader(manifest, cfg, task, cfg.data.train_split, True, device, dtype, conv)
+        quiet = self.stop.signals  # the workers leave stop signals to this process
+        self.train_loader = run_loader(manifest, cfg, task, cfg.data.train_split, True, device, dtype, conv,
+                                       quiet)
         self.val_loader = (
-            run_loader(manifest, cfg, task, cfg.data.val_split, False, device, dtype, conv)
+            run_loader(manifest, cfg, task, cfg.data.val_split, False, device, dtype, conv, quiet)
             if self.has_val
             else None
         )
@@ -178,10 +196,34 @@ class Trainer:
         return {"state_dict": self.model, "optimizer": self.optimizer, "scheduler": self.schedule,
                 "scaler": self.scaler}
 
-    def _save(self, best: bool = False) -> None:
-        """``last.pt`` (and a copy as ``best.pt``) on the main rank."""
-        self.checkpoints.save(
-            lambda: training_checkpoint(self.cfg, self.setup, self._stateful(), self.state), best=best
+    def save_checkpoint(self, best: bool = False) -> None:
+        """A checkpoint of the run as it stands (published as ``last.pt``, and ``best.pt`` when ``best``),
+        written by the main rank with every rank's generator states.
+
+        A write that fails (full disk, I/O error) is one log line; the checkpoints before it stay valid and
+        training goes on, unless ``runtime.checkpoint_failures`` writes have failed in a row: then
+        CheckpointWriteError stops the run on every rank (going on could lose unbounded work)."""
+        rng = all_gather_object(capture_rng_state(), self.info) if self.info.enabled else None
+        error = self.checkpoints.save(
+            lambda: training_checkpoint(self.cfg, self.setup, self._stateful(), self.state, rng),
+            self.state.step, best=best,
+        )
+        self.last_save_time = time.monotonic()
+        if error is None:
+            self.write_failures = 0
+            return
+        self.write_failures += 1
+        limit = self.cfg.runtime.checkpoint_failures
+        newest = self.checkpoints.last if self.checkpoints.last.exists() else "none"
+        if self.write_failures >= limit:
+            raise CheckpointWriteError(
+                f"{self.write_failures} checkpoint writes in a row failed (last: {error}): training stopped "
+                f"at step {self.state.step} rather than go on unsaved; newest checkpoint {newest}; make room "
+                f"and continue with --auto-resume"
+            )
+        self.logger.info(
+            f"checkpoint of step {self.state.step} not written ({error}); the newest is still {newest}; "
+            f"training goes on ({self.write_failures} failed in a row, it stops at {limit})"
         )
 
     def close(self) -> None:
@@ -268,18 +310,23 @@ class Trainer:
         log.info(self.plan.describe())
         if self.plan.fp32_layers:
             log.info(f"under {self.plan.name} autocast: {self.plan.describe_fp32_layers()}")
-        if state.epoch or state.batch_in_epoch:
-            log.info(f"resumed from {self.checkpoints.last} at epoch {state.epoch + 1} "
-                     f"batch {state.batch_in_epoch}")
+        for note in self.resume_notes:
+            log.info(note)
+        if self.resumed_from is not None:
+            log.info(f"resumed from {self.resumed_from} at epoch {state.epoch + 1} batch "
+                     f"{state.batch_in_epoch} (step {state.step})")
+        elif cfg.runtime.auto_resume:
+            log.info(f"auto-resume: no checkpoint in {self.run_dir}: starting fresh")
         try:
-            with StopRequest() as stop:
+            with self.stop as stop:
                 while state.epoch < cfg.epochs:
                     row = self._run_epoch(stop)
                     if row is None:
                         status = "interrupted"
                         log.info(
                             f"stopped by {stop.requested}: checkpoint {self.checkpoints.last} (epoch "
-                            f"{state.epoch + 1}, batch {state.batch_in_epoch}); continue with --resume"
+                            f"{state.epoch + 1}, batch {state.batch_in_epoch}, step {state.step}); "
+                            f"continue with --auto-resume (or --resume)"
                         )
                         break
                     history.append(row)
@@ -297,6 +344,7 @@ class Trainer:
             best_metric=state.best_metric,
             history=history,
             model=self.model.eval(),
+            stopped_by=self.stop.requested,
         )
 
     def _run_epoch(self, stop: StopRequest) -> dict[str, Any] | None:
@@ -313,7 +361,7 @@ class Trainer:
         finally:
             progress.close()
         if sums is None:
-            self._save()
+            self.save_checkpoint()
             return None
         return self._end_epoch(sums, time.perf_counter() - started)
 
@@ -345,13 +393,22 @@ class Trainer:
             event = StepEvent(state.epoch, state.step, state.batch_in_epoch, loss, self.schedule.lr)
             for callback in self.callbacks:
                 callback(event)
-            if self._should_stop(loss, stop):
+            stopping, checkpoint_due = self._after_step(loss, stop)
+            if stopping:
                 return None
+            if checkpoint_due and state.batch_in_epoch < self.steps_per_epoch:  # the epoch end saves anyway
+                self.save_checkpoint()
 
-    def _should_stop(self, loss: float, stop: StopRequest) -> bool:
-        """Whether a stop was requested on any rank; TrainingDiverged when the loss is not finite on one."""
-        diverged, stopping = any_rank([not math.isfinite(loss), stop.requested is not None], self.device,
-                                      self.info)
+    def _after_step(self, loss: float, stop: StopRequest) -> tuple[bool, bool]:
+        """(a stop was requested on any rank, a ``runtime.checkpoint_every`` checkpoint is due), decided for
+        all ranks at once (the clock is the main rank's); TrainingDiverged when the loss is not finite on
+        one."""
+        due = bool(self.every_steps) and self.state.step % self.every_steps == 0
+        if self.every_seconds and self.info.is_main:
+            due = due or time.monotonic() - self.last_save_time >= self.every_seconds
+        diverged, stopping, due = any_rank(
+            [not math.isfinite(loss), stop.requested is not None, due], self.device, self.info
+        )
         if diverged:
             last = self.checkpoints.last
             kept = f"last good checkpoint {last}" if last.exists() else "no checkpoint"
@@ -359,7 +416,7 @@ class Trainer:
                 f"loss became {loss} at epoch {self.state.epoch + 1} step {self.state.step}; training "
                 f"stopped ({kept} kept); lower --lr or set --clip-grad"
             )
-        return stopping
+        return stopping, due
 
     def _end_epoch(self, sums: list[float], seconds: float) -> dict[str, Any]:
         """Validation, schedule, checkpoints and the metrics row of a completed epoch."""
@@ -385,7 +442,7 @@ class Trainer:
             state.best_metric = monitored
         state.epoch += 1
         state.batch_in_epoch = 0
-        self._save(best=improved)
+        self.save_checkpoint(best=improved)
         self.logger.write_metrics(row)
         self.logger.info(
             " ".join(

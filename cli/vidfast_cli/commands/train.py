@@ -19,12 +19,16 @@ from vidfast_cli.options import (
     with_options,
 )
 
-EXIT_INTERRUPTED = 130
+# exit codes besides 0 (done), 1 (error) and 2 (usage); the README's "Long runs on a cluster" lists them
+EXIT_INTERRUPTED = 130  # Ctrl-C: checkpoint saved
+EXIT_PREEMPTED = 75  # SIGTERM or --preempt-signal: checkpoint saved, requeue (sysexits EX_TEMPFAIL)
+EXIT_CHECKPOINT_WRITES = 74  # --checkpoint-failures writes failed in a row: stopped (sysexits EX_IOERR)
 
 
 def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) -> None:
     """Resolve defaults <- --config <- options, train, print where the results are."""
     from vidfast.engine import fit, resolve_config
+    from vidfast.engine.checkpoint import CheckpointWriteError
     from vidfast.ranks import launched_rank
 
     given = dict(given)
@@ -32,13 +36,18 @@ def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) 
     overrides = overrides_from_options(**given, **task_options)
     overrides.setdefault("data", {})["manifest"] = str(manifest)
     cfg = resolve_config(task, config_file, overrides)  # type: ignore[arg-type]
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except CheckpointWriteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=EXIT_CHECKPOINT_WRITES) from None
     if result.status == "interrupted":
         typer.echo(
-            f"interrupted: saved {result.last_checkpoint}; continue with the same command and --resume",
+            f"interrupted by {result.stopped_by}: saved {result.last_checkpoint}; continue with the same "
+            f"command and --auto-resume (or --resume)",
             err=True,
         )
-        raise typer.Exit(code=EXIT_INTERRUPTED)
+        raise typer.Exit(code=EXIT_INTERRUPTED if result.stopped_by == "SIGINT" else EXIT_PREEMPTED)
     if not launched_rank().is_main:  # under torchrun only rank 0 reports
         return
     metric = "puzzle accuracy" if task == "puzzle" else "accuracy"
