@@ -15,10 +15,10 @@ from torch import nn
 from typer.testing import CliRunner
 from vidfast_cli.app import app
 
-from vidfast.deploy import read_metadata
-from vidfast.errors import CheckpointError, VidfastError
 from vidfast.data.samplers import center_box
+from vidfast.deploy import read_metadata
 from vidfast.deploy.preprocess import frames_graph
+from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export import ExportResult, export_onnx, parse_batch, parse_clip
 from vidfast.models import PuzzleNet, create_model
 from vidfast.ops import cube_crop

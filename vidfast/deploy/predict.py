@@ -3,7 +3,7 @@
 Both paths decode ``k`` evenly spaced clips per video and average the softmax scores over the clips (and
 over the models of a checkpoint ensemble). The PyTorch path runs channels_last_3d, with autocast on CUDA
 (see :class:`~vidfast.scoring.ScoreEnsemble`); the ONNX path goes through
-:class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed).
+:class:`vidfast.deploy.OnnxClassifier` (onnxruntime, best provider installed) and needs no torch.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from vidfast.conventions import Override
 from vidfast.errors import VidfastError
-from vidfast.scoring import ScoreEnsemble
 
 
 class VideoScorer(Protocol):
@@ -26,8 +24,9 @@ class VideoScorer(Protocol):
 
     class_names: list[str]
 
-    def video_probs(self, path: str | Path, clips: int = 10) -> Tensor:
-        """Probabilities ``Tensor[C]`` of ``path`` averaged over ``clips`` evenly spaced clips."""
+    def video_probs(self, path: str | Path, clips: int = 10) -> Any:
+        """Probabilities ``[C]`` (a numpy array or CPU tensor) of ``path`` averaged over ``clips`` evenly
+        spaced clips."""
         ...
 
 
@@ -57,8 +56,8 @@ class OnnxScorer:
         self.classifier = OnnxClassifier(model_path, providers=providers)
         self.class_names = list(self.classifier.class_names)
 
-    def video_probs(self, path: str | Path, clips: int = 10) -> Tensor:
-        return torch.as_tensor(self.classifier.predict_video(path, clips=clips)).float().reshape(-1)
+    def video_probs(self, path: str | Path, clips: int = 10) -> np.ndarray:
+        return self.classifier.predict_video(path, clips=clips).astype(np.float32).reshape(-1)
 
 
 def open_scorer(
@@ -80,15 +79,19 @@ def open_scorer(
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
         return OnnxScorer(onnx, providers=device)
+    from vidfast.scoring import ScoreEnsemble
+
     return ScoreEnsemble.from_checkpoints(
         checkpoints, device=device, autocast=autocast, channels_last=channels_last, convention=convention
     )
 
 
-def top_classes(probs: Tensor, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The ``min(k, C)`` most probable classes of ``probs`` (``Tensor[C]``) as ``(name, probability)``."""
-    values, indices = probs.topk(min(k, probs.numel()))
-    return [(class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+def top_classes(probs: Any, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``min(k, C)`` most probable classes of ``probs`` (``[C]``, numpy or CPU tensor) as
+    ``(name, probability)``, best first (ties: lower index first)."""
+    values = np.asarray(probs, dtype=np.float32).reshape(-1)
+    order = np.argsort(-values, kind="stable")[:k]
+    return [(class_names[i], float(values[i])) for i in order.tolist()]
 
 
 def predict_videos(

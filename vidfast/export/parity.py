@@ -46,7 +46,8 @@ class ParityReport:
         verdict = "ok" if self.passed else f"FAILED (tolerance {self.tolerance:g})"
         sizes = f" (frames {', '.join(self.frame_sizes)})" if self.frame_sizes else ""
         return (
-            f"parity vs PyTorch at batch {'/'.join(map(str, self.batches))}{sizes}: max-abs {self.max_abs:.3g}, "
+            f"parity vs PyTorch at batch {'/'.join(map(str, self.batches))}{sizes}: "
+            f"max-abs {self.max_abs:.3g}, "
             f"max-rel {self.max_rel:.3g}, top-1 agreement {self.top1_agreement:.1%} — {verdict}"
         )
 
