@@ -89,7 +89,7 @@ if _torch_importable():
     native = {"ext_modules": _extensions(), "cmdclass": {"build_ext": _build_ext()}}
 else:
     if os.environ.get("VIDFAST_CUDA", "").strip() == "1":
-        sys.exit("VIDFAST_CUDA=1 but torch is not importable: install torch first, then build without isolation")
+        sys.exit("VIDFAST_CUDA=1 but torch is not importable: install torch, then build without isolation")
     print("vidfast: torch is not importable, so the native extension vidfast._C is not built (fine for the "
           "deployment install; the training install builds it: make install)", file=sys.stderr)
     native = {}
