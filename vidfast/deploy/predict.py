@@ -76,8 +76,8 @@ def open_scorer(
         if convention != Override():
             raise ValueError("an --onnx model carries its input convention: --preset, --mean, --std and "
                              "--value-scale do not apply")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
+        if device not in ("auto", "cpu", "cuda", "openvino"):
+            raise ValueError(f"--device must be cpu, cuda, openvino or auto, got {device!r}")
         return OnnxScorer(onnx, providers=device)
     from vidfast.scoring import ScoreEnsemble
 
