@@ -48,7 +48,7 @@ class OpenVinoSession:
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         if not openvino_available():
-            raise BackendUnavailable("the openvino runtime is not installed (pip install \"vidfast[openvino]\")")
+            raise BackendUnavailable('openvino is not installed (pip install "vidfast[openvino]")')
         import openvino as ov
 
         core = ov.Core()
@@ -91,7 +91,7 @@ def timed_runs(sessions: dict[str, object], feed: np.ndarray, repeats: int = 3) 
     """Median seconds of one ``run`` per session on ``feed``, after one warm-up each, the sessions taking
     turns (interleaved) so that background load hits them alike."""
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for name, session in sessions.items():
+    for session in sessions.values():
         session.run(None, {session.get_inputs()[0].name: feed})
     for _ in range(repeats):
         for name, session in sessions.items():

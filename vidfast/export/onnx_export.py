@@ -34,6 +34,7 @@ from vidfast.deploy.metadata import ModelMetadata, write_metadata
 from vidfast.deploy.preprocess import MIN_OPSET, prepend_frames_graph
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
+from vidfast.export.quantize import DEFAULT_CALIBRATION_CLIPS, QuantReport, calibration_clips, quantize_int8
 from vidfast.models import PuzzleNet, create_model, is_model, load_checkpoint, model_card, read_checkpoint
 from vidfast.models.identify import FileIdentity, choose_convention, identify
 from vidfast.models.registry import DEFAULT_CLIP
@@ -69,6 +70,7 @@ class ExportResult:
     metadata: ModelMetadata
     parity: ParityReport | None
     seconds: float
+    quantization: QuantReport | None = None
 
     def summary(self) -> list[str]:
         """Human-readable lines for the CLI."""
@@ -80,6 +82,8 @@ class ExportResult:
             f"{meta.arch} ({meta.task}, {meta.precision}): input {self.input_name} [{shape}] -> "
             f"{', '.join(self.output_names)}; {len(meta.class_names)} class names",
         ]
+        if self.quantization is not None:
+            lines += self.quantization.summary()
         lines.append(str(self.parity) if self.parity is not None else "parity check not run (--no-check)")
         return lines
 
@@ -306,8 +310,9 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _validate(proto, opset: int, exporter: str) -> None:
-    """The written opset is the one asked for; ``onnx.checker`` with strict shape inference passes."""
+def _validate(proto, opset: int, exporter: str, full: bool = True) -> None:
+    """The written opset is the one asked for; ``onnx.checker`` with strict shape inference passes (with
+    ``full``)."""
     import onnx
 
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -315,7 +320,7 @@ def _validate(proto, opset: int, exporter: str) -> None:
         raise VidfastError(
             f"the {exporter} exporter wrote opset {written} instead of {opset}; choose another opset"
         )
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
+    if proto.ByteSize() > _PROTOBUF_LIMIT or not full:
         return  # the checker needs a file for models over 2 GiB; the parity check's load still runs
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -351,6 +356,10 @@ def export_onnx(
     exporter: str = "auto",
     tolerance: float | None = None,
     seed: int = 0,
+    int8: bool = False,
+    calibrate: PathLike | None = None,
+    calibration_split: str = "train",
+    calibration_count: int = DEFAULT_CALIBRATION_CLIPS,
 ) -> ExportResult:
     """Export a model, a checkpoint file or a read checkpoint dict to ONNX at ``out``.
 
@@ -364,9 +373,14 @@ def export_onnx(
     half-precision weights and compute; with ``fp32_io`` the graph still takes and returns float32.
     ``vidfast.*`` metadata is attached (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU)
     and PyTorch run the same random inputs and the export fails when outputs differ by more than ``tolerance``
-    relative to the logit scale (1e-3 fp32, 5e-2 fp16). The file is written only after all checks pass.
+    relative to the logit scale (1e-3 fp32, 5e-2 fp16). ``int8``: static int8 quantisation
+    (:mod:`vidfast.export.quantize`) calibrated on ``calibration_count`` clips of ``calibration_split`` of
+    the manifest ``calibrate``, checked against fp32 on held-out clips of it instead of the random-input
+    parity check. The file is written only after all checks pass.
     """
     started = time.perf_counter()
+    if int8 and (fp16 or calibrate is None):
+        raise ValueError("--int8 needs --calibrate MANIFEST and excludes --fp16")
     chosen = _pick_exporter(exporter, opset)
     batch = parse_batch(batch)
     dynamic = batch == "dynamic"
@@ -390,7 +404,7 @@ def export_onnx(
         frame_step=int(frame_step or data.get("frame_step") or 1),
         input_format="frames" if with_preprocess else "clip",
         crop="center" if with_preprocess else "none",
-        precision="fp16" if fp16 else "fp32",
+        precision="int8" if int8 else "fp16" if fp16 else "fp32",
         version=__version__,
     )
     if with_preprocess and meta.task == "puzzle":
@@ -424,14 +438,24 @@ def export_onnx(
         raise VidfastError(
             f"cannot export {source.arch} with the {chosen} exporter at opset {opset}: {_first_line(exc)}"
         ) from None
+    quantization = None
+    if int8:
+        clips = calibration_clips(calibrate, clip, meta.frame_step, conv.unit_mean, conv.unit_std,
+                                  calibration_count, calibration_split, seed)
+        proto, quantization = quantize_int8(proto, clips)
     if with_preprocess:
         prepend_frames_graph(proto, conv.unit_mean, conv.unit_std)
     write_metadata(proto, meta)
+    if quantization is not None:
+        proto.metadata_props.add(key="vidfast.int8", value=quantization.to_json())
     proto.doc_string = f"vidfast {meta.arch} ({meta.task}): {meta.sampling()}"
-    _validate(proto, opset, chosen)
+    _validate(proto, opset, chosen, full=quantization is None)  # onnx cannot check com.microsoft int8 ops
 
     parity = None
-    if check:
+    if check and int8:
+        parity = ParityReport((), float("nan"), float("nan"), float("nan"), 0.0,
+                              skipped="int8 is checked against fp32 on held-out calibration clips (above)")
+    elif check:
         default_tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
         batches = (1, 3) if dynamic else (batch, batch)
         if with_preprocess:  # the clip's size, then larger frames of another aspect ratio: crop and resize
@@ -448,4 +472,4 @@ def export_onnx(
     _save(proto, out_path)
     in_shape = tuple(d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
     return ExportResult(out_path, opset, chosen, input_name, in_shape, tuple(output_names), meta, parity,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, quantization)
