@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vidfast.conventions import Override
+from vidfast.deploy.classifier import softmax
 from vidfast.errors import VidfastError
 
 
@@ -58,6 +59,53 @@ class OnnxScorer:
 
     def video_probs(self, path: str | Path, clips: int = 10) -> np.ndarray:
         return self.classifier.predict_video(path, clips=clips).astype(np.float32).reshape(-1)
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """What serves an ONNX model in evaluation, as a report names it (``name``: e.g. "int8 on OpenVINO")."""
+
+    name: str
+
+
+class OnnxEnsemble:
+    """An exported model behind the evaluation interface of :class:`vidfast.scoring.ScoreEnsemble`
+    (``specs``, ``clip_probs``, ``check_classes``, ``class_names``, ``plan``), so that ``vidfast eval --onnx``
+    scores the clips the evaluation decodes for a checkpoint. A frames graph gets the decoded clip-sized
+    frames rounded to uint8 (as a client that resizes frames itself feeds it)."""
+
+    def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto") -> None:
+        from vidfast.deploy import OnnxClassifier
+        from vidfast.scoring import ClipSpec
+
+        self.classifier = OnnxClassifier(model_path, providers=providers)
+        meta = self.classifier.metadata
+        if meta.task != "classify":
+            raise VidfastError(f"{model_path} outputs {meta.task}, not class scores: it cannot be evaluated")
+        t, h, w = meta.clip
+        if h != w:
+            raise VidfastError(f"evaluation takes square clips, {model_path} takes {t}x{h}x{w}")
+        conv = meta.input_convention
+        mean, std = ((0.0,) * 3, (1 / 255,) * 3) if meta.preprocess else (conv.unit_mean, conv.unit_std)
+        self.specs = [ClipSpec(t, h, meta.frame_step, mean, std)]
+        self.num_classes = int(self.classifier.session.get_outputs()[0].shape[1])
+        self.class_names = self.classifier.class_names or [str(i) for i in range(self.num_classes)]
+        self.plan = RuntimePlan(f"{meta.precision} on {self.classifier.provider}")
+
+    def check_classes(self, class_names: Sequence[str]) -> None:
+        from vidfast.scoring import ScoreEnsemble
+
+        ScoreEnsemble.check_classes(self, class_names)  # type: ignore[arg-type]  (needs only the two names)
+
+    def clip_probs(self, clips: Sequence[Any], batch_size: int = 16) -> Any:
+        """Probabilities ``Tensor[k, C]`` of the decoded clips ``clips[0]`` (``Tensor[k, 3, T, S, S]``)."""
+        import torch
+
+        (x,) = clips
+        if self.classifier.metadata.preprocess:
+            x = x.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+        self.classifier.max_batch = self.classifier.batch_size or batch_size
+        return torch.from_numpy(softmax(self.classifier.predict(x)))
 
 
 def open_scorer(
