@@ -75,7 +75,7 @@ class OnnxClassifier:
         if providers != "auto" or fp16 or not openvino_available() or resolve_providers("auto") != [
                 "CPUExecutionProvider"]:
             return make_session(self.path, providers, threads, fp16=fp16)
-        session, self.runtime_seconds = fastest_cpu_session(self.path, self._sample(min(max_batch, 8)),
+        session, self.runtime_seconds = fastest_cpu_session(self.path, self._sample, min(max_batch, 8),
                                                             threads)
         return session
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,16 +102,20 @@ def timed_runs(sessions: dict[str, object], feed: np.ndarray, repeats: int = 3) 
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def fastest_cpu_session(path: str | Path, feed: np.ndarray, threads: int | None = None):
+def fastest_cpu_session(path: str | Path, sample: Callable[[int], np.ndarray], batch: int,
+                        threads: int | None = None):
     """``(session, seconds by runtime)``: onnxruntime's CPU provider and, where installed and able to load
-    the model, OpenVINO, timed on ``feed`` (:func:`timed_runs`); the faster one is returned."""
-    sessions: dict[str, object] = {"CPUExecutionProvider": make_session(path, "cpu", threads)}
+    the model, OpenVINO, timed (:func:`timed_runs`) on ``sample(n)``, ``n`` the graph's fixed batch size or
+    else ``batch``; the faster one is returned."""
+    ort_session = make_session(path, "cpu", threads)
+    sessions: dict[str, object] = {"CPUExecutionProvider": ort_session}
     if openvino_available():
         try:
             sessions[PROVIDER] = OpenVinoSession(path, threads)
         except VidfastError:
             pass
     if len(sessions) == 1:
-        return sessions["CPUExecutionProvider"], {}
-    seconds = timed_runs(sessions, feed)
+        return ort_session, {}
+    fixed = ort_session.get_inputs()[0].shape[0]
+    seconds = timed_runs(sessions, sample(fixed if isinstance(fixed, int) else batch))
     return sessions[min(seconds, key=seconds.__getitem__)], seconds
