@@ -222,6 +222,46 @@ def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> Non
             video.frames([60])
 
 
+def _fixed_size_frames_graph(float_model: Path, out: Path) -> Path:
+    """A frames graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the clip
+    size, normalised in-graph, no ``vidfast.crop`` key."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vidfast.conventions import normalising_affine
+
+    proto = onnx.load(str(float_model))
+    scale, bias = (np.array(v, np.float32).reshape(3, 1, 1, 1) for v in normalising_affine(MEAN, STD))
+    proto.graph.initializer.extend([numpy_helper.from_array(scale, "old_scale"),
+                                    numpy_helper.from_array(bias, "old_bias")])
+    nodes = [helper.make_node("Cast", ["frames"], ["old_f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["old_f"], ["old_t"], perm=[0, 4, 1, 2, 3]),
+             helper.make_node("Mul", ["old_t", "old_scale"], ["old_s"]),
+             helper.make_node("Add", ["old_s", "old_bias"], ["clip"])]
+    old_nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes + old_nodes)
+    del proto.graph.input[:]
+    proto.graph.input.append(helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", *CLIP, 3]))
+    for prop in proto.metadata_props:
+        if prop.key == "vidfast.input":
+            prop.value = "frames"
+    keep = [p for p in proto.metadata_props if p.key != "vidfast.crop"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_fixed_size_frames_graphs_of_older_exports(model: nn.Module, float_model: Path, video: Path,
+                                                   workdir: Path) -> None:
+    """They get the evaluation crop's frames rounded to uint8 (as before): scores within the rounding."""
+    clf = OnnxClassifier(_fixed_size_frames_graph(float_model, workdir / "old_frames.onnx"))
+    assert clf.metadata.preprocess and not clf.metadata.any_frame_size and clf.expected_shape() == (*CLIP, 3)
+    scores, want = clf.predict_video(video, clips=3), _pytorch_video_scores(model, video, 3)
+    np.testing.assert_allclose(scores, want, rtol=0, atol=2e-2)
+    assert scores.argmax() == want.argmax()
+
+
 def test_predict_video_undecodable_file(float_model: Path, workdir: Path) -> None:
     bad = workdir / "broken.mp4"
     bad.write_bytes(b"not a video at all")
