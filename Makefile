@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 # torchvision matching TORCH_SPEC, without dependencies: the tests run its pure-Python video ResNet file as the
 # reference for vidfast's tv_* models (its compiled ops need not load, and vidfast itself never imports it)
 TORCHVISION_SPEC ?= torchvision==0.28.0
-EXTRAS ?= dev,export,dali
+EXTRAS ?= train,dev,export,dali,openvino
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vidfast-installed
 NATIVE_SOURCES := $(shell find csrc -type f) setup.py pyproject.toml

@@ -1,6 +1,8 @@
 """Build script for vidfast's native extension ``vidfast._C``.
 
-The C++ CPU kernels (OpenMP) are always built. The CUDA kernels are built when a CUDA toolkit and a CUDA
+The extension is built only where torch is importable (the training install, ``make install``); without
+torch (``pip install ".[deploy]"``) vidfast installs without it, pure Python. The C++ CPU kernels (OpenMP)
+are always built with it. The CUDA kernels are built when a CUDA toolkit and a CUDA
 build of torch are present; ``VIDFAST_CUDA=0`` forces them off and ``VIDFAST_CUDA=1`` forces them on (failing
 loudly if the toolkit is missing). Install with ``pip install --no-build-isolation -e .`` after torch, so that
 the build uses the torch already installed, not a multi-GB one pulled into an isolated build environment.
@@ -75,10 +77,26 @@ def _build_ext():
     return BuildExtension.with_options(no_python_abi_suffix=False)
 
 
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if _torch_importable():
+    native = {"ext_modules": _extensions(), "cmdclass": {"build_ext": _build_ext()}}
+else:
+    if os.environ.get("VIDFAST_CUDA", "").strip() == "1":
+        sys.exit("VIDFAST_CUDA=1 but torch is not importable: install torch, then build without isolation")
+    print("vidfast: torch is not importable, so the native extension vidfast._C is not built (fine for the "
+          "deployment install; the training install builds it: make install)", file=sys.stderr)
+    native = {}
+
 setup(
     packages=find_packages(include=["vidfast", "vidfast.*"]) + find_packages("cli"),
     package_dir={"vidfast_cli": "cli/vidfast_cli", "vidfast_cli.commands": "cli/vidfast_cli/commands"},
-    ext_modules=_extensions(),
-    cmdclass={"build_ext": _build_ext()},
     zip_safe=False,
+    **native,
 )

@@ -106,7 +106,7 @@ def test_session_options() -> None:
 
 def test_predict_matches_pytorch(model: nn.Module, float_model: Path) -> None:
     clf = OnnxClassifier(float_model)
-    assert clf.provider in available_providers()
+    assert clf.provider in [*available_providers(), "OpenVINO"]
     assert clf.class_names == NAMES and clf.clip == CLIP and clf.batch_size is None
     x = torch.randn(5, 3, *CLIP, generator=torch.Generator().manual_seed(0))
     want = model(x).detach().numpy()
@@ -150,17 +150,116 @@ def test_predict_video_agrees_with_pytorch(model: nn.Module, float_model: Path, 
 
 def test_predict_video_uint8_path(model: nn.Module, frames_model: Path, video: Path) -> None:
     clf = OnnxClassifier(frames_model)
-    assert clf.metadata.preprocess and clf.expected_shape() == (*CLIP, 3)
-    scores = clf.predict_video(video, clips=3)
-    frames = load_clips(video, clip_len=CLIP[0], frame_step=2, size=CLIP[1], clips=3, normalize=False)
-    x = (frames.permute(0, 4, 1, 2, 3).float() / 255 - torch.tensor(MEAN).view(3, 1, 1, 1)) / torch.tensor(
-        STD).view(3, 1, 1, 1)
-    with torch.no_grad():
-        want = torch.softmax(model(x), dim=1).mean(0).numpy()
-    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-5)
-    # the float path differs only by the uint8 rounding of the resized frames
-    np.testing.assert_allclose(scores, _pytorch_video_scores(model, video, 3), rtol=0, atol=2e-2)
-    assert scores.argmax() == _pytorch_video_scores(model, video, 3).argmax()
+    assert clf.metadata.any_frame_size and clf.expected_shape() == (CLIP[0], "H", "W", 3)
+    # the graph crops and resizes in float like cube_crop: no uint8 rounding between, so the float path's
+    # scores up to the bilinear weights' float rounding
+    np.testing.assert_allclose(clf.predict_video(video, clips=3), _pytorch_video_scores(model, video, 3),
+                               rtol=0, atol=1e-5)
+
+
+def test_frames_model_takes_any_size_and_clip_sized_frames(model: nn.Module, frames_model: Path) -> None:
+    """Raw frames of any size, and frames already resized to the clip (e.g. by swscale) as they are."""
+    clf = OnnxClassifier(frames_model)
+    gen = torch.Generator().manual_seed(4)
+    for size in ((32, 32), (48, 64), (70, 30)):
+        frames = torch.randint(0, 256, (2, CLIP[0], *size, 3), dtype=torch.uint8, generator=gen)
+        (x,) = load_clips_from_frames(frames)
+        want = model(x).detach().numpy()
+        np.testing.assert_allclose(clf.predict(frames), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(ValueError, match=r"uint8 frames \[N, 8, H, W, 3\], got \[1, 4, 32, 32, 3\]"):
+        clf.predict(np.zeros((1, 4, 32, 32, 3), np.uint8))
+
+
+def load_clips_from_frames(frames: torch.Tensor) -> tuple[torch.Tensor]:
+    """The evaluation crop of whole clips ``[n, T, H, W, 3]``, normalised: ``([n, 3, T, h, w],)``."""
+    from vidfast.data.samplers import center_box
+    from vidfast.ops import cube_crop
+
+    n, t, height, width, _ = frames.shape
+    boxes = torch.tensor(center_box(height, width)).expand(n, 1, 4)
+    return (cube_crop(frames, torch.arange(t).expand(n, 1, t), boxes, CLIP, mean=MEAN, std=STD)[:, 0],)
+
+
+@pytest.mark.parametrize(("size", "codec"), [
+    ((48, 60), "mjpeg"), ((90, 40), "h264"), ((64, 64), "mpeg4"), ((120, 212), "h264"),
+])
+def test_video_parity_with_the_torch_evaluation_path(model: nn.Module, float_model: Path,
+                                                     frames_model: Path, workdir: Path,
+                                                     size: tuple[int, int], codec: str) -> None:
+    """Both graph kinds, on videos of several sizes and aspect ratios, against the training pipeline's
+    evaluation path (PyAV decode, ``uniform_clips``, ``cube_crop``, the PyTorch model): scores within 1e-5
+    (only the bilinear weights' float rounding and the network's float32 summation order differ)."""
+    rng = np.random.default_rng(size[0])
+    h, w = size
+    blocks = rng.integers(0, 256, (h // 6 + 1, w // 6 + 1, 3), dtype=np.uint8)
+    base = blocks.repeat(6, 0).repeat(6, 1)[:h, :w]
+    frames = np.stack([np.roll(base, 3 * i, axis=1) for i in range(37)])
+    path = write_video(workdir / f"parity_{h}x{w}_{codec}.mp4", frames, fps=25, codec=codec)
+    want = _pytorch_video_scores(model, path, 4)
+    for graph in (float_model, frames_model):
+        got = OnnxClassifier(graph).predict_video(path, clips=4)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> None:
+    """Frame numbering, seeking and the clip plan of ``vidfast.deploy.video`` equal the training side's."""
+    from vidfast.data.decoders import open_video
+    from vidfast.data.samplers import TemporalConfig, sample_temporal
+    from vidfast.deploy.video import VideoFile, uniform_clip_indices
+
+    plans = [(40, 3, 8, 2), (5, 4, 8, 1), (100, 10, 16, 1), (17, 1, 16, 3), (1, 2, 4, 1)]
+    for n, clips, clip_len, step in plans:
+        want = sample_temporal(n, TemporalConfig("uniform", clip_len, step, clips=clips))
+        np.testing.assert_array_equal(uniform_clip_indices(n, clips, clip_len, step), want)
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (60, 32, 48, 3), dtype=np.uint8)
+    path = write_video(workdir / "gop.mp4", frames, fps=30, codec="h264", gop=12)
+    wanted = [59, 0, 13, 13, 40, 25, 26]
+    with VideoFile(path) as video, open_video(str(path), "pyav") as reference:
+        assert (video.num_frames, video.height, video.width) == (reference.num_frames, 32, 48)
+        np.testing.assert_array_equal(video.frames(wanted), reference.get_frames(wanted).numpy())
+        with pytest.raises(VidfastError, match="frame 60 is outside"):
+            video.frames([60])
+
+
+def _fixed_size_frames_graph(float_model: Path, out: Path) -> Path:
+    """A frames graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the clip
+    size, normalised in-graph, no ``vidfast.crop`` key."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vidfast.conventions import normalising_affine
+
+    proto = onnx.load(str(float_model))
+    scale, bias = (np.array(v, np.float32).reshape(3, 1, 1, 1) for v in normalising_affine(MEAN, STD))
+    proto.graph.initializer.extend([numpy_helper.from_array(scale, "old_scale"),
+                                    numpy_helper.from_array(bias, "old_bias")])
+    nodes = [helper.make_node("Cast", ["frames"], ["old_f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["old_f"], ["old_t"], perm=[0, 4, 1, 2, 3]),
+             helper.make_node("Mul", ["old_t", "old_scale"], ["old_s"]),
+             helper.make_node("Add", ["old_s", "old_bias"], ["clip"])]
+    old_nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes + old_nodes)
+    del proto.graph.input[:]
+    proto.graph.input.append(helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", *CLIP, 3]))
+    for prop in proto.metadata_props:
+        if prop.key == "vidfast.input":
+            prop.value = "frames"
+    keep = [p for p in proto.metadata_props if p.key != "vidfast.crop"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_fixed_size_frames_graphs_of_older_exports(model: nn.Module, float_model: Path, video: Path,
+                                                   workdir: Path) -> None:
+    """They get the evaluation crop's frames rounded to uint8 (as before): scores within the rounding."""
+    clf = OnnxClassifier(_fixed_size_frames_graph(float_model, workdir / "old_frames.onnx"))
+    assert clf.metadata.preprocess and not clf.metadata.any_frame_size and clf.expected_shape() == (*CLIP, 3)
+    scores, want = clf.predict_video(video, clips=3), _pytorch_video_scores(model, video, 3)
+    np.testing.assert_allclose(scores, want, rtol=0, atol=2e-2)
+    assert scores.argmax() == want.argmax()
 
 
 def test_predict_video_undecodable_file(float_model: Path, workdir: Path) -> None:

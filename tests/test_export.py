@@ -15,9 +15,11 @@ from torch import nn
 from typer.testing import CliRunner
 from vidfast_cli.app import app
 
+from vidfast.data.samplers import center_box
 from vidfast.deploy import read_metadata
+from vidfast.deploy.preprocess import frames_graph
 from vidfast.errors import CheckpointError, VidfastError
-from vidfast.export import ExportResult, FramePreprocess, export_onnx, parse_batch, parse_clip
+from vidfast.export import ExportResult, export_onnx, parse_batch, parse_clip
 from vidfast.models import PuzzleNet, create_model
 from vidfast.ops import cube_crop
 
@@ -179,34 +181,57 @@ def test_puzzle_full_export(puzzle, workdir: Path) -> None:
     assert rot.shape == (2, 4, 4)
 
 
-def random_frames(n: int, seed: int) -> torch.Tensor:
-    """uint8 frames ``[n, T, H, W, 3]`` of the clip size."""
+def random_frames(n: int, seed: int, size: tuple[int, int] = CLIP[1:]) -> torch.Tensor:
+    """uint8 frames ``[n, T, H, W, 3]``, of the clip size unless ``size`` = ``(H, W)``."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, *CLIP, 3), dtype=torch.uint8, generator=gen)
+    return torch.randint(0, 256, (n, CLIP[0], *size, 3), dtype=torch.uint8, generator=gen)
 
 
-def cube_crop_whole(frames: torch.Tensor) -> torch.Tensor:
-    """vidfast's own preprocessing of clip-sized frames: the whole frame, no resize -> ``[n, 3, T, H, W]``."""
-    n, (t, h, w) = len(frames), CLIP
-    boxes = torch.tensor([[[0, 0, h, w]]]).expand(n, 1, 4)
+def evaluation_crop(frames: torch.Tensor) -> torch.Tensor:
+    """The evaluation path's preprocessing (``center_clip``'s box through ``cube_crop``) of whole clips of
+    frames ``[n, T, H, W, 3]`` -> ``[n, 3, T, h, w]``."""
+    n, t, height, width, _ = frames.shape
+    boxes = torch.tensor(center_box(height, width)).expand(n, 1, 4)
     return cube_crop(frames, torch.arange(t).expand(n, 1, t), boxes, CLIP, mean=MEAN, std=STD)[:, 0]
 
 
-def test_frame_preprocess_matches_cube_crop() -> None:
-    frames = random_frames(2, seed=8)
-    torch.testing.assert_close(FramePreprocess(MEAN, STD)(frames), cube_crop_whole(frames), rtol=0, atol=1e-5)
+# (H, W): the clip's size (a copy), upscaling, landscape and portrait downscaling, odd margins, 720p
+FRAME_SIZES = [(32, 32), (20, 20), (48, 64), (90, 40), (33, 97), (240, 320), (720, 1280)]
 
 
-def test_with_preprocess_equals_pytorch_preprocessing(resnet, workdir: Path) -> None:
+def test_frames_graph_is_the_evaluation_crop() -> None:
+    """The in-graph crop and resize against ``cube_crop``: equal up to the float rounding of the bilinear
+    weights (onnxruntime derives them from out/in, cube_crop from in/out), at most 1e-4 of a normalised
+    value, i.e. 0.007 of a uint8 level at std 0.27."""
+    session = ort.InferenceSession(frames_graph(CLIP, MEAN, STD).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for i, size in enumerate(FRAME_SIZES):
+        frames = random_frames(2, seed=20 + i, size=size)
+        (got,) = session.run(None, {"frames": frames.numpy()})
+        np.testing.assert_allclose(got, evaluation_crop(frames).numpy(), rtol=0, atol=1e-4, err_msg=str(size))
+
+
+def test_with_preprocess_takes_frames_of_any_size(resnet, workdir: Path) -> None:
     model, ckpt = resnet
     result = export_onnx(ckpt, workdir / "resnet18_frames.onnx", with_preprocess=True)
-    assert result.input_name == "frames" and result.input_shape[1:] == (*CLIP, 3)
-    assert read_metadata(result.path).input_format == "frames"
+    assert result.input_name == "frames" and result.input_shape[1] == CLIP[0] and result.input_shape[4] == 3
+    assert all(isinstance(d, str) for d in (result.input_shape[0], *result.input_shape[2:4]))  # N, H, W
+    assert result.parity is not None and result.parity.frame_sizes == ("8x32x32", "8x69x98")
+    meta = read_metadata(result.path)
+    assert meta.input_format == "frames" and meta.crop == "center" and meta.any_frame_size
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert "every 2-th frame" in props["vidfast.sampling"] and "any H, W" in props["vidfast.sampling"]
     proto = onnx.load(str(result.path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    frames = random_frames(3, seed=9)
-    (logits,) = run_onnx(result.path, frames)
-    assert_close_rel(logits, model(cube_crop_whole(frames)))
+    for i, size in enumerate(FRAME_SIZES[:5]):
+        frames = random_frames(3, seed=9 + i, size=size)
+        (logits,) = run_onnx(result.path, frames)
+        assert_close_rel(logits, model(evaluation_crop(frames)), rel=1e-4)
+
+
+def test_with_preprocess_refuses_the_puzzle_network(puzzle, workdir: Path) -> None:
+    with pytest.raises(ValueError, match="puzzle pieces"):
+        export_onnx(puzzle[1], workdir / "never.onnx", puzzle_full=True, with_preprocess=True)
 
 
 def test_fp16_export_runs_on_cpu_provider(resnet, workdir: Path) -> None:

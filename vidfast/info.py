@@ -1,18 +1,20 @@
-"""``vidfast.info()``: which kernels are in use and which optional backends are importable."""
+"""``vidfast.info()``: which kernels are in use and which optional backends are importable.
+
+torch and the native extension are imported when ``info()`` runs, not at import (``import vidfast`` stays
+torch-free); without torch (a deployment install) the torch entries are None.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import platform
 
-import torch
-
-from vidfast import _ext
-
 NATIVE_OPS = ("cube_crop",)
 
 
 def _kernel_in_use(op: str, dispatch_key: str) -> str:
+    from vidfast import _ext
+
     return f"{dispatch_key.lower()} native" if _ext.has_native_kernel(op, dispatch_key) else "reference"
 
 
@@ -26,6 +28,17 @@ def _importable(module: str) -> bool:
 def info() -> dict:
     """Return a dict describing this installation: versions, devices, kernels and optional packages."""
     from vidfast import __version__
+
+    optional = {name: _importable(mod) for name, mod in (
+        ("pyav", "av"), ("dali", "nvidia.dali"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+        ("openvino", "openvino"),
+    )}
+    if not _importable("torch"):
+        return {"vidfast": __version__, "python": platform.python_version(), "torch": None,
+                "native_extension": False, "optional": optional}
+    import torch
+
+    from vidfast import _ext
 
     native = _ext.native_module()
     cuda_ok = torch.cuda.is_available()
@@ -44,7 +57,5 @@ def info() -> dict:
         "native_load_error": _ext.load_error(),
         "kernels": kernels,
         "threads": torch.get_num_threads(),
-        "optional": {name: _importable(mod) for name, mod in (
-            ("pyav", "av"), ("dali", "nvidia.dali"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-        )},
+        "optional": optional,
     }

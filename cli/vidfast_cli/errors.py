@@ -11,6 +11,8 @@ import typer
 from typer.core import TyperGroup
 
 EXIT_USER_ERROR = 1
+#: packages of the training install (``vidfast[train]``) that the deployment install lacks
+TRAINING_PACKAGES = ("torch", "yaml", "matplotlib", "tensorboard")
 
 
 def one_line(exc: BaseException) -> str:
@@ -18,6 +20,9 @@ def one_line(exc: BaseException) -> str:
     from vidfast.errors import VidfastError
 
     message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
+        return (f"this command needs the training install ({message}): pip install \"vidfast[train]\"; "
+                "the deployment install runs `vidfast predict --onnx` and `vidfast info`")
     if isinstance(exc, VidfastError):
         return message
     if isinstance(exc, KeyError):

@@ -6,7 +6,11 @@ Keys (all strings, as ONNX ``metadata_props`` require): ``vidfast.arch``, ``vidf
 absent in older exports: 1) and ``vidfast.mean`` / ``vidfast.std`` (``"m0,m1,m2"``, in value units),
 ``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip":
 float ``[N, 3, T, H, W]``; "frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing),
-``vidfast.precision`` ("fp32" or "fp16") and ``vidfast.version``.
+``vidfast.crop`` (frames graphs: "center": frames of any ``H, W``, the graph takes the central square of the
+short side and resizes it bilinearly, half-pixel centres, no antialiasing, to the clip's ``H, W``, as the
+evaluation crop does (:mod:`vidfast.deploy.preprocess`); "none", or absent in older exports: the frames must
+be the clip's size already), ``vidfast.precision`` ("fp32", "fp16" or "int8": statically quantised),
+``vidfast.version`` and ``vidfast.sampling`` (a sentence for clients: which frames make a clip).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from vidfast.errors import VidfastError
 PREFIX = "vidfast."
 TASKS = ("classify", "features", "puzzle")
 INPUT_FORMATS = ("clip", "frames")
-PRECISIONS = ("fp32", "fp16")
+CROPS = ("none", "center")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,14 @@ class ModelMetadata:
     version: str = ""
     value_scale: float = 1.0
     convention: str = "custom"
+    crop: str = "none"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("task", self.task, TASKS),
             ("input_format", self.input_format, INPUT_FORMATS),
             ("precision", self.precision, PRECISIONS),
+            ("crop", self.crop, CROPS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -61,6 +68,22 @@ class ModelMetadata:
     def preprocess(self) -> bool:
         """Whether the graph takes uint8 frames and normalises them itself."""
         return self.input_format == "frames"
+
+    @property
+    def any_frame_size(self) -> bool:
+        """Whether the graph takes frames of any size and crops and resizes them itself."""
+        return self.preprocess and self.crop == "center"
+
+    def sampling(self) -> str:
+        """How a client picks the frames of one clip (stored as ``vidfast.sampling``)."""
+        t, h, w = self.clip
+        size = ("any H, W (the graph takes the central square of the short side and resizes it to "
+                f"{h}x{w})" if self.any_frame_size else f"{h}x{w}")
+        fmt = (f"uint8 RGB [N, {t}, H, W, 3], {size}" if self.preprocess
+               else f"float [N, 3, {t}, {h}, {w}] normalised with mean/std")
+        return (f"a clip is {t} frames taken every {self.frame_step}-th frame of the video (frame i, "
+                f"i+{self.frame_step}, ...; repeated from its start when the video ends first); feed {fmt}; "
+                "a video's score is the mean softmax of evenly spaced clips")
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ``{"vidfast.<key>": str}``."""
@@ -77,6 +100,8 @@ class ModelMetadata:
             "input": self.input_format,
             "precision": self.precision,
             "version": self.version,
+            "crop": self.crop,
+            "sampling": self.sampling(),
         }
         return {PREFIX + k: v for k, v in values.items()}
 
@@ -108,6 +133,7 @@ class ModelMetadata:
                 version=props.get(PREFIX + "version", ""),
                 value_scale=float(props.get(PREFIX + "value_scale", "1.0")),
                 convention=props.get(PREFIX + "convention", "custom"),
+                crop=props.get(PREFIX + "crop", "none"),
             )
         except ValueError as exc:
             raise VidfastError(f"{source} has malformed vidfast metadata: {exc}") from None
@@ -129,3 +155,10 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     except Exception as exc:  # onnx raises DecodeError / ValueError / OSError for a file that is not a model
         raise VidfastError(f"cannot read ONNX model {p}: {type(exc).__name__}: {exc}") from None
     return ModelMetadata.from_props({prop.key: prop.value for prop in proto.metadata_props}, source=str(p))
+
+
+def write_metadata(proto, meta: ModelMetadata) -> None:
+    """Replace the ``metadata_props`` of an ``onnx.ModelProto`` with ``meta``'s, in place."""
+    del proto.metadata_props[:]
+    for key, value in meta.to_props().items():
+        proto.metadata_props.add(key=key, value=value)

@@ -27,7 +27,7 @@ def _ort():
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailable(
-            f"onnxruntime is not installed ({exc}); install vidfast[export] or onnxruntime-gpu"
+            f"onnxruntime is not installed ({exc}); install vidfast[deploy] (or onnxruntime-gpu)"
         ) from None
     return onnxruntime
 

@@ -72,6 +72,8 @@ class EvalConfig:
     frame_step: int | None = None
     run_dir: str | None = None
     convention: Override = Override()
+    #: the exported model evaluated instead of ``checkpoints`` (recorded in the report)
+    onnx: str | None = None
 
 
 def _select_rows(manifest, split: str) -> tuple[list, list]:
@@ -110,8 +112,11 @@ def _iterate(dataset: _DecodedVideos, workers: int) -> Iterator[tuple[int, list[
                                             prefetch_factor=2, persistent_workers=False))
 
 
-def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport:
+def evaluate(config: EvalConfig, progress: bool = False, ensemble: ScoreEnsemble | None = None
+             ) -> ClassificationReport:
     """Evaluate the checkpoint(s) of ``config`` on a manifest split; write the report files into ``run_dir``.
+    ``ensemble``: a scorer with :class:`ScoreEnsemble`'s evaluation interface to use instead of the
+    checkpoints (``vidfast.deploy.predict.OnnxEnsemble`` for an exported model).
 
     Under torch.distributed every rank scores its share of the videos and all ranks return the full report
     (rank 0 writes the files).
@@ -120,7 +125,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport
 
     manifest = read_manifest(config.manifest)
     rows, unusable = _select_rows(manifest, config.split)
-    ensemble = ScoreEnsemble.from_checkpoints(
+    ensemble = ensemble or ScoreEnsemble.from_checkpoints(
         config.checkpoints, device=config.device, autocast=config.amp, channels_last=config.channels_last,
         clip_len=config.clip_len, size=config.size, frame_step=config.frame_step,
         convention=config.convention,
@@ -159,6 +164,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> ClassificationReport
     report.num_unlabelled = len(ids) - report.num_videos
     report.extra = {
         "checkpoints": [str(p) for p in config.checkpoints],
+        "onnx": config.onnx,
         "manifest": str(config.manifest),
         "split": config.split,
         "clips": "sliding" if config.sliding else config.clips,

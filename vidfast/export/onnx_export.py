@@ -28,13 +28,17 @@ import torch
 from torch import Tensor, nn
 
 from vidfast import __version__, conventions
-from vidfast.conventions import Convention, Override, normalising_affine
-from vidfast.deploy.metadata import ModelMetadata
+from vidfast.conventions import Convention, Override
+from vidfast.data.samplers import center_box
+from vidfast.deploy.metadata import ModelMetadata, write_metadata
+from vidfast.deploy.preprocess import MIN_OPSET, prepend_frames_graph
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
+from vidfast.export.quantize import DEFAULT_CALIBRATION_CLIPS, QuantReport, calibration_clips, quantize_int8
 from vidfast.models import PuzzleNet, create_model, is_model, load_checkpoint, model_card, read_checkpoint
 from vidfast.models.identify import FileIdentity, choose_convention, identify
 from vidfast.models.registry import DEFAULT_CLIP
+from vidfast.ops import cube_crop
 
 DEFAULT_OPSET = 18
 #: opsets each exporter can write: the dynamo exporter from 18 up to what the installed onnx package knows
@@ -66,6 +70,7 @@ class ExportResult:
     metadata: ModelMetadata
     parity: ParityReport | None
     seconds: float
+    quantization: QuantReport | None = None
 
     def summary(self) -> list[str]:
         """Human-readable lines for the CLI."""
@@ -77,6 +82,8 @@ class ExportResult:
             f"{meta.arch} ({meta.task}, {meta.precision}): input {self.input_name} [{shape}] -> "
             f"{', '.join(self.output_names)}; {len(meta.class_names)} class names",
         ]
+        if self.quantization is not None:
+            lines += self.quantization.summary()
         lines.append(str(self.parity) if self.parity is not None else "parity check not run (--no-check)")
         return lines
 
@@ -106,25 +113,29 @@ def parse_batch(text: str | int) -> str | int:
     raise ValueError(f"--batch must be 'dynamic' or a positive integer, got {text!r}")
 
 
-class FramePreprocess(nn.Module):
-    """uint8 frames ``[..., T, H, W, 3]`` -> float ``[..., 3, T, H, W]``, ``(v / 255 - mean) / std``
-    as one multiply-add with float32 constants rounded from double, like :func:`vidfast.ops.cube_crop`."""
+class CenterCropPreprocess(nn.Module):
+    """The PyTorch reference of the in-graph preprocessing (:mod:`vidfast.deploy.preprocess`): uint8 frames
+    ``[N, T, H, W, 3]`` of any size -> the evaluation crop (central square of the short side, bilinear to the
+    clip's ``h x w``, normalised) through :func:`vidfast.ops.cube_crop` -> float ``[N, 3, T, h, w]``."""
 
-    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+    def __init__(self, clip: tuple[int, int, int], mean: tuple[float, float, float],
+                 std: tuple[float, float, float]) -> None:
         super().__init__()
-        for name, values in zip(("scale", "bias"), normalising_affine(mean, std), strict=True):
-            buffer = torch.tensor(values, dtype=torch.float32).view(3, 1, 1, 1)
-            self.register_buffer(name, buffer, persistent=False)
+        self.clip, self.mean, self.std = clip, mean, std
 
     def forward(self, frames: Tensor) -> Tensor:
-        return frames.movedim(-1, -4).float() * self.scale + self.bias
+        n, t, height, width, _ = frames.shape
+        box = torch.tensor(center_box(height, width)).view(1, 1, 4).expand(n, 1, 4)
+        frame_idx = torch.arange(t).view(1, 1, t).expand(n, 1, t)
+        return cube_crop(frames, frame_idx, box, self.clip, mean=self.mean, std=self.std)[:, 0]
 
 
 class ExportGraph(nn.Module):
-    """What gets exported: optional :class:`FramePreprocess`, a cast to the compute dtype, the network, and
-    the outputs cast to ``output_dtype`` (always a tuple of tensors)."""
+    """What gets exported: a cast to the compute dtype, the network, and the outputs cast to
+    ``output_dtype`` (always a tuple of tensors); with ``preprocess`` (the parity reference of a frames
+    graph) :class:`CenterCropPreprocess` first."""
 
-    def __init__(self, net: nn.Module, preprocess: FramePreprocess | None, compute_dtype: torch.dtype,
+    def __init__(self, net: nn.Module, preprocess: CenterCropPreprocess | None, compute_dtype: torch.dtype,
                  output_dtype: torch.dtype) -> None:
         super().__init__()
         self.net = net
@@ -299,8 +310,9 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _validate(proto, opset: int, exporter: str) -> None:
-    """The written opset is the one asked for; ``onnx.checker`` with strict shape inference passes."""
+def _validate(proto, opset: int, exporter: str, full: bool = True) -> None:
+    """The written opset is the one asked for; ``onnx.checker`` with strict shape inference passes (with
+    ``full``)."""
     import onnx
 
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -308,7 +320,7 @@ def _validate(proto, opset: int, exporter: str) -> None:
         raise VidfastError(
             f"the {exporter} exporter wrote opset {written} instead of {opset}; choose another opset"
         )
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
+    if proto.ByteSize() > _PROTOBUF_LIMIT or not full:
         return  # the checker needs a file for models over 2 GiB; the parity check's load still runs
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -344,6 +356,10 @@ def export_onnx(
     exporter: str = "auto",
     tolerance: float | None = None,
     seed: int = 0,
+    int8: bool = False,
+    calibrate: PathLike | None = None,
+    calibration_split: str = "train",
+    calibration_count: int = DEFAULT_CALIBRATION_CLIPS,
 ) -> ExportResult:
     """Export a model, a checkpoint file or a read checkpoint dict to ONNX at ``out``.
 
@@ -357,9 +373,14 @@ def export_onnx(
     half-precision weights and compute; with ``fp32_io`` the graph still takes and returns float32.
     ``vidfast.*`` metadata is attached (see :mod:`vidfast.deploy.metadata`). With ``check``, onnxruntime (CPU)
     and PyTorch run the same random inputs and the export fails when outputs differ by more than ``tolerance``
-    relative to the logit scale (1e-3 fp32, 5e-2 fp16). The file is written only after all checks pass.
+    relative to the logit scale (1e-3 fp32, 5e-2 fp16). ``int8``: static int8 quantisation
+    (:mod:`vidfast.export.quantize`) calibrated on ``calibration_count`` clips of ``calibration_split`` of
+    the manifest ``calibrate``, checked against fp32 on held-out clips of it instead of the random-input
+    parity check. The file is written only after all checks pass.
     """
     started = time.perf_counter()
+    if int8 and (fp16 or calibrate is None):
+        raise ValueError("--int8 needs --calibrate MANIFEST and excludes --fp16")
     chosen = _pick_exporter(exporter, opset)
     batch = parse_batch(batch)
     dynamic = batch == "dynamic"
@@ -382,47 +403,68 @@ def export_onnx(
         class_names=list(class_names if class_names is not None else source.class_names),
         frame_step=int(frame_step or data.get("frame_step") or 1),
         input_format="frames" if with_preprocess else "clip",
-        precision="fp16" if fp16 else "fp32",
+        crop="center" if with_preprocess else "none",
+        precision="int8" if int8 else "fp16" if fp16 else "fp32",
         version=__version__,
     )
+    if with_preprocess and meta.task == "puzzle":
+        raise ValueError("--with-preprocess crops whole frames; the full puzzle network takes puzzle pieces")
+    if with_preprocess and opset < MIN_OPSET:
+        raise VidfastError(f"--with-preprocess needs opset {MIN_OPSET} or newer (its Resize), not {opset}")
     t, h, w = clip
     pieces = (source.num_pieces,) if source.num_pieces else ()
-    sample_shape = (*pieces, t, h, w, 3) if with_preprocess else (*pieces, 3, t, h, w)
-    preprocess = FramePreprocess(conv.unit_mean, conv.unit_std) if with_preprocess else None
+    clip_shape = (*pieces, 3, t, h, w)
+    preprocess = CenterCropPreprocess(clip, conv.unit_mean, conv.unit_std) if with_preprocess else None
     reference = ExportGraph(source.net, preprocess, torch.float32, torch.float32).eval()
-    example = random_inputs((2 if dynamic else batch, *sample_shape), with_preprocess, seed)
+    example = random_inputs((2 if dynamic else batch, *clip_shape), False, seed)
     exported_net = copy.deepcopy(source.net)
     try:
         with torch.no_grad():
-            probe = exported_net(preprocess(example[:1]) if preprocess else example[:1])
+            probe = exported_net(example[:1])
     except (RuntimeError, ValueError) as exc:
         raise VidfastError(f"{source.arch} cannot take clip {t}x{h}x{w}: {_first_line(exc)}") from None
     if meta.task == "classify" and meta.class_names and len(meta.class_names) != probe.shape[-1]:
         raise ValueError(f"{len(meta.class_names)} class names for a {probe.shape[-1]}-class model")
     compute = torch.float16 if fp16 else torch.float32
     io_dtype = torch.float32 if fp32_io else compute
-    graph = ExportGraph(exported_net.to(compute), preprocess, compute, io_dtype).eval()
-    if not with_preprocess:
-        example = example.to(io_dtype)
-    input_name = "frames" if with_preprocess else ("pieces" if meta.task == "puzzle" else "clip")
+    graph = ExportGraph(exported_net.to(compute), None, compute, io_dtype).eval()
+    example = example.to(torch.float32 if with_preprocess else io_dtype)  # the frames graph feeds float32
+    net_input = "pieces" if meta.task == "puzzle" else "clip"
+    input_name = "frames" if with_preprocess else net_input
     output_names = {"puzzle": ["perm", "rot"], "features": ["features"]}.get(meta.task, ["logits"])
     try:
-        proto = _trace_to_onnx(graph, example, chosen, opset, dynamic, input_name, output_names)
+        proto = _trace_to_onnx(graph, example, chosen, opset, dynamic, net_input, output_names)
     except Exception as exc:  # exporter failures come as many types (torch.onnx errors, RuntimeError, ...)
         raise VidfastError(
             f"cannot export {source.arch} with the {chosen} exporter at opset {opset}: {_first_line(exc)}"
         ) from None
-    del proto.metadata_props[:]
-    for key, value in meta.to_props().items():
-        proto.metadata_props.add(key=key, value=value)
-    _validate(proto, opset, chosen)
+    quantization = None
+    if int8:
+        clips = calibration_clips(calibrate, clip, meta.frame_step, conv.unit_mean, conv.unit_std,
+                                  calibration_count, calibration_split, seed)
+        proto, quantization = quantize_int8(proto, clips)
+    if with_preprocess:
+        prepend_frames_graph(proto, conv.unit_mean, conv.unit_std)
+    write_metadata(proto, meta)
+    if quantization is not None:
+        proto.metadata_props.add(key="vidfast.int8", value=quantization.to_json())
+    proto.doc_string = f"vidfast {meta.arch} ({meta.task}): {meta.sampling()}"
+    _validate(proto, opset, chosen, full=quantization is None)  # onnx cannot check com.microsoft int8 ops
 
     parity = None
-    if check:
+    if check and int8:
+        parity = ParityReport((), float("nan"), float("nan"), float("nan"), 0.0,
+                              skipped="int8 is checked against fp32 on held-out calibration clips (above)")
+    elif check:
         default_tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+        batches = (1, 3) if dynamic else (batch, batch)
+        if with_preprocess:  # the clip's size, then larger frames of another aspect ratio: crop and resize
+            shapes = [(batches[0], t, h, w, 3), (batches[1], t, 2 * h + 5, 3 * w + 2, 3)]
+        else:
+            shapes = [(b, *clip_shape) for b in dict.fromkeys(batches)]
         parity = check_parity(
-            proto.SerializeToString(), reference, sample_shape, (1, 3) if dynamic else (batch,),
-            with_preprocess, io_dtype, default_tolerance if tolerance is None else tolerance, seed + 1, fp16,
+            proto.SerializeToString(), reference, shapes, with_preprocess, io_dtype,
+            default_tolerance if tolerance is None else tolerance, seed + 1, fp16,
         )
         if not parity.passed:
             raise VidfastError(f"export of {source.arch} rejected, {parity}")
@@ -430,4 +472,4 @@ def export_onnx(
     _save(proto, out_path)
     in_shape = tuple(d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
     return ExportResult(out_path, opset, chosen, input_name, in_shape, tuple(output_names), meta, parity,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, quantization)

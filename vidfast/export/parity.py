@@ -32,6 +32,8 @@ class ParityReport:
     top1_agreement: float
     tolerance: float
     skipped: str | None = None
+    #: frame sizes ``TxHxW`` fed to a frames graph (empty for clip graphs)
+    frame_sizes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -42,8 +44,10 @@ class ParityReport:
         if self.skipped is not None:
             return f"parity check skipped: {self.skipped}"
         verdict = "ok" if self.passed else f"FAILED (tolerance {self.tolerance:g})"
+        sizes = f" (frames {', '.join(self.frame_sizes)})" if self.frame_sizes else ""
         return (
-            f"parity vs PyTorch at batch {'/'.join(map(str, self.batches))}: max-abs {self.max_abs:.3g}, "
+            f"parity vs PyTorch at batch {'/'.join(map(str, self.batches))}{sizes}: "
+            f"max-abs {self.max_abs:.3g}, "
             f"max-rel {self.max_rel:.3g}, top-1 agreement {self.top1_agreement:.1%} — {verdict}"
         )
 
@@ -59,8 +63,7 @@ def random_inputs(shape: Sequence[int], frames: bool, seed: int) -> torch.Tensor
 def check_parity(
     graph: bytes,
     reference: nn.Module,
-    sample_shape: Sequence[int],
-    batches: Sequence[int],
+    shapes: Sequence[Sequence[int]],
     frames: bool,
     feed_dtype: torch.dtype,
     tolerance: float,
@@ -69,7 +72,7 @@ def check_parity(
 ) -> ParityReport:
     """Compare the serialized ONNX ``graph`` on onnxruntime's CPU provider with ``reference`` (fp32 PyTorch).
 
-    Inputs are ``[b, *sample_shape]`` for each ``b`` in ``batches``; the graph is fed them as ``feed_dtype``
+    One random input of each of ``shapes`` (``[N, ...]``); the graph is fed them as ``feed_dtype``
     (float32/float16 clips, or uint8 frames when ``frames``), the reference as float32 / uint8. An ``fp16``
     graph the CPU provider cannot load gives a skipped report instead of an error.
     """
@@ -77,14 +80,15 @@ def check_parity(
         session = make_session(graph, providers="cpu")
     except VidfastError as exc:
         if fp16:
-            return ParityReport(tuple(batches), float("nan"), float("nan"), float("nan"), tolerance,
-                                skipped=f"the CPU provider cannot run this fp16 graph ({exc})")
+            return ParityReport(tuple(s[0] for s in shapes), float("nan"), float("nan"), float("nan"),
+                                tolerance, skipped=f"the CPU provider cannot run this fp16 graph ({exc})")
         raise
     input_name = session.get_inputs()[0].name
     max_abs = max_rel = 0.0
     agree = total = 0
-    for i, b in enumerate(batches):
-        x = random_inputs((b, *sample_shape), frames, seed + i)
+    for i, shape in enumerate(shapes):
+        b = shape[0]
+        x = random_inputs(shape, frames, seed + i)
         with torch.no_grad():
             ref = reference(x)
         refs = [t.float().numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
@@ -104,4 +108,6 @@ def check_parity(
             first_ref, first_got = refs[0].reshape(b, -1), got[0].reshape(b, -1)
             agree += int((first_ref.argmax(1) == first_got.argmax(1)).sum())
             total += b
-    return ParityReport(tuple(batches), max_abs, max_rel, agree / total if total else 1.0, tolerance)
+    sizes = tuple("x".join(map(str, s[1:4])) for s in shapes) if frames else ()
+    return ParityReport(tuple(s[0] for s in shapes), max_abs, max_rel, agree / total if total else 1.0,
+                        tolerance, frame_sizes=sizes)

@@ -16,10 +16,16 @@ _EVAL = "Evaluation"
 def evaluate(
     manifest: opt.ManifestArg,
     checkpoint: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--checkpoint", "-c", help="Classifier checkpoint; repeat it to average the softmax "
                      "scores of several models (score ensemble).", rich_help_panel=_EVAL),
-    ],
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option("--onnx", help="Model written by `vidfast export` (fp32 or --int8) instead of "
+                     "checkpoints; --device auto times onnxruntime and OpenVINO on it and keeps the faster.",
+                     rich_help_panel=_EVAL),
+    ] = None,
     split: Annotated[
         str, typer.Option("--split", help="Manifest split to evaluate: train, val or test.",
                           rich_help_panel=_EVAL)
@@ -62,15 +68,22 @@ def evaluate(
     from vidfast.engine.evaluate import EvalConfig
     from vidfast.engine.evaluate import evaluate as run_evaluation
 
+    if bool(checkpoint) == (onnx is not None):
+        raise ValueError("give either --checkpoint (one or more) or --onnx, not both and not neither")
+    ensemble = None
+    if onnx is not None:
+        from vidfast.deploy.predict import OnnxEnsemble
+
+        ensemble = OnnxEnsemble(onnx, providers=device or "auto")
     config = EvalConfig(
-        manifest=str(manifest), checkpoints=[str(c) for c in checkpoint], split=split, clips=clips,
+        manifest=str(manifest), checkpoints=[str(c) for c in checkpoint or []], split=split, clips=clips,
         sliding=sliding, batch_size=batch_size or 16, workers=2 if workers is None else workers,
         device=device or "auto", amp=amp,
         channels_last=True if channels_last is None else channels_last,
         clip_len=clip_len, size=size, frame_step=frame_step, run_dir=str(run_dir),
-        convention=convention,
+        convention=convention, onnx=str(onnx) if onnx is not None else None,
     )
-    report = run_evaluation(config, progress=not as_json)
+    report = run_evaluation(config, progress=not as_json, ensemble=ensemble)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return

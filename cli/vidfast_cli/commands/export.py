@@ -10,6 +10,7 @@ import typer
 from vidfast_cli import options as opt
 
 _GRAPH = "Graph"
+_INT8 = "int8"
 
 
 @opt.with_convention_options
@@ -51,6 +52,23 @@ def export(
     exporter: Annotated[
         str, typer.Option("--exporter", help="auto, dynamo or torchscript.", rich_help_panel=_GRAPH)
     ] = "auto",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Static int8 quantisation (onnxruntime; per-channel weights); the "
+                           "format and the ops kept in float are chosen by measurement on the installed "
+                           "runtimes (onnxruntime, OpenVINO).", rich_help_panel=_INT8)
+    ] = False,
+    calibrate: Annotated[
+        Path | None, typer.Option("--calibrate", help="Manifest whose clips calibrate --int8 (and check it "
+                                  "against fp32 on held-out clips).", rich_help_panel=_INT8)
+    ] = None,
+    calibration_split: Annotated[
+        str, typer.Option("--calibration-split", help="Manifest split the calibration clips come from.",
+                          rich_help_panel=_INT8)
+    ] = "train",
+    calibration_clips: Annotated[
+        int, typer.Option("--calibration-clips", min=4, help="Clips to calibrate and check with (a quarter "
+                          "held out).", rich_help_panel=_INT8)
+    ] = 64,
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Compare onnxruntime with PyTorch on random clips; "
                            "fail beyond 1e-3 relative (5e-2 for fp16).")
@@ -66,7 +84,8 @@ def export(
     result = export_onnx(
         checkpoint, out, opset=opset, batch=parse_batch(batch), clip=parse_clip(clip) if clip else None,
         fp16=fp16, fp32_io=fp32_io, with_preprocess=with_preprocess, check=check, puzzle_full=puzzle_full,
-        exporter=exporter, convention=convention,
+        exporter=exporter, convention=convention, int8=int8, calibrate=calibrate,
+        calibration_split=calibration_split, calibration_count=calibration_clips,
     )
     for line in result.summary():
         typer.echo(line)

@@ -25,6 +25,12 @@ def info(
     table.add_column("item", style="bold")
     table.add_column("value")
     table.add_row("python", report["python"])
+    if report["torch"] is None:
+        table.add_row("torch", "not installed (deployment install: `vidfast predict --onnx` only)")
+        for name, ok in report["optional"].items():
+            table.add_row(name, "importable" if ok else "not installed")
+        Console().print(table)
+        return
     table.add_row("torch", f"{report['torch']} (CUDA build: {report['torch_cuda_build'] or 'no'})")
     table.add_row("CUDA available", str(report["cuda_available"]) + (
         f" {report['cuda_devices']}" if report["cuda_devices"] else ""))
