@@ -2,7 +2,7 @@
 ``http://`` URL, a pipe (``"-"`` is stdin) or a readable binary file object. numpy + PyAV only (no torch).
 
 A thread decodes every frame (FFmpeg's own decode threads on top), converts every ``step``-th one to RGB at
-the size that covers the model's ``H x W`` with swscale (``frame.to_ndarray(format="rgb24", width, height)``)
+the size that covers the model's ``H x W`` with swscale (:func:`vidfast.deploy.video.rgb_frames`)
 and center-crops it in numpy, which is the evaluation crop of the training pipeline (central square of the
 short side at the crop size) up to the interpolation. The frames go through a bounded :class:`FrameRing`:
 for a file the decoder waits for the consumer, in real-time (``live``) mode it never waits and the oldest
@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from vidfast.deploy.video import rgb_frames
 from vidfast.errors import VidfastError
 
 #: seconds without a frame after which a source counts as stalled
@@ -301,6 +302,7 @@ class FrameReader:
         import av
 
         out_h, out_w = self.size
+        reformatter = av.video.reformatter.VideoReformatter()
         first_pts: float | None = None
         last_time = -1.0
         try:
@@ -323,7 +325,7 @@ class FrameReader:
                 if n % self.step:
                     continue
                 width, height = resize_for(frame.width, frame.height, out_h, out_w)
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+                rgb = next(rgb_frames([frame], reformatter, width, height))
                 crop = np.ascontiguousarray(center_crop(rgb, out_h, out_w))
                 if not self.ring.put(SampledFrame(n, t, crop, time.perf_counter())):
                     return None

@@ -22,14 +22,16 @@ from vidfast.errors import DataError
 SEEK_GAIN = 4
 
 
-def rgb_frames(frames: Iterable, reformatter=None) -> Iterator[np.ndarray]:
-    """uint8 ``[H, W, 3]`` RGB arrays of PyAV video frames, through one swscale context (a new context per
-    frame, as ``frame.to_ndarray(format=...)`` builds, costs several times the conversion)."""
+def rgb_frames(frames: Iterable, reformatter=None, width: int | None = None,
+               height: int | None = None) -> Iterator[np.ndarray]:
+    """uint8 ``[H, W, 3]`` RGB arrays of PyAV video frames (resized by swscale to ``width`` x ``height`` when
+    given), through one swscale context (a new context per frame, as ``frame.to_ndarray(format=...)``
+    builds, costs several times the conversion)."""
     import av
 
     reformatter = reformatter or av.video.reformatter.VideoReformatter()
     for frame in frames:
-        yield reformatter.reformat(frame, format="rgb24").to_ndarray()
+        yield reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
 
 
 def uniform_clip_indices(num_frames: int, clips: int, clip_len: int, step: int = 1) -> np.ndarray:
