@@ -6,8 +6,8 @@ Each line read from stdin is a seed; the reader then decodes one random 16-frame
 (returned) and ``decoded`` (frames from the keyframe before each clip to its end: what a decoder must decode).
 ``KIND``: ``decord`` (whichever decord the PYTHONPATH gives: ``VideoReader`` + ``get_batch``, a start drawn
 uniformly like vidfast's unsnapped sampler) or ``vidfast:BACKEND:SNAP`` (vidfast's training sampler,
-``training_clips(keyframe_snap=SNAP)``, planning on the decoder's keyframes, and ``get_frames`` of what it asks
-for; ``BACKEND`` ``auto`` is the order measured on this machine).
+``training_clips(keyframe_snap=SNAP)``, planning on the decoder's keyframes, and ``get_frames`` of what it
+asks for; ``BACKEND`` ``auto`` is the order measured on this machine).
 """
 
 from __future__ import annotations
