@@ -6,11 +6,11 @@ keyframe every 16 frames, with the default preset (tune=fastdecode, B-frames all
 (``--no-b-frames``). Readers, each in its own process (decord 0.6 and decord2 are both the module
 ``decord``), one codec thread, each opening the file per clip (:mod:`bench.decode_reader`): the anchors draw
 a start uniformly and call ``get_batch``; vidfast runs its training sampler (with and without keyframe
-snapping) and decodes what it asks for. Rounds are interleaved over the readers (one clip per video per round, the readers in a new
-random order each round), so load from other processes hits all alike; besides the rate over all rounds,
-each round's vidfast/best-anchor ratio is taken and their median reported (robust to load that changes
-between rounds). The anchors are pip-installed into the runtime cache folder in the run (skipped,
-with the reason, where pip cannot install them).
+snapping) and decodes what it asks for. Rounds are interleaved over the readers (one clip per video per
+round, the readers in a new random order each round), so load from other processes hits all alike; besides
+the rate over all rounds, each round's vidfast/best-anchor ratio is taken and their median reported (robust
+to load that changes between rounds). The anchors are pip-installed into the runtime cache folder in the run
+(skipped, with the reason, where pip cannot install them).
 
 Run: ``.venv/bin/python -m pytest bench/test_decode.py -q -s``; figures go to ``bench/results/decode.json``.
 """
