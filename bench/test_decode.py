@@ -2,8 +2,8 @@
 presets cost on disk.
 
 Files: ``VIDEOS`` 96-frame 320x240 videos, transcoded by ``transcode_manifest`` to a short side of 128 with a
-keyframe every 16 frames, with the default preset (tune=fastdecode, B-frames allowed) and without B-frames
-(``--no-b-frames``). Readers, each in its own process (decord 0.6 and decord2 are both the module
+keyframe every 16 frames, with the default preset (tune=fastdecode, no B-frames) and with B-frames
+(``--b-frames``). Readers, each in its own process (decord 0.6 and decord2 are both the module
 ``decord``), one codec thread, each opening the file per clip (:mod:`bench.decode_reader`): the anchors draw
 a start uniformly and call ``get_batch``; vidfast runs its training sampler (with and without keyframe
 snapping) and decodes what it asks for. Rounds are interleaved over the readers (one clip per video per
@@ -41,7 +41,7 @@ READER = Path(__file__).with_name("decode_reader.py")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """Paths of the transcoded videos per preset: ``default`` (B-frames) and ``no_b_frames``."""
+    """Paths of the transcoded videos per preset: ``default`` (no B-frames) and ``b_frames``."""
     root = tmp_path_factory.mktemp("bench_decode")
     rows = []
     for i in range(VIDEOS):
@@ -52,7 +52,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
                                 WIDTH, HEIGHT, "ok", ""))
     source = write_manifest(root / "src.csv", rows)
     out = {}
-    for preset, b_frames in (("default", True), ("no_b_frames", False)):
+    for preset, b_frames in (("default", False), ("b_frames", True)):
         manifest, _ = transcode_manifest(source, root / preset, short_side=128, gop=16, b_frames=b_frames,
                                          progress=False)
         out[preset] = [row.path for row in manifest.select()]
@@ -120,10 +120,10 @@ def test_random_clip_decode_vs_anchors(files: dict[str, list[str]]) -> None:
     for backend, snap in (("auto", 16), ("auto", 0), ("pyav", 16), ("decord2", 16)):
         kind = f"vidfast:{backend}:{snap}"
         readers[f"vidfast {backend} snap={snap}/default"] = Reader(kind, files["default"])
-    readers["vidfast auto snap=16/no_b_frames"] = Reader("vidfast:auto:16", files["no_b_frames"])
+    readers["vidfast auto snap=16/b_frames"] = Reader("vidfast:auto:16", files["b_frames"])
     for name, spec in ANCHORS.items():
         if name not in skipped:
-            readers[f"{name} alone/no_b_frames"] = Reader("decord", files["no_b_frames"], _install(spec)[0])
+            readers[f"{name} alone/b_frames"] = Reader("decord", files["b_frames"], _install(spec)[0])
     order = np.random.default_rng(0)
     try:
         for r in range(ROUNDS + 1):  # round 0 warms up (page cache, libraries)
@@ -147,7 +147,7 @@ def test_random_clip_decode_vs_anchors(files: dict[str, list[str]]) -> None:
         "videos": VIDEOS, "rounds": ROUNDS, "rates": rates, "skipped": skipped,
         "vidfast_auto_vs_best_anchor": rates["vidfast auto snap=16/default"]["frames_per_s"] / best,
         "vidfast_auto_vs_best_anchor_median_of_rounds": float(np.median(paired)),
-        "bytes": sizes, "no_b_frames_size_ratio": sizes["no_b_frames"] / sizes["default"],
+        "bytes": sizes, "no_b_frames_size_ratio": sizes["default"] / sizes["b_frames"],
     }
     out = Path(__file__).parent / "results" / "decode.json"
     out.parent.mkdir(exist_ok=True)

@@ -151,14 +151,14 @@ def transcode_manifest(
     frames_fps: float = 25.0,
     progress: bool = True,
     fast_decode: bool = True,
-    b_frames: bool = True,
+    b_frames: bool = False,
 ) -> tuple[Manifest, int]:
     """Re-encode the ``ok`` rows of ``manifest`` into ``out_dir`` and write ``out_dir/manifest.csv``.
 
     Returns the new manifest and the number of outputs kept from an earlier run. Labels and splits carry over;
     a trimmed row's output holds only its segment (so its start/end become empty); frame folders play at
     ``frames_fps``. Rows that fail to transcode are ``bad`` rows of the new manifest. ``fast_decode``,
-    ``b_frames``: h264 encoded for decoding speed, and with or without B-frames (see
+    ``b_frames``: h264 encoded for decoding speed, by default without B-frames (random access; see
     :class:`~vidfast.data.video_io.VideoWriter`).
     """
     if codec not in TRANSCODE_CODECS:

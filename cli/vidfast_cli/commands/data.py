@@ -102,9 +102,9 @@ def transcode(
     b_frames: Annotated[
         bool,
         typer.Option("--b-frames/--no-b-frames",
-                     help="h264: allow B-frames (default). Without them frames decode in display order, for "
-                     "6.5% more bytes and no measured decode-speed gain (bench/test_decode.py)."),
-    ] = True,
+                     help="h264: allow B-frames (fewer bytes). Without them (default) clips that start on a "
+                     "keyframe decode faster, for ~6.5% more bytes (bench/test_decode.py)."),
+    ] = False,
     workers: Workers = None,
 ) -> None:
     """Re-encode a manifest's videos (short side, keyframe interval, codec) in parallel with resume, cut
