@@ -98,7 +98,7 @@ def test_h264_output_is_encoded_for_fast_decoding_unless_disabled(source: Path, 
 
 
 def test_h264_output_has_no_b_frames_unless_asked(source: Path, tmp_path: Path) -> None:
-    """The random-access preset: no B-frames by default (x264 ``bframes=0``); ``b_frames=True`` allows them."""
+    """The random-access preset: no B-frames by default (x264 ``bframes=0``); ``b_frames`` allows them."""
     for b_frames, expected in ((False, "bframes=0 "), (True, "bframes=3 ")):
         manifest, _ = transcode_manifest(source, tmp_path / str(b_frames), short_side=16, gop=4, workers=1,
                                          progress=False, b_frames=b_frames)
