@@ -158,7 +158,7 @@ def transcode_manifest(
     Returns the new manifest and the number of outputs kept from an earlier run. Labels and splits carry over;
     a trimmed row's output holds only its segment (so its start/end become empty); frame folders play at
     ``frames_fps``. Rows that fail to transcode are ``bad`` rows of the new manifest. ``fast_decode``,
-    ``b_frames``: h264 encoded for decoding speed, by default without B-frames (random access; see
+    ``b_frames``: h264 encoded for decoding speed, by default without B-frames (the random-access preset; see
     :class:`~vidfast.data.video_io.VideoWriter`).
     """
     if codec not in TRANSCODE_CODECS:

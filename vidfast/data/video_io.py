@@ -47,9 +47,9 @@ class VideoWriter:
     no weighted prediction): measured here, random 16-frame clips of 170x128 video decode ~25% faster for
     ~6% more bytes. ``b_frames=False`` (h264 only) encodes no B-frames: frames come out of the decoder as
     soon as they are decoded, so a clip that ends at a GOP's end does not wait for (and decode) the next
-    keyframe; measured by ``bench/test_decode.py`` on 128-px GOP-16 files: 6.5% more bytes, keyframe-snapped
-    clips decoded 1.23-1.27x faster in two runs (0.88x in a third under heavier load); unsnapped clips can
-    be slower (with B-frames PyAV skips those before the start).
+    keyframe; measured by ``bench/test_decode.py`` on 128-px GOP-16 files: 6.5% more bytes; the rate of
+    keyframe-snapped clips was 0.88-1.27x that with B-frames over four runs on a loaded 2-core machine (no
+    clear difference); unsnapped clips can be slower (with B-frames PyAV skips those before the start).
     """
 
     def __init__(

@@ -102,8 +102,8 @@ def transcode(
     b_frames: Annotated[
         bool,
         typer.Option("--b-frames/--no-b-frames",
-                     help="h264: allow B-frames (fewer bytes). Without them (default) clips that start on a "
-                     "keyframe decode faster, for ~6.5% more bytes (bench/test_decode.py)."),
+                     help="h264: allow B-frames (~6.5% fewer bytes). Without them (default) frames decode in "
+                     "display order: no wait for the next keyframe at a clip's end (bench/test_decode.py)."),
     ] = False,
     workers: Workers = None,
 ) -> None:
