@@ -333,7 +333,8 @@ def test_a_changed_csv_is_never_read_from_a_stale_sidecar(tmp_path: Path,
 
 @pytest.mark.parametrize(("damage", "expected"), [
     ("truncate", "truncated"), ("flip", "corrupt"), ("garbage", "not a vidfast columns sidecar"),
-    ("missing", "no columns sidecar"), ("header", "truncated"),
+    ("missing", "no columns sidecar"), ("header", "truncated"), ("version", "format version 0"),
+    ("keys", "malformed header"),
 ])
 def test_a_damaged_or_missing_sidecar_costs_one_line_and_a_csv_read(
     tmp_path: Path, damage: str, expected: str, caplog: pytest.LogCaptureFixture
@@ -350,6 +351,9 @@ def test_a_damaged_or_missing_sidecar_costs_one_line_and_a_csv_read(
         side.write_bytes(b"\x00" * len(data))
     elif damage == "header":
         side.write_bytes(data[:40])
+    elif damage in ("version", "keys"):
+        header = b'{"version": 0}' if damage == "version" else b'{"version": 1}'
+        side.write_bytes(data[:8] + len(header).to_bytes(8, "little") + header)
     else:
         side.unlink()
     _log_once(caplog, path, expected, rows)

@@ -297,6 +297,10 @@ def load_sidecar(csv_path: str | Path, root: Path) -> ManifestColumns | None:
     except (SidecarMismatch, OSError, ValueError) as exc:
         logger.info("manifest %s: ignoring its columns sidecar (%s); reading the CSV", csv_path, exc)
         return None
+    except (KeyError, TypeError) as exc:
+        logger.info("manifest %s: ignoring its columns sidecar (malformed header: %s); reading the CSV",
+                    csv_path, exc)
+        return None
 
 
 def _map(path: Path, csv_path: Path, root: Path) -> ManifestColumns:
