@@ -286,9 +286,9 @@ def test_sidecar_is_written_with_the_csv_and_read_instead_of_it(tmp_path: Path, 
     with caplog.at_level("INFO"):
         manifest = read_manifest(path)
     assert _manifest_log(caplog) == []
-    assert isinstance(manifest.rows, ManifestColumns)
-    assert manifest.rows == rows and list(manifest.rows) == rows and manifest.rows[-1] == rows[-1]
-    assert manifest.rows[3:6] == rows[3:6]
+    assert isinstance(manifest.columns, ManifestColumns) and isinstance(manifest.table(), ManifestColumns)
+    assert manifest.columns == rows and list(manifest.columns) == rows and manifest.columns[-1] == rows[-1]
+    assert manifest.columns[3:6] == rows[3:6]
     assert manifest.class_names == from_csv.class_names == ["class 0", "class 1", "class 2"]
     for split in (None, "train", "val", "test", "unused"):
         for only_ok in (True, False):
@@ -296,9 +296,13 @@ def test_sidecar_is_written_with_the_csv_and_read_instead_of_it(tmp_path: Path, 
             assert list(manifest.table(split, only_ok)) == from_csv.select(split, only_ok)
     assert manifest.counts() == from_csv.counts()
     assert summarize(manifest) == summarize(from_csv)
-    assert skipped_by_reason(manifest.rows) == skipped_by_reason(rows)
+    assert skipped_by_reason(manifest.columns) == skipped_by_reason(rows)
     with pytest.raises(ValueError, match="split"):
         manifest.table("training")
+    # the rows as a list callers may change (built on first access; selections follow it from then on)
+    manifest.rows.append(_row(str(tmp_path / "extra.mp4"), 0, "class 0", split="val"))
+    assert manifest.rows == [*rows, manifest.rows[-1]] and isinstance(manifest.table(), list)
+    assert len(manifest.select("val")) == len(from_csv.select("val")) + 1
 
 
 def _log_once(caplog: pytest.LogCaptureFixture, path: Path, expected: str, rows: list[ManifestRow]) -> None:

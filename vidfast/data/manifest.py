@@ -12,8 +12,9 @@ Header: ``path,label,label_name,split,start,end,num_frames,fps,width,height,stat
 
 :func:`write_manifest` also writes the binary sidecar ``<manifest>.columns`` (:mod:`vidfast.data.columns`);
 :func:`read_manifest` memory-maps it when it matches the CSV (300k rows in milliseconds instead of seconds)
-and otherwise parses the CSV and rewrites it. The rows then come as :class:`ManifestColumns`, a sequence
-that builds a :class:`ManifestRow` only when one is accessed.
+and otherwise parses the CSV and rewrites it. The manifest then holds :class:`ManifestColumns`; ``rows``
+(a list of :class:`ManifestRow`) is built only when asked for, and :meth:`Manifest.table` selects rows
+without building them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +48,45 @@ from vidfast.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-@dataclass
 class Manifest:
     """The rows of a manifest, its class names (index = label) and the folder it was read from.
 
-    ``rows``: a list, or (as :func:`read_manifest` returns them) :class:`ManifestColumns`."""
+    ``columns`` (as :func:`read_manifest` gives them): the rows in columns; ``rows`` is then built from
+    them on first access, as a list callers may change. :meth:`table` selects from the columns as long as
+    ``rows`` has not been built (the loader never builds it: no Python object per row)."""
 
-    rows: Sequence[ManifestRow]
-    class_names: list[str]
-    root: Path
+    def __init__(self, rows: Sequence[ManifestRow] | None = None, class_names: list[str] | None = None,
+                 root: str | Path = ".", columns: ManifestColumns | None = None) -> None:
+        if rows is None and columns is None:
+            raise ValueError("a Manifest needs rows or columns")
+        self._rows = None if rows is None else list(rows)
+        self.columns = columns
+        self.class_names = list(class_names or [])
+        self.root = Path(root)
+
+    @property
+    def rows(self) -> list[ManifestRow]:
+        """The rows as :class:`ManifestRow` objects (built from the columns on first access)."""
+        if self._rows is None:
+            assert self.columns is not None
+            self._rows = list(self.columns)
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: Sequence[ManifestRow]) -> None:
+        self._rows = list(rows)
+
+    def __repr__(self) -> str:
+        rows = len(self.table(only_ok=False))
+        return f"Manifest({rows} rows, {self.num_classes} classes, root={self.root})"
 
     def table(self, split: str | None = None, only_ok: bool = True) -> Sequence[ManifestRow]:
         """Rows of ``split`` (all splits when None), only the ``ok`` ones unless ``only_ok`` is False; a
-        selection of the columns (no row objects built) when the rows are columnar."""
+        selection of the columns (no row objects built) while ``rows`` has not been built."""
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if isinstance(self.rows, ManifestColumns):
-            return self.rows.select(split, only_ok)
+        if self._rows is None and self.columns is not None:
+            return self.columns.select(split, only_ok)
         return [r for r in self.rows if (split is None or r.split == split) and (r.ok or not only_ok)]
 
     def select(self, split: str | None = None, only_ok: bool = True) -> list[ManifestRow]:
@@ -77,8 +100,8 @@ class Manifest:
 
     def counts(self) -> dict[str, Counter[str]]:
         """Per split, the number of ``ok`` and ``bad`` rows (``{"train": Counter(ok=.., bad=..)}``)."""
-        if isinstance(self.rows, ManifestColumns):
-            return self.rows.counts()
+        if self._rows is None and self.columns is not None:
+            return self.columns.counts()
         out: dict[str, Counter[str]] = {}
         for row in self.rows:
             out.setdefault(row.split, Counter())[row.status] += 1
@@ -169,7 +192,7 @@ def read_manifest(path: str | Path) -> Manifest:
     base = path.parent.resolve()
     columns = load_sidecar(path, base)
     if columns is not None:
-        return Manifest(rows=columns, class_names=columns.class_names, root=base)
+        return Manifest(columns=columns, class_names=columns.class_names, root=base)
     rows: list[ManifestRow] = []
     stored: list[str] = []
     try:
@@ -191,7 +214,7 @@ def read_manifest(path: str | Path) -> Manifest:
     if not sidecar_path(path).exists():
         logger.info("manifest %s: no columns sidecar; writing %s", path, sidecar_path(path).name)
     write_sidecar(path, columns)
-    return Manifest(rows=columns, class_names=columns.class_names, root=base)
+    return Manifest(columns=columns, class_names=columns.class_names, root=base)
 
 
 def _parse_row(record: list[str], base: Path, where: str) -> ManifestRow:
@@ -251,8 +274,9 @@ def summarize(manifest: Manifest) -> list[str]:
     ok = sum(c["ok"] for c in counts.values())
     bad = sum(c["bad"] for c in counts.values())
     per_split = ", ".join(f"{s} {counts[s]['ok']}" for s in SPLITS if s in counts)
-    lines = [f"{len(manifest.rows)} rows, {manifest.num_classes} classes: {ok} ok ({per_split}), {bad} bad"]
-    reasons = skipped_by_reason(manifest.rows)
+    everything = manifest.table(only_ok=False)
+    lines = [f"{len(everything)} rows, {manifest.num_classes} classes: {ok} ok ({per_split}), {bad} bad"]
+    reasons = skipped_by_reason(everything)
     if reasons:
         lines.append(f"skipped {bad}: " + ", ".join(f"{n} {why}" for why, n in reasons.most_common()))
     return lines
