@@ -6,7 +6,9 @@ workers, batch 8, multi-scale corner crop + flip, normalised float output.
 
 - ``naive``: decode the whole video with PyAV, then crop/resize in NumPy;
 - ``jpeg``: the CVPR 2018 code's way, pre-extracted JPEG frames read one by one with PIL, PIL crop/resize;
-- ``vidfast-*``: ``make_loader`` (keyframe seek, only the needed frames, ``cube_crop``), per backend/codec.
+- ``vidfast-*``: ``make_loader`` (keyframe seek, only the needed frames, ``cube_crop``), per backend/codec;
+  ``snap-16``: clip starts snapped to keyframes (``keyframe_snap=16``); ``auto``: the decoder measured
+  fastest on this machine.
 
 Run: ``.venv/bin/python -m pytest bench/test_data.py -q -s`` (the decode rates come from pytest-benchmark's
 timings, so not with ``--benchmark-disable``). Ratios are printed at the end and written to
@@ -229,16 +231,18 @@ def test_decode_random_clips(benchmark, dataset, backend: str, variant: str) -> 
 # ------------------------------------------------------------------------------------------ loaders
 
 
-#: vidfast loaders: (backend, variant, crop_in)
+#: vidfast loaders: (backend, variant, crop_in, keyframe_snap)
 VIDFAST_LOADERS = [
-    ("pyav", "h264", "worker"),
-    ("pyav", "h264_gop16", "worker"),
-    ("pyav", "h264_gop16", "main"),
-    ("pyav", "vp9_gop16", "worker"),
-    ("pyav", "h264_s128_gop16", "worker"),
-    ("pyav", "h264_s128_gop16", "main"),
-    ("pyav", "vp9_s128_gop16", "worker"),
-    ("dali", "vp9_s128_gop16", "worker"),
+    ("pyav", "h264", "worker", 0),
+    ("pyav", "h264_gop16", "worker", 0),
+    ("pyav", "h264_gop16", "main", 0),
+    ("pyav", "vp9_gop16", "worker", 0),
+    ("pyav", "h264_s128_gop16", "worker", 0),
+    ("pyav", "h264_s128_gop16", "main", 0),
+    ("pyav", "h264_s128_gop16", "worker", 16),
+    ("auto", "h264_s128_gop16", "worker", 16),
+    ("pyav", "vp9_s128_gop16", "worker", 0),
+    ("dali", "vp9_s128_gop16", "worker", 0),
 ]
 
 
@@ -248,11 +252,12 @@ def test_loaders_side_by_side(benchmark, dataset) -> None:
         "loader/naive": _baseline_loader(_paths(dataset["h264"]), _naive_load),
         "loader/jpeg": _baseline_loader(dataset["jpeg"].read_text().split("\n"), _jpeg_load),
     }
-    for backend, variant, crop_in in VIDFAST_LOADERS:
+    for backend, variant, crop_in, snap in VIDFAST_LOADERS:
         if backend == "dali" and dali_import_error():
             continue
-        loaders[f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}"] = make_loader(
-            dataset[variant], training_clips(CLIP, size=SIZE),
+        name = f"loader/vidfast-{backend}/{variant}/crop-in-{crop_in}" + (f"/snap-{snap}" if snap else "")
+        loaders[name] = make_loader(
+            dataset[variant], training_clips(CLIP, size=SIZE, keyframe_snap=snap),
             LoaderConfig(backend=backend, batch_size=BATCH, workers=WORKERS, crop_in=crop_in),
         )
     if torch.cuda.is_available() and not dali_import_error():

@@ -245,3 +245,25 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
         predicted = load_clips(row.path, clip_len=4, frame_step=step, size=16, clips=clips, start=row.start,
                                end=row.end, mean=spec.mean, std=spec.std)
         assert torch.equal(predicted, read)
+
+
+def test_keyframe_snapped_training_clips_start_on_keyframes(manifest: Path) -> None:
+    """With ``keyframe_snap`` the loader's clips start on the decoder's keyframes (a GOP of 4 here) or at
+    the segment's first or last start, also inside a trimmed segment; without it they start anywhere."""
+    from vidfast.data.reader import OpenSegment
+
+    rows = read_manifest(manifest).select()
+    starts: dict[int, set[int]] = {0: set(), 4: set()}
+    for snap in starts:
+        policy = clip_policy(clip_len=8, size=16, keyframe_snap=snap)
+        for row in [r for r in rows if "corrupt" not in r.path and "truncated" not in r.path]:
+            with OpenSegment(row) as segment:
+                anchors = {*segment.key_frames.tolist(), 0, segment.num_frames - 8}
+                for seed in range(20):
+                    wanted, _ = segment.plan(policy, np.random.default_rng(seed))
+                    starts[snap].add(int(wanted[0]) - segment.lo)
+                    if snap:
+                        assert int(wanted[0]) - segment.lo in anchors, (row.path, wanted)
+    assert len(starts[4]) < len(starts[0])
+    snapped = _loader(manifest, clip_len=8, keyframe_snap=4, workers=0, batch_size=3)
+    assert sum(len(b["label"]) for b in _epoch(snapped, 0)) == GOOD

@@ -1,18 +1,22 @@
-"""Manifest CSV read/write, stratified splits, probing of bad files, and the probe cache (resume)."""
+"""Manifest CSV read/write, the columns sidecar (sync, staleness, damage), stratified splits, probing of bad
+files, and the probe cache (resume)."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vidfast.data import probe
+from vidfast.data.columns import sidecar_path
 from vidfast.data.manifest import (
     HEADER,
     Manifest,
+    ManifestColumns,
     ManifestRow,
     build_manifest,
     cache_path_for,
@@ -250,3 +254,141 @@ def test_plain_progress_when_not_a_tty(messy_folder: Path, tmp_path: Path,
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("probing: 10/10")
     assert all(line.startswith("probing: ") for line in err)
+
+
+# ------------------------------------------------------------------------------- columns and their sidecar
+
+
+def _columnar(tmp_path: Path, n: int = 40) -> tuple[Path, list[ManifestRow]]:
+    rows = [_row(str(tmp_path / f"c{i % 3}" / f"v{i}.mp4"), label=i % 3, name=f"class {i % 3}",
+                 split=("train", "val", "test")[i % 3], status="bad" if i % 7 == 6 else "ok",
+                 reason="missing: gone" if i % 7 == 6 else "", start=1.5 if i % 5 == 0 else None,
+                 end=2.25 if i % 5 == 0 else None, num_frames=10 + i, fps=29.97)
+            for i in range(n)]
+    rows.append(_row("/elsewhere/ünïcode, \"quoted\".mp4", label=-1, name="", split="unused"))
+    return write_manifest(tmp_path / "m.csv", rows), rows
+
+
+def _manifest_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "vidfast.data.manifest"]
+
+
+def test_sidecar_is_written_with_the_csv_and_read_instead_of_it(tmp_path: Path, monkeypatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    path, rows = _columnar(tmp_path)
+    assert sidecar_path(path).is_file()
+    from_csv = Manifest(rows, class_names_of(rows), tmp_path)
+
+    def no_csv(*args):
+        raise AssertionError("the CSV was parsed although the sidecar matches it")
+
+    monkeypatch.setattr("vidfast.data.manifest._parse_row", no_csv)
+    with caplog.at_level("INFO"):
+        manifest = read_manifest(path)
+    assert _manifest_log(caplog) == []
+    assert isinstance(manifest.columns, ManifestColumns) and isinstance(manifest.table(), ManifestColumns)
+    assert manifest.columns == rows and list(manifest.columns) == rows and manifest.columns[-1] == rows[-1]
+    assert manifest.columns[3:6] == rows[3:6]
+    assert manifest.class_names == from_csv.class_names == ["class 0", "class 1", "class 2"]
+    for split in (None, "train", "val", "test", "unused"):
+        for only_ok in (True, False):
+            assert manifest.select(split, only_ok) == from_csv.select(split, only_ok)
+            assert list(manifest.table(split, only_ok)) == from_csv.select(split, only_ok)
+    assert manifest.counts() == from_csv.counts()
+    assert summarize(manifest) == summarize(from_csv)
+    assert skipped_by_reason(manifest.columns) == skipped_by_reason(rows)
+    with pytest.raises(ValueError, match="split"):
+        manifest.table("training")
+    # the rows as a list callers may change (built on first access; selections follow it from then on)
+    manifest.rows.append(_row(str(tmp_path / "extra.mp4"), 0, "class 0", split="val"))
+    assert manifest.rows == [*rows, manifest.rows[-1]] and isinstance(manifest.table(), list)
+    assert len(manifest.select("val")) == len(from_csv.select("val")) + 1
+
+
+def _log_once(caplog: pytest.LogCaptureFixture, path: Path, expected: str, rows: list[ManifestRow]) -> None:
+    """Reading ``path`` logs one line containing ``expected``, returns ``rows`` (from the CSV), and rewrites
+    the sidecar so that the next read logs nothing."""
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert read_manifest(path).rows == rows
+    lines = _manifest_log(caplog)
+    assert len(lines) == 1 and expected in lines[0], lines
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert read_manifest(path).rows == rows
+    assert _manifest_log(caplog) == []
+
+
+def test_a_changed_csv_is_never_read_from_a_stale_sidecar(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    path, rows = _columnar(tmp_path)
+    st = os.stat(path)
+    # same size, same modification time, one label name changed: caught by the hash of the file's ends
+    path.write_bytes(path.read_bytes().replace(b"class 1", b"class Z"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+    edited = [replace(r, label_name="class Z") if r.label_name == "class 1" else r for r in rows]
+    _log_once(caplog, path, "stale", edited)
+    # a longer CSV written by hand (other size and time)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{tmp_path / 'new.mp4'},0,class 0,train,,,5,25.0,32,32,ok,\n")
+    _log_once(caplog, path, "stale", [*edited, _row(str(tmp_path / "new.mp4"), 0, "class 0", num_frames=5)])
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("truncate", "truncated"), ("flip", "corrupt"), ("garbage", "not a vidfast columns sidecar"),
+    ("missing", "no columns sidecar"), ("header", "truncated"), ("version", "format version 0"),
+    ("keys", "malformed header"),
+])
+def test_a_damaged_or_missing_sidecar_costs_one_line_and_a_csv_read(
+    tmp_path: Path, damage: str, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, rows = _columnar(tmp_path)
+    side = sidecar_path(path)
+    data = side.read_bytes()
+    if damage == "truncate":
+        side.write_bytes(data[: len(data) - 100])
+    elif damage == "flip":
+        at = data.index(b"c1/v1.mp4")  # in the paths' buffer
+        side.write_bytes(data[:at] + b"X" + data[at + 1:])
+    elif damage == "garbage":
+        side.write_bytes(b"\x00" * len(data))
+    elif damage == "header":
+        side.write_bytes(data[:40])
+    elif damage in ("version", "keys"):
+        header = b'{"version": 0}' if damage == "version" else b'{"version": 1}'
+        side.write_bytes(data[:8] + len(header).to_bytes(8, "little") + header)
+    else:
+        side.unlink()
+    _log_once(caplog, path, expected, rows)
+
+
+def test_rows_the_reader_refuses_get_no_sidecar(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "m.csv", [_row(str(tmp_path / "v.mp4"), split="training")])
+    assert not sidecar_path(path).exists()
+    with pytest.raises(DataError, match=r"m\.csv:2: split"):
+        read_manifest(path)
+    path = write_manifest(tmp_path / "m.csv", [_row(str(tmp_path / "a.mp4"), 0, "x"),
+                                               _row(str(tmp_path / "b.mp4"), 0, "y")])
+    assert not sidecar_path(path).exists()
+    with pytest.raises(DataError, match="two names"):
+        read_manifest(path)
+
+
+def test_columnar_dataset_locates_samples_without_per_row_objects(tmp_path: Path) -> None:
+    """Sample ``i`` -> (video, clip) by binary search over the cumulative sample counts, the same order as the
+    per-row listing it replaces; rows of the dataset stay columns."""
+    from vidfast.data.dataset import ClipDataset
+    from vidfast.data.policies import sliding_windows
+    from vidfast.data.reader import segment_len
+
+    path, _ = _columnar(tmp_path)
+    rows = read_manifest(path).table(None)
+    policy = sliding_windows(clip_len=4, stride=3)
+    dataset = ClipDataset(rows, policy)
+    assert dataset.rows is rows
+    expected = [(v, c) for v, r in enumerate(rows) for c in range(policy.num_samples(max(segment_len(r), 1)))]
+    assert len(dataset) == len(expected) > len(rows)
+    assert [dataset.locate(i) for i in range(len(dataset))] == expected
+    with pytest.raises(IndexError):
+        dataset.locate(len(dataset))

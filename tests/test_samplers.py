@@ -110,3 +110,81 @@ def test_config_validation() -> None:
         SpatialConfig(scales=(1.5,))
     with pytest.raises(ValueError, match="rng"):
         sample_temporal(10, TemporalConfig(mode="random"))
+
+
+# ------------------------------------------------------------------------------------------ keyframe snapping
+
+#: video layouts ("classes" of videos): (frames, keyframe positions)
+LAYOUTS = {
+    "gop16": (96, np.arange(0, 96, 16)),
+    "gop16_long": (250, np.arange(0, 250, 16)),
+    "irregular": (120, np.array([0, 10, 50, 53, 90, 118])),
+}
+
+
+def _draws(num_frames: int, keys: np.ndarray, snap: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unsnapped start, snapped start) of ``n`` random clips of 16 frames, each pair from one seed."""
+    plain, snapped = TemporalConfig("random", 16), TemporalConfig("random", 16, keyframe_snap=snap)
+    pairs = [(clip_starts(num_frames, plain, np.random.default_rng(i), keys)[0],
+              clip_starts(num_frames, snapped, np.random.default_rng(i), keys)[0]) for i in range(n)]
+    return np.asarray(pairs).T
+
+
+def _coverage(starts: np.ndarray, num_frames: int, span: int = 16) -> np.ndarray:
+    """Fraction of clips that contain each frame ``[num_frames]``."""
+    hits = np.zeros(num_frames)
+    for s in starts:
+        hits[s:s + span] += 1
+    return hits / len(starts)
+
+
+def test_keyframe_snap_off_changes_nothing() -> None:
+    cfg = TemporalConfig("random", 16)
+    keys = LAYOUTS["gop16"][1]
+    for seed in range(50):
+        assert clip_starts(96, cfg, np.random.default_rng(seed), keys) == \
+            clip_starts(96, cfg, np.random.default_rng(seed))
+    with pytest.raises(ValueError, match="keyframe_snap"):
+        TemporalConfig(keyframe_snap=-1)
+
+
+@pytest.mark.parametrize("snap", [4, 16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_keyframe_snap_moves_starts_little_and_keeps_their_distribution(layout: str, snap: int) -> None:
+    """Over many draws: every start moves at most ``keyframe_snap`` frames (to a keyframe or the last start,
+    which stay reachable), the mean start is the unsnapped one, and the share of clips that see frame ``f``
+    lies between the unsnapped shares of the clip windows narrowed and widened by ``keyframe_snap``: what a
+    video (so a class) is seen at changes by no more than that shift. With a keyframe every 16 frames (the
+    transcoded layout) each frame is moreover seen as often as some frame within 16 of it without snapping."""
+    num_frames, keys = LAYOUTS[layout]
+    last, n = num_frames - 16, 6000
+    plain, snapped = _draws(num_frames, keys, snap, n)
+    assert np.abs(snapped - plain).max() <= snap
+    anchors = set(keys[keys <= last].tolist()) | {0, last}
+    gaps = np.diff(sorted(anchors))
+    if gaps.max() <= snap:  # every start lands on a keyframe (or the last start)
+        assert set(snapped.tolist()) == anchors  # and all of them are reachable
+    else:  # between keyframes further apart than 2 x snap, a start stays where it was drawn
+        assert (snapped == plain).any()
+        assert (snapped != plain).any() == (gaps.min() <= 2 * snap)
+    assert abs(snapped.mean() - plain.mean()) < 5 * plain.std() / np.sqrt(n) + 0.5
+    seen = _coverage(snapped, num_frames)
+    assert (seen > 0).all()
+    starts = np.bincount(plain, minlength=num_frames) / n
+    tolerance = 5 * np.sqrt(0.25 / n)
+    for f in range(num_frames):
+        widest = starts[max(f - 15 - snap, 0): f + snap + 1].sum()
+        narrowest = starts[max(f - 15 + snap, 0): max(f - snap + 1, 0)].sum()
+        assert narrowest - tolerance <= seen[f] <= widest + tolerance, (f, seen[f], narrowest, widest)
+    if layout.startswith("gop16") and snap == 16:
+        seen_plain = _coverage(plain, num_frames)
+        for f in range(num_frames):
+            near = seen_plain[max(f - snap, 0): f + snap + 1]
+            assert near.min() - tolerance <= seen[f] <= near.max() + tolerance, (f, seen[f])
+
+
+def test_keyframe_snap_does_nothing_for_a_short_video_or_without_keyframes() -> None:
+    cfg = TemporalConfig("random", 16, keyframe_snap=16)
+    assert clip_starts(10, cfg, np.random.default_rng(0), np.array([0]))[0] == 0
+    assert clip_starts(96, cfg, np.random.default_rng(3))[0] == \
+        clip_starts(96, TemporalConfig("random", 16), np.random.default_rng(3))[0]

@@ -97,6 +97,15 @@ def test_h264_output_is_encoded_for_fast_decoding_unless_disabled(source: Path, 
             assert all(flag in settings for flag in expected), settings
 
 
+def test_h264_output_has_no_b_frames_unless_asked(source: Path, tmp_path: Path) -> None:
+    """The random-access preset: no B-frames by default (x264 ``bframes=0``); ``b_frames`` allows them."""
+    for b_frames, expected in ((False, "bframes=0 "), (True, "bframes=3 ")):
+        manifest, _ = transcode_manifest(source, tmp_path / str(b_frames), short_side=16, gop=4, workers=1,
+                                         progress=False, b_frames=b_frames)
+        for row in manifest.rows:
+            assert expected in _x264_settings(Path(row.path))
+
+
 def test_resume_keeps_done_outputs_and_redoes_broken_ones(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first, _ = transcode_manifest(source, out, short_side=16, gop=4, workers=1, progress=False)

@@ -82,6 +82,17 @@ HFlip = Annotated[
         rich_help_panel=_DATA,
     ),
 ]
+KeyframeSnap = Annotated[
+    int | None,
+    typer.Option(
+        "--keyframe-snap",
+        min=0,
+        help="Move each random training clip's start to a keyframe at most this many frames away "
+        "(randomised rounding: the expected start is unchanged), so that decoding wastes no frames; 16 suits "
+        "`vidfast data transcode` output (a keyframe every 16 frames). 0 = off (default).",
+        rich_help_panel=_DATA,
+    ),
+]
 Epochs = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Number of training epochs.", rich_help_panel=_OPTIM)
 ]
@@ -369,6 +380,7 @@ TRAINING_OPTIONS: dict[str, Any] = {
     "batch_size": BatchSize,
     "workers": Workers,
     "hflip": HFlip,
+    "keyframe_snap": KeyframeSnap,
     "epochs": Epochs,
     "lr": Lr,
     "optimizer": Optimizer,
@@ -410,6 +422,7 @@ CONFIG_KEYS: dict[str, str] = {
     "batch_size": "data.batch_size",
     "workers": "data.workers",
     "hflip": "data.loader.hflip",
+    "keyframe_snap": "data.loader.keyframe_snap",
     "epochs": "epochs",
     "lr": "optim.lr",
     "optimizer": "optim.optimizer",

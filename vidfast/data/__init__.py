@@ -1,18 +1,29 @@
 """Datasets, manifests, decoding, sampling and loading.
 
-Manifests (``read_manifest``, ``build_manifest``) describe a dataset on disk; decoders (``open_video``) read
+Manifests (``read_manifest``, ``build_manifest``) describe a dataset on disk (a CSV plus a memory-mapped
+columns sidecar, :mod:`vidfast.data.columns`); decoders (``open_video``) read
 frames; clip policies (``vidfast.data.policies``) plan frame indices and boxes that ``vidfast.ops.cube_crop``
 turns into clips; ``read_clips`` reads one video through policies (evaluation, prediction, ``load_clips``)
 and ``make_loader`` batches a manifest through one (training, validation).
 """
 
 from vidfast.data.dataset import ClipDataset
-from vidfast.data.decoders import DaliVideo, FramesVideo, PyAVVideo, Video, open_video, select_backend
+from vidfast.data.decoders import (
+    DaliVideo,
+    Decord2Video,
+    FramesVideo,
+    PyAVVideo,
+    TorchCodecVideo,
+    Video,
+    open_video,
+    select_backend,
+)
 from vidfast.data.loader import LoaderConfig, VideoLoader, make_loader
 from vidfast.data.manifest import (
     HEADER,
     SPLITS,
     Manifest,
+    ManifestColumns,
     ManifestRow,
     build_manifest,
     read_manifest,
@@ -50,8 +61,10 @@ __all__ = [
     "ClipSampling",
     "CubicPuzzle",
     "DaliVideo",
+    "Decord2Video",
     "FramesVideo",
     "Manifest",
+    "ManifestColumns",
     "ManifestRow",
     "LoaderConfig",
     "ProbeResult",
@@ -59,6 +72,7 @@ __all__ = [
     "Segment",
     "SpatialConfig",
     "TemporalConfig",
+    "TorchCodecVideo",
     "Video",
     "VideoLoader",
     "VideoWriter",

@@ -7,6 +7,10 @@ cuts them right there in the policy's output layout (``crop_in="worker"``). Othe
 a backend that defers its decode to the main process on the loader's device) the item carries the frames (or
 the decoder's deferred request) and the params for the main process. A video that cannot be decoded yields a
 ``skipped`` item with the reason instead of raising.
+
+The dataset holds no Python object per video or sample: rows stay columnar
+(:class:`~vidfast.data.columns.ManifestColumns`, one row built per access) and sample ``i`` is found by a
+binary search in the cumulative sample counts, so forked workers do not copy per-row objects.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidfast.data.columns import ManifestColumns
 from vidfast.data.decoders import Deferred, read_frames
 from vidfast.data.policies import ClipPolicy
 from vidfast.data.reader import OpenSegment, segment_len
@@ -46,22 +51,29 @@ class ClipDataset(torch.utils.data.Dataset):
     ) -> None:
         if crop_in not in ("worker", "main"):
             raise ValueError(f"crop_in must be 'worker' or 'main', got {crop_in!r}")
-        self.rows = list(rows)
+        self.rows = rows if isinstance(rows, ManifestColumns) else list(rows)
         self.policy = policy
         self.backend = backend
         self.crop_in = "main" if deferred else crop_in
         self.device = torch.device(device) if deferred else torch.device("cpu")
         self.deferred = deferred
         self.seed = seed
-        per_video = [policy.num_samples(max(segment_len(r), 1)) for r in self.rows]
-        self.items = [(v, c) for v, k in enumerate(per_video) for c in range(k)]
+        #: samples of videos ``0..v`` (cumulative), int64 ``[V]``
+        self.ends = np.cumsum(samples_per_video(policy, segment_lengths(self.rows)))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(video_index, clip_index)`` of sample ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        video_index = int(np.searchsorted(self.ends, i, side="right"))
+        return video_index, i - (int(self.ends[video_index - 1]) if video_index else 0)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, i = key
-        video_index, clip_index = self.items[i]
+        video_index, clip_index = self.locate(i)
         row = self.rows[video_index]
         item: dict[str, Any] = {"video_index": video_index, "clip_index": clip_index, "path": str(row.path)}
         rng = np.random.default_rng([self.seed, epoch, i])
@@ -79,3 +91,22 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.crop_in == "main" or isinstance(frames, Deferred):
             return {"frames": frames, "params": params, "labels": labels}
         return {"video": self.policy.crop([frames], params)[0], "labels": labels}
+
+
+def segment_lengths(rows: Sequence[Any]) -> np.ndarray:
+    """Frames of every row's segment, int64 ``[V]`` (:func:`~vidfast.data.reader.segment_len`); from the
+    columns for a :class:`~vidfast.data.columns.ManifestColumns`, row by row only for trimmed rows."""
+    if not isinstance(rows, ManifestColumns):
+        return np.fromiter((segment_len(r) for r in rows), np.int64, len(rows))
+    lengths = rows.column("num_frames").astype(np.int64)
+    trimmed = np.flatnonzero(~np.isnan(rows.column("start")) & (rows.column("fps") > 0))
+    for i in trimmed.tolist():
+        lengths[i] = segment_len(rows[i])
+    return lengths
+
+
+def samples_per_video(policy: ClipPolicy, lengths: np.ndarray) -> np.ndarray:
+    """``policy.num_samples`` of every video length (asked once per distinct length), int64 ``[V]``."""
+    distinct, inverse = np.unique(np.maximum(lengths, 1), return_inverse=True)
+    counts = np.asarray([policy.num_samples(int(n)) for n in distinct.tolist()], dtype=np.int64)
+    return counts[inverse.reshape(-1)] if len(lengths) else np.zeros(0, dtype=np.int64)

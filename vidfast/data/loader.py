@@ -249,8 +249,8 @@ def make_loader(manifest: Any, policy: ClipPolicy, config: LoaderConfig = Loader
 
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
-    rows = manifest.select(split)
-    if not rows:
+    rows = manifest.table(split)
+    if not len(rows):
         raise DataError(f"no usable '{split}' rows in the manifest ({manifest.root})")
     device = torch.device(config.device)
     dataset = ClipDataset(rows, policy, backend=config.backend, crop_in=config.crop_in, device=device,

@@ -80,12 +80,15 @@ class OpenSegment:
             raise
         self.num_frames = hi - self.lo
         self.height, self.width = self.video.height, self.video.width
+        keys = getattr(self.video, "key_frames", None)
+        #: keyframe positions inside the segment (None: the decoder does not know them)
+        self.key_frames = None if keys is None else keys[(keys >= self.lo) & (keys < hi)] - self.lo
 
     def plan(self, policy: ClipPolicy, rng: np.random.Generator | None = None,
              sample: int | None = None) -> tuple[np.ndarray, ClipParams]:
         """``policy``'s samples (only ``sample`` when given) of this segment: the distinct video frames to
         decode and the params indexing into them."""
-        params = policy.plan(self.num_frames, self.height, self.width, rng)
+        params = policy.plan(self.num_frames, self.height, self.width, rng, self.key_frames)
         if sample is not None:
             params = params.select(min(sample, params.num_samples - 1))
         return params.localize(self.lo)

@@ -6,7 +6,18 @@ frames, loop-padded for short videos), ``center``, ``uniform`` (``clips`` evenly
 square of side ``scale * short side`` at one of 4 corners or the center, scales ``1, 2^-1/4, ..., 2^-1``),
 ``random_resized`` (random area and aspect ratio), ``center`` (central square of the short side), each with
 an optional horizontal flip; every box is resized to ``size`` x ``size`` by ``cube_crop``.
+
+Keyframe snapping (``keyframe_snap``, random mode, when the decoder knows the keyframes): a random clip that
+starts mid-GOP costs decoding the frames from the keyframe before it, thrown away. With ``keyframe_snap = r``
+the drawn start ``s`` moves to one of the keyframes (or the first/last possible start) just below and above
+it, ``a <= s <= b``, provided both lie within ``r`` frames: to ``a`` with probability ``(b - s) / (b - a)``,
+else to ``b``. The expected start stays ``s`` (randomised rounding), no start moves more than ``r`` frames,
+and every start ``0..last`` stays reachable, so the frames a video (and so a class) is seen at keep the
+distribution of unsnapped sampling up to a shift of at most ``r`` frames. With a keyframe every ``g``
+frames and ``r >= g - 1`` every clip starts on a keyframe or the last start (``vidfast data transcode``
+writes ``g = 16``): decoding a 16-frame clip then decodes 16 frames instead of 23.5 on average.
 """
+
 
 from __future__ import annotations
 
@@ -27,13 +38,15 @@ def _default_scales() -> tuple[float, ...]:
 @dataclass(frozen=True)
 class TemporalConfig:
     """How frames are picked: ``clip_len`` frames ``step`` apart; ``clips`` clips for ``uniform``; window
-    ``stride`` (frames between window starts, default one window span) for ``sliding``."""
+    ``stride`` (frames between window starts, default one window span) for ``sliding``; ``keyframe_snap``:
+    how far (frames) a ``random`` start may move to a keyframe (0: off; see the module docstring)."""
 
     mode: str = "random"
     clip_len: int = 16
     step: int = 1
     clips: int = 1
     stride: int | None = None
+    keyframe_snap: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in TEMPORAL_MODES:
@@ -43,6 +56,8 @@ class TemporalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.keyframe_snap < 0:
+            raise ValueError(f"keyframe_snap must be >= 0, got {self.keyframe_snap}")
 
     @property
     def span(self) -> int:
@@ -94,16 +109,34 @@ def clip_at(start: int, num_frames: int, cfg: TemporalConfig) -> np.ndarray:
     return loop_pad(np.arange(start, min(start + cfg.span, num_frames), cfg.step), cfg.clip_len)
 
 
-def clip_starts(num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None) -> np.ndarray:
+def snap_to_keyframe(start: int, last: int, key_frames: np.ndarray, reach: int,
+                     rng: np.random.Generator) -> int:
+    """``start`` (in ``[0, last]``) moved to the keyframe or end start just below or above it by randomised
+    rounding, when both lie within ``reach`` frames (else ``start`` unchanged); see the module docstring."""
+    anchors = np.unique(np.concatenate([[0, last], key_frames[(key_frames > 0) & (key_frames < last)]]))
+    k = int(np.searchsorted(anchors, start, side="left"))
+    if anchors[k] == start:
+        return start
+    below, above = int(anchors[k - 1]), int(anchors[k])
+    if start - below > reach or above - start > reach:
+        return start
+    return below if rng.random() * (above - below) < above - start else above
+
+
+def clip_starts(num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None,
+                key_frames: np.ndarray | None = None) -> np.ndarray:
     """First frame of every clip the temporal mode takes from a ``num_frames`` video (``random`` needs
-    rng)."""
+    rng; ``key_frames``: sorted keyframe positions, used by ``keyframe_snap``)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     last = max(num_frames - cfg.span, 0)
     if cfg.mode == "random":
         if rng is None:
             raise ValueError("random temporal sampling needs an rng")
-        return np.asarray([rng.integers(0, last + 1)], dtype=np.int64)
+        start = int(rng.integers(0, last + 1))
+        if cfg.keyframe_snap and key_frames is not None and last > 0:
+            start = snap_to_keyframe(start, last, np.asarray(key_frames, np.int64), cfg.keyframe_snap, rng)
+        return np.asarray([start], dtype=np.int64)
     if cfg.mode == "center":
         return np.asarray([last // 2], dtype=np.int64)
     if cfg.mode == "uniform":

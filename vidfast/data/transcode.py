@@ -39,6 +39,7 @@ class TranscodeJob:
     codec: str
     crf: int | None
     fast_decode: bool
+    b_frames: bool
     frames_fps: float
     expected_frames: int
 
@@ -108,7 +109,7 @@ def transcode_one(job: TranscodeJob) -> tuple[probe.ProbeResult, bool]:
                 if writer is None:
                     width, height = output_size(frame.width, frame.height, job.short_side)
                     writer = VideoWriter(tmp, width, height, fps=rate, codec=job.codec, gop=job.gop,
-                                         crf=job.crf, fast_decode=job.fast_decode)
+                                         crf=job.crf, fast_decode=job.fast_decode, b_frames=job.b_frames)
                 writer.write(frame.reformat(width=writer.width, height=writer.height, format=writer.pix_fmt,
                                             interpolation="AREA"))
         finally:
@@ -150,13 +151,15 @@ def transcode_manifest(
     frames_fps: float = 25.0,
     progress: bool = True,
     fast_decode: bool = True,
+    b_frames: bool = False,
 ) -> tuple[Manifest, int]:
     """Re-encode the ``ok`` rows of ``manifest`` into ``out_dir`` and write ``out_dir/manifest.csv``.
 
     Returns the new manifest and the number of outputs kept from an earlier run. Labels and splits carry over;
     a trimmed row's output holds only its segment (so its start/end become empty); frame folders play at
-    ``frames_fps``. Rows that fail to transcode are ``bad`` rows of the new manifest. ``fast_decode``: h264
-    encoded for decoding speed (see :class:`~vidfast.data.video_io.VideoWriter`).
+    ``frames_fps``. Rows that fail to transcode are ``bad`` rows of the new manifest. ``fast_decode``,
+    ``b_frames``: h264 encoded for decoding speed, by default without B-frames (the random-access preset; see
+    :class:`~vidfast.data.video_io.VideoWriter`).
     """
     if codec not in TRANSCODE_CODECS:
         raise ValueError(f"--codec must be one of {', '.join(TRANSCODE_CODECS)}, got {codec!r}")
@@ -173,7 +176,8 @@ def transcode_manifest(
     names = _output_names(rows, base, CODECS[codec][2])
     jobs = [
         TranscodeJob(src=r.path, dst=str(out_dir / n), start=r.start, end=r.end, short_side=short_side,
-                     gop=gop, codec=codec, crf=crf, fast_decode=fast_decode, frames_fps=frames_fps,
+                     gop=gop, codec=codec, crf=crf, fast_decode=fast_decode, b_frames=b_frames,
+                     frames_fps=frames_fps,
                      expected_frames=r.num_frames if r.start is None and r.end is None else 0)
         for r, n in zip(rows, names, strict=True)
     ]

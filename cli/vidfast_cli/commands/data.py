@@ -99,6 +99,12 @@ def transcode(
         typer.Option("--fast-decode/--no-fast-decode",
                      help="h264: encode for decoding speed (x264 tune=fastdecode, a few % more bytes)."),
     ] = True,
+    b_frames: Annotated[
+        bool,
+        typer.Option("--b-frames/--no-b-frames",
+                     help="h264: allow B-frames (~6.5% fewer bytes). Without them (default) frames decode in "
+                     "display order: no wait for the next keyframe at a clip's end (bench/test_decode.py)."),
+    ] = False,
     workers: Workers = None,
 ) -> None:
     """Re-encode a manifest's videos (short side, keyframe interval, codec) in parallel with resume, cut
@@ -108,7 +114,7 @@ def transcode(
 
     new, kept = transcode_manifest(manifest, outdir, short_side=short_side, gop=gop, codec=codec,
                                    workers=workers, crf=crf, frames_fps=frames_fps,
-                                   fast_decode=fast_decode)
+                                   fast_decode=fast_decode, b_frames=b_frames)
     for line in summarize(new):
         typer.echo(line)
     if kept:

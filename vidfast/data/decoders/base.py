@@ -21,12 +21,14 @@ from vidfast.errors import BackendUnavailable, DataError
 
 
 class Video(Protocol):
-    """An opened video: metadata plus random frame access."""
+    """An opened video: metadata plus random frame access. ``key_frames``: sorted int64 positions of the
+    frames decoding can start at, where the backend knows them (None: unknown, or every frame)."""
 
     num_frames: int
     fps: float
     height: int
     width: int
+    key_frames: np.ndarray | None
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames ``indices`` (0-based, any order, repeats allowed) as uint8 ``Tensor[t, H, W, 3]``."""
@@ -55,6 +57,8 @@ class ClosingVideo:
 
     #: True when ``read_frames`` returns a :class:`Deferred` instead of frames
     defers: bool = False
+    #: keyframe positions (see :class:`Video`)
+    key_frames: np.ndarray | None = None
 
     def close(self) -> None:
         raise NotImplementedError
@@ -98,7 +102,9 @@ class Backend:
     deferred)``: the :class:`Video`. ``priority``: ``(cpu, gpu)`` rank in the ``auto`` order (lower first).
     ``unavailable(device)``: why the backend cannot run at all on ``device`` (None: it may).
     ``decode_deferred(requests, device)``: frames of :class:`Deferred` requests on ``device`` (DataError when
-    the batch fails), for a backend whose videos defer.
+    the batch fails), for a backend whose videos defer. ``threaded(path, threads)``: the video opened on
+    the CPU with ``threads`` codec threads, for the file decoders whose order in ``auto`` on the CPU is
+    measured on each machine (:mod:`vidfast.data.decoders.ranking`).
     """
 
     name: str
@@ -107,6 +113,7 @@ class Backend:
     priority: tuple[int, int]
     unavailable: Callable[[torch.device], str | None] = lambda device: None
     decode_deferred: Callable[[list[Any], torch.device], list[torch.Tensor]] | None = None
+    threaded: Callable[[Path, int], Video] | None = None
 
     def defers_on(self, device: torch.device) -> bool:
         """Whether a worker's videos of this backend defer their decode to the main process on ``device``."""
@@ -124,9 +131,20 @@ def register(backend: Backend) -> Backend:
 
 
 def backend_priority(device: str | torch.device = "cpu") -> list[str]:
-    """Order in which ``backend="auto"`` tries the backends on ``device`` (their ``priority``)."""
-    slot = int(torch.device(device).type == "cuda")
-    return sorted(BACKENDS, key=lambda name: BACKENDS[name].priority[slot])
+    """Order in which ``backend="auto"`` tries the backends on ``device``: their ``priority``, and on the CPU
+    the file decoders that can run (those with ``threaded``) fastest first, as measured on this machine."""
+    from vidfast.data.decoders.ranking import measured_order
+
+    device = torch.device(device)
+    slot = int(device.type == "cuda")
+    order = sorted(BACKENDS, key=lambda name: BACKENDS[name].priority[slot])
+    if device.type == "cpu":
+        timed = [n for n in order
+                 if BACKENDS[n].threaded is not None and BACKENDS[n].unavailable(device) is None]
+        if len(timed) > 1:
+            fastest = iter(measured_order(tuple(timed)))
+            order = [next(fastest) if n in timed else n for n in order]
+    return order
 
 
 def candidates(backend: str, device: str | torch.device = "cpu") -> list[str]:

@@ -173,6 +173,7 @@ class PyAVVideo(ClosingVideo):
             self.close()
             raise DataError(f"no frames in {self.path}")
         self.num_frames = self.index.num_frames
+        self.key_frames = self.index.key_frames if self.index.seekable else None
         self.fps = float(stream_rate(self._stream) or 0.0)
         self.height = int(self._stream.codec_context.height)
         self.width = int(self._stream.codec_context.width)
@@ -298,4 +299,5 @@ def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     return None
 
 
-register(Backend("pyav", _refusal, lambda path, device, deferred: PyAVVideo(path), priority=(0, 1)))
+register(Backend("pyav", _refusal, lambda path, device, deferred: PyAVVideo(path), priority=(0, 1),
+                 threaded=lambda path, threads: PyAVVideo(path, threads)))

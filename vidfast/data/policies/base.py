@@ -111,9 +111,11 @@ class ClipPolicy(ABC):
         """Samples ``S`` this policy takes from a ``num_frames`` video."""
 
     @abstractmethod
-    def plan(self, num_frames: int, height: int, width: int,
-             rng: np.random.Generator | None = None) -> ClipParams:
-        """Every sample of a ``num_frames x height x width`` video (``frame_idx`` into its frames)."""
+    def plan(self, num_frames: int, height: int, width: int, rng: np.random.Generator | None = None,
+             key_frames: np.ndarray | None = None) -> ClipParams:
+        """Every sample of a ``num_frames x height x width`` video (``frame_idx`` into its frames);
+        ``key_frames``: its keyframe positions where the decoder knows them (a policy may draw samples that
+        decode cheaply)."""
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

@@ -32,20 +32,22 @@ class ClipSampling(ClipPolicy):
     def num_samples(self, num_frames: int) -> int:
         return num_clips(max(num_frames, 1), self.temporal)
 
-    def plan(self, num_frames: int, height: int, width: int,
-             rng: np.random.Generator | None = None) -> ClipParams:
+    def plan(self, num_frames: int, height: int, width: int, rng: np.random.Generator | None = None,
+             key_frames: np.ndarray | None = None) -> ClipParams:
         """``S`` clips: the temporal mode's starts (drawn first), then one box and flip per clip."""
-        starts = clip_starts(num_frames, self.temporal, rng)
+        starts = clip_starts(num_frames, self.temporal, rng, key_frames)
         frames = np.stack([clip_at(int(s), num_frames, self.temporal) for s in starts])
         boxes, flips = zip(*(sample_box(height, width, self.spatial, rng) for _ in starts), strict=True)
         return ClipParams.plain(frames, np.asarray(boxes), np.asarray(flips))
 
 
 def training_clips(clip_len: int = 16, step: int = 1, size: int = 112, output: ClipOutput = ClipOutput(),
-                   **spatial: object) -> ClipSampling:
-    """A random clip with a random crop (``spatial``: :class:`SpatialConfig` fields; multiscale
+                   keyframe_snap: int = 0, **spatial: object) -> ClipSampling:
+    """A random clip (its start snapped to a keyframe within ``keyframe_snap`` frames, see
+    :mod:`vidfast.data.samplers`) with a random crop (``spatial``: :class:`SpatialConfig` fields; multiscale
     by default)."""
-    return ClipSampling(TemporalConfig("random", clip_len, step), SpatialConfig(size=size, **spatial), output)
+    return ClipSampling(TemporalConfig("random", clip_len, step, keyframe_snap=keyframe_snap),
+                        SpatialConfig(size=size, **spatial), output)
 
 
 def _evaluation(temporal: TemporalConfig, size: int, output: ClipOutput) -> ClipSampling:
@@ -72,14 +74,16 @@ def sliding_windows(clip_len: int = 16, step: int = 1, size: int = 112, stride: 
 
 def clip_policy(sampling: str = "random", clip_len: int = 16, step: int = 1, size: int = 112,
                 clips: int = 1, stride: int | None = None, spatial: str | None = None,
-                output: ClipOutput = ClipOutput(), **spatial_options: object) -> ClipSampling:
+                output: ClipOutput = ClipOutput(), keyframe_snap: int = 0,
+                **spatial_options: object) -> ClipSampling:
     """A :class:`ClipSampling` from option names (a run config's ``data.loader``): temporal mode
-    ``sampling``, spatial mode ``spatial`` (default: multiscale for random clips, else center),
-    ``spatial_options`` any other :class:`SpatialConfig` field (``scales``, ``hflip``, ...)."""
+    ``sampling`` (``keyframe_snap``: see :mod:`vidfast.data.samplers`), spatial mode ``spatial`` (default:
+    multiscale for random clips, else center), ``spatial_options`` any other :class:`SpatialConfig` field
+    (``scales``, ``hflip``, ...)."""
     spatial = spatial or ("multiscale" if sampling == "random" else "center")
     if spatial == "center":
         spatial_options.setdefault("hflip", False)
     if "scales" in spatial_options:
         spatial_options["scales"] = tuple(spatial_options["scales"])  # type: ignore[arg-type]
-    return ClipSampling(TemporalConfig(sampling, clip_len, step, clips, stride),
+    return ClipSampling(TemporalConfig(sampling, clip_len, step, clips, stride, keyframe_snap),
                         SpatialConfig(mode=spatial, size=size, **spatial_options), output)  # type: ignore[arg-type]

@@ -31,8 +31,8 @@ class CubicPuzzle(ClipPolicy):
     def num_samples(self, num_frames: int) -> int:
         return 1
 
-    def plan(self, num_frames: int, height: int, width: int,
-             rng: np.random.Generator | None = None) -> ClipParams:
+    def plan(self, num_frames: int, height: int, width: int, rng: np.random.Generator | None = None,
+             key_frames: np.ndarray | None = None) -> ClipParams:
         if rng is None:
             raise ValueError("the cubic puzzle needs an rng")
         p = sample_puzzle(num_frames, height, width, self.config, rng)
