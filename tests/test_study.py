@@ -54,7 +54,8 @@ def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path, one_
         # the pool, labelled and test sets are disjoint videos
         sets = {s: {Path(r.path).resolve() for r in read_manifest(out / "data" / name / f"{s}.csv").select()}
                 for s in ("pool", "labelled", "test")}
-        assert not (sets["pool"] & sets["labelled"] or sets["pool"] & sets["test"] or sets["labelled"] & sets["test"])
+        pool, labelled, test = sets["pool"], sets["labelled"], sets["test"]
+        assert not (pool & labelled or pool & test or labelled & test)
     control = results["catalogues"]["control"]["classes"]
     assert control == ["spin_ccw", "spin_cw"]  # the manifest sorts class names
 
@@ -95,9 +96,9 @@ def test_selection_never_reads_the_test_set(tmp_path: Path, one_torch_thread: No
                           lambda line: None)
         chosen[name] = {c["row"]: (c["selected"], c["correct"]) for c in cells}
     assert chosen["clean"].keys() == chosen["poisoned"].keys()
-    for row, (selected, correct) in chosen["clean"].items():
+    for row, (selected, _) in chosen["clean"].items():
         assert chosen["poisoned"][row][0] == selected, row
-    assert any(chosen["poisoned"][row][1] != correct for row, (_, correct) in chosen["clean"].items())
+    assert any(chosen["poisoned"][row][1] != clean[1] for row, clean in chosen["clean"].items())
 
 
 def test_subsets_and_splits_are_balanced_nested_and_disjoint() -> None:

@@ -158,9 +158,10 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     build_manifest("folder", workdir / "videos", workdir / "manifest.csv", progress=False)
     manifest = read_manifest(workdir / "manifest.csv")
     rates = []
-    policies = {"classify": training_clips(cfg.geometry.clip_len, size=cfg.geometry.size), "puzzle": CubicPuzzle()}
+    g = cfg.geometry
+    policies = {"classify": training_clips(g.clip_len, size=g.size), "puzzle": CubicPuzzle()}
     for task, policy in policies.items():
-        loader = make_loader(manifest, policy, LoaderConfig(batch_size=cfg.geometry.batch_size, workers=cfg.geometry.workers))
+        loader = make_loader(manifest, policy, LoaderConfig(batch_size=g.batch_size, workers=g.workers))
         clips = sum(len(batch["video"]) for batch in loader)
 
         def epoch(loader=loader) -> None:
@@ -265,7 +266,8 @@ def describe(cfg: BenchConfig) -> str:
     width = f" x{cfg.geometry.widen_factor:g}" if cfg.geometry.widen_factor != 1.0 else ""
     t, oh, ow = cfg.cube_out
     return (
-        f"model {cfg.geometry.arch}{width}, clips {cfg.geometry.clip_len}x{cfg.geometry.size}x{cfg.geometry.size}; cube op: 4 cubes "
+        f"model {cfg.geometry.arch}{width}, clips "
+        f"{cfg.geometry.clip_len}x{cfg.geometry.size}x{cfg.geometry.size}; cube op: 4 cubes "
         f"{t}x{oh}x{ow} from {cfg.cube_frames}x{cfg.cube_side}x{cfg.cube_side} uint8 clips; "
         f"loader: {cfg.loader_videos} videos {cfg.loader_frames}x{cfg.loader_side}x{cfg.loader_side}"
     )

@@ -68,8 +68,8 @@ class DemoConfig:
         """About a minute: 4 classes x (8 pool, 2 labelled, 2 held-out) videos, 2 epochs each, tiny clips (the
         test uses this)."""
         return cls(out=out, classes=4, pool_per_class=8, labelled_per_class=2, test_per_class=2, frames=32,
-                   video_size=32, geometry=Geometry(clip_len=8, size=32, cube_len=8, cube_size=32, batch_size=8,
-                                                    workers=0),
+                   video_size=32,
+                   geometry=Geometry(clip_len=8, size=32, cube_len=8, cube_size=32, batch_size=8, workers=0),
                    finetune_batch_size=4, pretrain_epochs=2, train_epochs=2, eval_clips=2)
 
 
@@ -188,7 +188,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     num_train, num_val = len(manifest.select("train")), len(manifest.select("val"))
     lap("index")
 
-    say(f"[demo] 3/7 puzzle pretraining {cfg.geometry.arch} x{cfg.geometry.widen_factor:g} on the {sets.sizes['pool']}-video "
+    g = cfg.geometry
+    say(f"[demo] 3/7 puzzle pretraining {g.arch} x{g.widen_factor:g} on the {sets.sizes['pool']}-video "
         f"pool for {cfg.pretrain_epochs} epochs (no labels used)")
     pretrain = fit(_train_config(cfg, "puzzle", sets.pool, out / "pretrain", cfg.pretrain_epochs,
                                  cfg.pretrain_lr))
@@ -299,7 +300,8 @@ def verdict(result: DemoResult) -> str:
     elif gap["high"] < 0:
         outcome = f"puzzle pretraining hurt here: {gap['gap']:+.1f} points of video top-1 {interval}"
     else:
-        outcome = (f"puzzle pretraining made no measurable difference here: {gap['gap']:+.1f} points of video "
+        outcome = (f"puzzle pretraining made no measurable difference here: {gap['gap']:+.1f} points of "
+                   "video "
                    f"top-1, 95 % interval {interval} includes 0")
     outcome += (f" ({100 * finetune:.1f} % vs {100 * scratch:.1f} % from scratch; the interval is a paired "
                 f"bootstrap over the {gap['videos']} held-out videos, one video = "
@@ -309,10 +311,13 @@ def verdict(result: DemoResult) -> str:
         outcome += (f"; both classifiers are still near chance ({100 * chance:.1f} %), so this budget is too "
                     f"small for the comparison to mean anything: raise the epochs")
     return (f"{outcome}. Caveat: one pretraining seed, so the pretraining's own variance is not in the "
-            f"interval, and no model selection (both classifiers train the same fixed budget); pretraining saw "
-            f"{result.num_pool_videos} unlabelled synthetic videos for {result.config['pretrain_epochs']} epochs "
+            f"interval, and no model selection (both classifiers train the same fixed budget); pretraining "
+            "saw "
+            f"{result.num_pool_videos} unlabelled synthetic videos for {result.config['pretrain_epochs']} "
+            "epochs "
             f"on a tiny network (puzzle accuracy train {_pct(result.puzzle.get('train_acc'))}, val "
-            f"{_pct(result.puzzle.get('val_acc'))}, chance {_pct(result.puzzle['chance'])}); {STUDY_FINDING}.")
+            f"{_pct(result.puzzle.get('val_acc'))}, chance {_pct(result.puzzle['chance'])}); "
+            f"{STUDY_FINDING}.")
 
 
 def _pct(value: float | None) -> str:

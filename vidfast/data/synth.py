@@ -84,7 +84,8 @@ def same_motion(a: Motion, b: Motion) -> bool:
 
 _D = 1.0 / math.sqrt(2.0)
 
-#: The aligned class catalogue, in the order ``synthesize_dataset(classes=N)`` takes the first N. Its first four
+#: The aligned class catalogue, in the order ``synthesize_dataset(classes=N)`` takes the first N. Its first
+#: four
 #: classes are the four 90-degree rotations of one drift: a network that knows which way is down in a frame
 #: (the rotation pretext) has the classes half learnt.
 MOTIONS: tuple[Motion, ...] = (
@@ -118,7 +119,8 @@ CONTROL_MOTIONS: tuple[Motion, ...] = (
 )
 #: the catalogues ``synthesize_dataset(catalogue=...)`` chooses from
 CATALOGUES: dict[str, tuple[Motion, ...]] = {"aligned": MOTIONS, "control": CONTROL_MOTIONS}
-#: where the falling particles fall: down the frame in every video, or one of the four directions drawn per video
+#: where the falling particles fall: down the frame in every video, or one of the four directions drawn per
+#: video
 GRAVITIES = ("down", "random")
 
 
@@ -281,7 +283,8 @@ def synthesize_dataset(
     Class k is ``CATALOGUES[catalogue][k]`` (``"aligned"``: :data:`MOTIONS`, whose first four classes are the
     four 90-degree rotations of one drift; ``"control"``: :data:`CONTROL_MOTIONS`, none of whose classes a
     90-degree rotation maps onto another); video i of class k is drawn from
-    ``numpy.random.default_rng([seed, k, i])``, so the rendered frames are deterministic from ``seed`` and growing ``per_class`` keeps the earlier videos.
+    ``numpy.random.default_rng([seed, k, i])``, so the rendered frames are deterministic from ``seed`` and
+    growing ``per_class`` keeps the earlier videos.
     ``first`` numbers the videos from ``first`` on (disjoint sets from one seed: ``first=0, per_class=10`` and
     ``first=10``); ``decay``: how much every motion slows down over a video (1: constant speed);
     ``particles``: falling particles per 32x32 pixels (0: none); ``gravity``: ``"down"`` (every video's

@@ -342,7 +342,8 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 class Geometry:
     """The network and input sizes of a small run, shared by the demo, the study and the bench: ``arch``
     x ``widen_factor``, classification clips ``clip_len`` x ``size`` x ``size``, puzzle cubes ``cube_len`` x
-    ``cube_size`` x ``cube_size``, ``batch_size`` clips (or puzzles) a step, loader ``workers``, ``device``."""
+    ``cube_size`` x ``cube_size``, ``batch_size`` clips (or puzzles) a step, loader ``workers``,
+    ``device``."""
 
     arch: str = "resnet18"
     widen_factor: float = 0.25

@@ -221,8 +221,10 @@ class PuzzleEvalConfig:
 
 def evaluate_puzzle(config: PuzzleEvalConfig) -> dict[str, float]:
     """Pretext accuracy of a puzzle checkpoint per puzzle kind: ``{"val_spatial_acc", "val_temporal_acc",
-    "val_spatial_rot_acc", "val_temporal_rot_acc"}`` (the prefix is the split's name; the rotation entries only
-    for a sampler that rotates pieces), each over at least ``config.puzzles`` puzzles of that kind, as many from
+    "val_spatial_rot_acc", "val_temporal_rot_acc"}`` (the prefix is the split's name; the rotation entries
+    only
+    for a sampler that rotates pieces), each over at least ``config.puzzles`` puzzles of that kind, as many
+    from
     every video of the split, cut with the checkpoint's own sampler options (a network that solves one kind
     only shows it here, where the mixed accuracy hides it). Empty when the split has no video."""
     from dataclasses import replace

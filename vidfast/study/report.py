@@ -38,7 +38,8 @@ LABELS = {
 CATALOGUE_NOTES = {
     "aligned": "classes move right / left / down / up (the four 90-degree rotations of one drift), particles "
     "always fall down the frame",
-    "control": "classes spin clockwise / spin counter-clockwise / slide / swing, in any direction (no 90-degree "
+    "control": "classes spin clockwise / spin counter-clockwise / slide / swing, in any direction (no "
+    "90-degree "
     "rotation maps one class onto another), gravity drawn per video",
     "own": "the user's own manifests",
 }
@@ -93,7 +94,7 @@ def summarize(result: dict[str, Any], cfg: Any) -> dict[str, Any]:
                         "excludes_zero": gap.excludes_zero,
                     }
                 )
-    return {"accuracy": accuracy, "gaps": gaps, "verdict": verdict(gaps, result)}
+    return {"accuracy": accuracy, "gaps": gaps, "verdict": verdict(gaps, result, accuracy)}
 
 
 def _gap(entry: dict[str, Any]) -> Gap:
@@ -108,7 +109,7 @@ def _reading(entry: dict[str, Any]) -> str:
     return "no measurable difference"
 
 
-def verdict(gaps: list[dict[str, Any]], result: dict[str, Any]) -> str:
+def verdict(gaps: list[dict[str, Any]], result: dict[str, Any], accuracy: dict[str, dict[str, Any]]) -> str:
     """Per k: does the ST-puzzle beat random init (the 95 % interval of the paired gap excludes 0), and what
     do rotation alone and the puzzle beyond rotation do."""
 
@@ -129,12 +130,25 @@ def verdict(gaps: list[dict[str, Any]], result: dict[str, Any]) -> str:
         outcome = "No measurable difference between the ST-puzzle init and random init at any k"
     videos = result["test_videos"]
     return (
-        f"{outcome}. ST-puzzle - random, points of video top-1 [95 % interval]: {line('st_puzzle', 'random')}. "
+        f"{outcome}. ST-puzzle - random, points of video top-1 [95 % interval]: "
+        f"{line('st_puzzle', 'random')}. "
         f"Rotation only - random: {line('rotation_only', 'random')}. ST-puzzle - rotation only: "
         f"{line('st_puzzle', 'rotation_only')}. ST-puzzle - random init with the pretraining's compute: "
         f"{line('st_puzzle', 'random_long')}. One test video is {100 / max(videos, 1):.2f} points of one "
-        f"network's accuracy."
+        f"network's accuracy.{_near_chance(accuracy, len(result['classes']))}"
     )
+
+
+def _near_chance(accuracy: dict[str, dict[str, Any]], classes: int) -> str:
+    """A warning when no fine-tuned row got 10 points above chance: the study then has no power."""
+    chance = 100 / max(classes, 1)
+    best = max((v["mean"] for row, by_k in accuracy.items() if not row.startswith("probe/")
+                for v in by_k.values()), default=chance)
+    if best >= chance + 10:
+        return ""
+    return (f" Every fine-tuned row stayed within 10 points of chance ({chance:.0f} %; best {best:.1f} %), "
+            "the supervised upper bound included: at this size no initialisation learns much of the classes, "
+            "so the study cannot show a gain either way.")
 
 
 def _pct(value: float | None) -> str:
@@ -156,21 +170,28 @@ def format_report(results: dict[str, Any]) -> str:
     lines = [
         "# Label-efficiency study: random init vs Space-Time Cubic Puzzle pretraining",
         "",
-        f"Protocol. Every row is pretrained (where it is) once per seed on an unlabelled pool, then fine-tuned "
-        f"on k labelled videos per class for {cfg['seeds']} seeds (a seed: its pretraining, its labelled subset "
+        f"Protocol. Every row is pretrained (where it is) once per seed on an unlabelled pool, then "
+        "fine-tuned "
+        f"on k labelled videos per class for {cfg['seeds']} seeds (a seed: its pretraining, its labelled "
+        "subset "
         f"and its training order; the same for every row, so rows are compared paired). Model selection, the "
         f"same for every row: half of each class's k labelled videos validates; for every rate of "
-        f"{list(sel['lrs'])} a network trains on the other half at that constant rate for {sel['steps']} steps "
-        f"(random init + pretraining's compute: more, see below), validated every {sel['val_every']} steps; the "
-        f"best (rate, steps) by validation accuracy (ties: validation loss) is trained again on all k videos and "
-        f"the test set is scored once. Linear probes (a linear classifier on frozen features) select their rate "
+        f"{list(sel['lrs'])} a network trains on the other half at that constant rate for {sel['steps']} "
+        "steps "
+        f"(random init + pretraining's compute: more, see below), validated every {sel['val_every']} steps; "
+        "the "
+        f"best (rate, steps) by validation accuracy (ties: validation loss) is trained again on all k "
+        "videos and "
+        f"the test set is scored once. Linear probes (a linear classifier on frozen features) select their "
+        "rate "
         f"from {list(probe['lrs'])} and steps up to {probe['steps']} the same way. The pretraining recipe of "
         f"every pretrained row is chosen on seed 0 among {len(cfg['pretrain_recipes'])} candidates by the "
         f"pretext's validation loss on held-out pool videos, never by transfer. Intervals: 95 %, paired "
         f"bootstrap over seeds and test videos ({cfg['bootstrap']} resamples). Network {g['arch']} "
         f"x{g['widen_factor']:g}, clips {g['clip_len']}x{g['size']}x{g['size']}, puzzle cubes "
         f"{g['cube_len']}x{g['cube_size']}x{g['cube_size']}, {cfg['pretrain_epochs']} pretraining epochs, "
-        f"{cfg['eval_clips']} clips per video at validation and test. Total {results['seconds'] / 60:.1f} min.",
+        f"{cfg['eval_clips']} clips per video at validation and test. This invocation took "
+        f"{results['seconds'] / 60:.1f} min (work found in the cache is read, not redone).",
         "",
     ]
     for name, result in results["catalogues"].items():
@@ -186,7 +207,11 @@ def _catalogue_section(name: str, result: dict[str, Any]) -> list[str]:
         f"## Catalogue `{name}`: {CATALOGUE_NOTES.get(name, name)}",
         "",
         f"{len(result['classes'])} classes ({', '.join(result['classes'])}); pool {sets['pool']}, labelled "
-        f"{sets['labelled']}, test {sets['test']} videos; {result['seconds'] / 60:.1f} min.",
+        f"{sets['labelled']}, test {sets['test']} videos. Compute (seconds of each piece of work when it was "
+        f"done): {sum(p['seconds'] for p in result['pretrain'].values()) / 60:.1f} min in "
+        f"{sum(p['runs'] for p in result['pretrain'].values())} pretrainings, "
+        f"{sum(c.get('seconds', 0.0) for c in cells) / 60:.1f} min in the {len(cells)} cells (selection "
+        "runs, final fits, test scoring; not the linear probes' feature extraction).",
         "",
         "Video top-1 (%) on the test videos, mean over seeds [95 % interval]:",
         "",
@@ -234,7 +259,8 @@ def _catalogue_section(name: str, result: dict[str, Any]) -> list[str]:
             lines.append(f"| {_label(row)} | " + " | ".join(_selected(cells, row, k) for k in ks) + " |")
     lines += [
         "",
-        "Pretraining (recipe chosen on seed 0 by pretext validation loss; accuracies on held-out pool videos, "
+        "Pretraining (recipe chosen on seed 0 by pretext validation loss; accuracies on held-out pool "
+        "videos, "
         "mean over seeds):",
         "",
         "| row | recipe (val loss of each) | pretext val acc | rotation val | spatial val | temporal val | "
@@ -250,7 +276,8 @@ def _catalogue_section(name: str, result: dict[str, Any]) -> list[str]:
 
         seconds = mean("seconds")
         lines.append(
-            f"| {_label(row)} | {p['recipe']} ({losses}) | {_pct(mean('val_acc'))} | {_pct(mean('val_rot_acc'))} "
+            f"| {_label(row)} | {p['recipe']} ({losses}) | {_pct(mean('val_acc'))} | "
+            f"{_pct(mean('val_rot_acc'))} "
             f"| {_pct(mean('val_spatial_acc'))} | {_pct(mean('val_temporal_acc'))} | "
             f"{'n/a' if seconds is None else f'{seconds:.0f}'} |"
         )

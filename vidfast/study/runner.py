@@ -1,7 +1,8 @@
 """``run_study``: the rows, their pretrainings and the cells of the study, per data catalogue.
 
 For each catalogue (``aligned``: the synthetic classes are drifts right/left/down/up, the four 90-degree
-rotations of one motion, and particles always fall down the frame; ``control``: spins, slides and swings in any
+rotations of one motion, and particles always fall down the frame; ``control``: spins, slides and swings in
+any
 direction, none mapped onto another by a rotation, and gravity drawn per video; or the user's own manifests):
 every pretrained row is pretrained once per seed on the pool (the recipe chosen on seed 0 by the pretext's
 validation loss), and every row is fine-tuned per labelled count ``k`` and seed by the selection procedure of
@@ -84,7 +85,8 @@ class StudyConfig:
     ``train`` rows, ``train`` rows and ``test`` rows; all three or none), run as the one catalogue ``own``.
     ``ks``: labelled videos per class of a cell; ``seeds``: pretrainings per pretrained row, each reused by
     the cells of its seed at every k (a cell's seed also draws its labelled subset and its training order).
-    ``pretrain_epochs`` of the pool per pretraining; ``pretrain_recipes``: the candidates, one chosen per row on
+    ``pretrain_epochs`` of the pool per pretraining; ``pretrain_recipes``: the candidates, one chosen per
+    row on
     seed 0 by the pretext's validation loss (held-out pool videos). ``selection``: rate grid and step budget
     of the fine-tunes, ``probe_selection`` of the linear probes. ``eval_clips`` clips per video (validation
     and test); ``bootstrap`` resamples of the paired intervals.
@@ -206,9 +208,19 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         results["catalogues"][catalogue] = result
         plot(result, out / f"accuracy_vs_labels-{catalogue}.png")
     results["seconds"] = round(time.perf_counter() - clock, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(_without_probabilities(results), indent=1))
     (out / "report.md").write_text(format_report(results))
     return results
+
+
+def _without_probabilities(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` for ``results.json``: the cells keep which test videos they got right, not their class
+    probabilities (those stay in the cache)."""
+    catalogues = {
+        name: {**result, "cells": [{k: v for k, v in c.items() if k != "probs"} for c in result["cells"]]}
+        for name, result in results["catalogues"].items()
+    }
+    return {**results, "catalogues": catalogues}
 
 
 def run_catalogue(
@@ -284,7 +296,7 @@ def pretrain_row(
 ) -> dict[str, Any]:
     """Pretrain ``row`` once per seed: every candidate recipe on seed 0, the one with the lowest validation
     loss of the pretext (held-out pool videos) for the other seeds. Returns the recipe choice and the
-    summaries of the pretrainings used, by seed."""
+    summaries of the pretrainings used, by seed, and the seconds all of them took."""
     tried = {
         _recipe_name(r): pretrain(cfg, sets, row, r, 0, catalogue, out, cache, say)
         for r in cfg.pretrain_recipes
@@ -298,6 +310,8 @@ def pretrain_row(
         "recipe": chosen_name,
         "recipe_val_loss": {n: t["val_loss"] for n, t in tried.items()},
         "seeds": seeds,
+        "seconds": sum(t["seconds"] for t in tried.values()) + sum(s["seconds"] for s in seeds[1:]),
+        "runs": len(tried) + len(seeds) - 1,
     }
 
 
@@ -435,7 +449,8 @@ def run_cells(
         )
         cells.append(_scored(cell, row.name, k, seed, test))
         say(
-            f"[study] {catalogue} k={k} seed={seed} {row.name}: test top-1 {100 * cells[-1]['test_top1']:.1f} % "
+            f"[study] {catalogue} k={k} seed={seed} {row.name}: test top-1 "
+            f"{100 * cells[-1]['test_top1']:.1f} % "
             f"(selected lr {cell['selected']['lr']:g}, {cell['selected']['steps']} steps)"
         )
         if row.name == LONG:

@@ -57,7 +57,8 @@ def synthesize_sets(
         manifest = folder / f"{name}.csv"
         if not manifest.exists():
             say(
-                f"[data] synthesizing the {catalogue} {name} set: {classes} classes x {per_class[name]} videos"
+                f"[data] synthesizing the {catalogue} {name} set: {classes} classes x {per_class[name]} "
+                "videos"
             )
             videos = folder / name
             synthesize_dataset(
@@ -118,7 +119,8 @@ def read_sets(pool: Path, labelled: Path, test: Path) -> Sets:
 
 
 def labelled_subset(labels: Sequence[int], k: int, seed: int, num_classes: int) -> list[int]:
-    """Indices of ``k`` videos per class drawn with ``seed``; the subsets of one seed are nested (k=2 is inside
+    """Indices of ``k`` videos per class drawn with ``seed``; the subsets of one seed are nested (k=2 is
+    inside
     k=4)."""
     rng = np.random.default_rng([seed, 1234])
     chosen: list[int] = []
@@ -162,7 +164,8 @@ class VideoBank:
         mean: Sequence[float],
         std: Sequence[float],
     ) -> Tensor:
-        """Normalised float clips ``Tensor[B, 3, clip_len, S, S]`` of videos ``index`` from frames ``starts``."""
+        """Normalised float clips ``Tensor[B, 3, clip_len, S, S]`` of videos ``index`` from frames
+        ``starts``."""
         chosen = torch.stack([self.frames[i, s : s + clip_len] for i, s in zip(index, starts, strict=True)])
         video = chosen.permute(0, 4, 1, 2, 3).float().div_(255.0)
         mean_t = torch.tensor(mean).view(1, 3, 1, 1, 1)

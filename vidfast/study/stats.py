@@ -33,7 +33,8 @@ class Gap:
 
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, draws: int = 4000, seed: int = 0) -> Gap:
-    """The gap ``a - b`` of two ``[seeds, videos]`` 0/1 arrays (``[s, v]``: seed ``s``'s network got test video
+    """The gap ``a - b`` of two ``[seeds, videos]`` 0/1 arrays (``[s, v]``: seed ``s``'s network got test
+    video
     ``v`` right) with its 95 % paired-bootstrap interval over ``draws`` resamples, in points."""
     a, b = np.asarray(correct_a, dtype=np.float64), np.asarray(correct_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2 or not a.size:

@@ -44,7 +44,7 @@ def demo(
     cfg = DemoConfig.quick(str(out)) if quick else DemoConfig(out=str(out))
     shape = {"device": device, "workers": workers}
     geometry = dataclasses.replace(cfg.geometry, **{k: v for k, v in shape.items() if v is not None})
-    cfg = dataclasses.replace(cfg, export=export, geometry=geometry, **({} if seed is None else {"seed": seed}))
+    cfg = dataclasses.replace(cfg, export=export, geometry=geometry, seed=cfg.seed if seed is None else seed)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
