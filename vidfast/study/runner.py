@@ -486,6 +486,7 @@ def _scored(cell: dict[str, Any], row: str, k: int, seed: int, test: Any) -> dic
     return {
         **cell,
         "row": row,
+        "probe": row.startswith("probe/"),
         "k": k,
         "seed": seed,
         "correct": correct.tolist(),
