@@ -6,12 +6,14 @@ shortcut in the synthetic data, and paired intervals.
 - :mod:`~vidfast.study.sets`: the pool / labelled / test sets, the draws, the videos held in memory;
 - :mod:`~vidfast.study.cache`: the one cache every finished piece of work goes through (a study resumes);
 - :mod:`~vidfast.study.learners`: model selection on validation and the final fit of a cell;
-- :mod:`~vidfast.study.runner`: rows, pretrainings, cells (``run_study``);
+- :mod:`~vidfast.study.rows`: the initialisations compared;
+- :mod:`~vidfast.study.runner`: pretrainings and cells (``run_study``);
 - :mod:`~vidfast.study.stats`: paired bootstrap intervals;
 - :mod:`~vidfast.study.report`: ``report.md``, the plot, the verdict.
 """
 
-from vidfast.study.runner import ABLATION_ROWS, ENSEMBLES, ROWS, Row, StudyConfig, run_study
+from vidfast.study.rows import ABLATION_ROWS, ENSEMBLES, ROWS, Row
+from vidfast.study.runner import StudyConfig, run_study
 from vidfast.study.sets import Sets, holdout_split, labelled_subset, read_sets, synthesize_sets
 from vidfast.study.stats import Gap, paired_bootstrap
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from vidfast.study.rows import LABELS
 from vidfast.study.stats import Gap, paired_bootstrap
 
 #: the paired comparisons of the report: (a, b, what a - b tells)
@@ -22,19 +23,6 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("probe/rotation_only", "probe/random", "linear probe: rotation features vs random features"),
     ("probe/supervised", "probe/random", "linear probe: supervised features vs random features"),
 )
-LABELS = {
-    "random": "random init",
-    "random_long": "random init + pretraining's compute",
-    "st_puzzle": "ST-puzzle (full)",
-    "rotation_only": "rotation only (3DRotNet-style)",
-    "supervised": "supervised on the pool (upper bound)",
-    "spatial_puzzle": "S-puzzle",
-    "temporal_puzzle": "T-puzzle",
-    "st_ensemble": "ST score ensemble",
-    "no_regularisation": "no regularisation",
-    "channel_replication": "+ channel replication",
-    "channel_jitter": "+ random jittering",
-}
 CATALOGUE_NOTES = {
     "aligned": "classes move right / left / down / up (the four 90-degree rotations of one drift), particles "
     "always fall down the frame",

@@ -2,8 +2,8 @@
 
 For each catalogue (``aligned``: the synthetic classes are drifts right/left/down/up, the four 90-degree
 rotations of one motion, and particles always fall down the frame; ``control``: spins, slides and swings in
-any
-direction, none mapped onto another by a rotation, and gravity drawn per video; or the user's own manifests):
+any direction, none mapped onto another by a rotation, and gravity drawn per video; or the user's own
+manifests):
 every pretrained row is pretrained once per seed on the pool (the recipe chosen on seed 0 by the pretext's
 validation loss), and every row is fine-tuned per labelled count ``k`` and seed by the selection procedure of
 :mod:`vidfast.study.learners`. Every piece of work is cached (:class:`vidfast.study.cache.Cache`).
@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,54 +25,8 @@ from vidfast.engine.config import Geometry, Recipe
 from vidfast.errors import VidfastError
 from vidfast.study.cache import Cache
 from vidfast.study.learners import NetworkLearner, ProbeLearner, Selection, curves, select
+from vidfast.study.rows import ABLATION_ROWS, ENSEMBLES, LONG, ROWS, Row
 from vidfast.study.sets import Sets, holdout_split, labelled_subset, load_bank, read_sets, synthesize_sets
-
-
-@dataclass(frozen=True)
-class Row:
-    """One initialisation: ``pretext`` None (random init), ``"puzzle"`` (cubic puzzles with ``puzzle``'s
-    options: ``sampler`` overrides, ``permutation_weight``) or ``"classify"`` (the pool's labels)."""
-
-    name: str
-    label: str
-    pretext: str | None = None
-    puzzle: dict[str, Any] = field(default_factory=dict)
-
-
-ROWS: tuple[Row, ...] = (
-    Row("random", "random init"),
-    Row("random_long", "random init, + pretraining's compute"),
-    Row("st_puzzle", "ST-puzzle (full)", "puzzle"),
-    Row("rotation_only", "rotation only (3DRotNet-style)", "puzzle", {"permutation_weight": 0.0}),
-    Row("supervised", "supervised on the pool (upper bound)", "classify"),
-)
-#: Kim et al.'s Tables 2 and 4, with ``ablation``
-ABLATION_ROWS: tuple[Row, ...] = (
-    Row("spatial_puzzle", "S-puzzle", "puzzle", {"sampler": {"spatial_prob": 1.0}}),
-    Row("temporal_puzzle", "T-puzzle", "puzzle", {"sampler": {"spatial_prob": 0.0}}),
-    Row(
-        "no_regularisation",
-        "no regularisation",
-        "puzzle",
-        {"sampler": {"jitter": False, "channel_prob": 0.0, "rotation": False}},
-    ),
-    Row(
-        "channel_replication",
-        "+ channel replication",
-        "puzzle",
-        {"sampler": {"jitter": False, "channel_prob": 0.5, "rotation": False}},
-    ),
-    Row(
-        "channel_jitter",
-        "+ random jittering",
-        "puzzle",
-        {"sampler": {"jitter": True, "channel_prob": 0.5, "rotation": False}},
-    ),
-)
-#: score ensembles (softmax averaged per video) of fine-tuned rows, with ``ablation``
-ENSEMBLES: dict[str, tuple[str, ...]] = {"st_ensemble": ("spatial_puzzle", "temporal_puzzle")}
-#: the rows whose runs "random_long" shares: it is random init with a longer budget
-LONG = "random_long"
 
 
 @dataclass(frozen=True)
