@@ -48,6 +48,9 @@ def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path, one_
             assert len(pretrain["seeds"]) == cfg.seeds and all(s["recipe"] == pretrain["recipe"]
                                                                 for s in pretrain["seeds"])
         assert 0.0 <= catalogue["pretrain"]["rotation_only"]["seeds"][0]["val_rot_acc"] <= 1.0
+        for row in ("st_puzzle", "rotation_only"):  # the engine's evaluate_puzzle, per puzzle kind
+            for key in ("val_spatial_acc", "val_temporal_acc", "val_spatial_rot_acc", "val_temporal_rot_acc"):
+                assert 0.0 <= catalogue["pretrain"][row]["seeds"][1][key] <= 1.0, (row, key)
         gaps = {(g["a"], g["b"], g["k"]) for g in catalogue["summary"]["gaps"]}
         assert ("st_puzzle", "random", 2) in gaps and ("probe/st_puzzle", "probe/random", 4) in gaps
         assert catalogue["summary"]["verdict"] in (out / "report.md").read_text()
