@@ -29,14 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from vidfast.bench import BenchConfig, precision_rates
+from vidfast.engine.config import Geometry
 from vidfast.models import create_model
 from vidfast.runtime import interleaved_seconds
 
 ROUNDS = 5
 WORKLOADS = {
-    "resnet18 16x112x112 b8": BenchConfig(arch="resnet18", clip_len=16, size=112, batch_size=8),
-    "resnet10 x0.25 8x64x64 b8": BenchConfig(arch="resnet10", widen_factor=0.25, clip_len=8, size=64,
-                                             batch_size=8),
+    "resnet18 16x112x112 b8": BenchConfig(Geometry(arch="resnet18", widen_factor=1.0, clip_len=16, size=112,
+                                                   batch_size=8)),
+    "resnet10 x0.25 8x64x64 b8": BenchConfig(Geometry(arch="resnet10", widen_factor=0.25, clip_len=8, size=64,
+                                                      batch_size=8)),
 }
 DEVICES = [
     "cpu",
@@ -54,8 +56,10 @@ DEVICES = [
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 @pytest.mark.parametrize("device", DEVICES)
 def test_precision_variants_and_auto(benchmark, device: str, workload: str, mode: str) -> None:
-    cfg = dataclasses.replace(WORKLOADS[workload], device=device, rounds=ROUNDS)
-    rates = precision_rates(cfg, torch.device(device), cfg.batch_size, train=mode == "train")
+    workload_cfg = WORKLOADS[workload]
+    geometry = dataclasses.replace(workload_cfg.geometry, device=device)
+    cfg = dataclasses.replace(workload_cfg, geometry=geometry, rounds=ROUNDS)
+    rates = precision_rates(cfg, torch.device(device), cfg.geometry.batch_size, train=mode == "train")
     base = rates[0][1]
     fastest = max(rate for name, rate, note in rates if not name.startswith("auto") and "unsafe" not in note)
     print(f"\n{workload} {mode} on {device} ({torch.backends.cpu.get_cpu_capability()}):")

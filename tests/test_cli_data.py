@@ -79,5 +79,8 @@ def test_bad_inputs_give_one_error_line(tmp_path: Path) -> None:
                                 tmp_path / "m.csv"), "--fraction")
     _assert_one_line_error(_run("synth", tmp_path / "s", "--size", "64by64"), "--size must be HxW")
     _assert_one_line_error(_run("synth", tmp_path / "s", "--classes", 99), "classes must be between")
+    _assert_one_line_error(_run("synth", tmp_path / "s", "--catalogue", "tilted"), "catalogue must be one of")
+    _assert_one_line_error(_run("synth", tmp_path / "s", "--catalogue", "control", "--classes", 7),
+                           "between 1 and 6 (control)")
     _assert_one_line_error(_run("transcode", tmp_path / "none.csv", tmp_path / "o"), "manifest not found")
     _assert_one_line_error(_run("transcode", tmp_path / "k.csv", tmp_path / "o"), "not a vidfast manifest")

@@ -30,6 +30,11 @@ def test_demo_quick_end_to_end(tmp_path):
     assert total == summary["num_val_videos"] and agree >= total - 1  # bf16 PyTorch vs fp32 onnxruntime
     assert "random init" in result.stdout and "puzzle-pretrained" in result.stdout
     assert "puzzle pretraining" in result.stdout  # the verdict sentence
+    gap = summary["gap"]  # puzzle-pretrained minus random init over the held-out videos, with its interval
+    assert gap["videos"] == summary["num_val_videos"] and gap["low"] <= gap["gap"] <= gap["high"]
+    diff = 100 * (summary["finetune"]["video_top1"] - summary["scratch"]["video_top1"])
+    assert abs(gap["gap"] - diff) < 1e-6
+    assert f"[{gap['low']:+.1f}, {gap['high']:+.1f}]" in summary["verdict"] and "Caveat" in summary["verdict"]
     # a rerun replaces the previous demo; a foreign non-empty folder is refused
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidfast.engine.config import Geometry
 from vidfast.errors import VidfastError
 
 
@@ -34,15 +35,12 @@ class BenchResult:
     note: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of the benchmark; :meth:`quick` gives tiny ones."""
+    """Sizes of the benchmark (the network and clips in ``geometry``, the demo's and the study's dataclass;
+    its cube fields are not used here: the cube op's sizes are ``cube_*``); :meth:`quick` gives tiny ones."""
 
-    arch: str = "resnet18"
-    widen_factor: float = 1.0
-    clip_len: int = 16
-    size: int = 112
-    batch_size: int = 8
+    geometry: Geometry = Geometry(widen_factor=1.0, clip_len=16, size=112, batch_size=8, workers=2)
     cube_batch: int = 8
     cube_frames: int = 64
     cube_side: int = 224
@@ -50,20 +48,15 @@ class BenchConfig:
     loader_videos: int = 16
     loader_frames: int = 64
     loader_side: int = 128
-    workers: int = 2
     min_seconds: float = 2.0
     rounds: int = 5
-    device: str = "auto"
     onnx: bool = True
 
     @classmethod
     def quick(cls) -> BenchConfig:
         """Tiny sizes: each section takes a few seconds on 2 CPU cores."""
         return cls(
-            widen_factor=0.25,
-            clip_len=8,
-            size=32,
-            batch_size=4,
+            geometry=Geometry(widen_factor=0.25, clip_len=8, size=32, batch_size=4, workers=0),
             cube_batch=4,
             cube_frames=32,
             cube_side=112,
@@ -71,7 +64,6 @@ class BenchConfig:
             loader_videos=8,
             loader_frames=32,
             loader_side=64,
-            workers=0,
             min_seconds=0.5,
             rounds=3,
         )
@@ -166,9 +158,10 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     build_manifest("folder", workdir / "videos", workdir / "manifest.csv", progress=False)
     manifest = read_manifest(workdir / "manifest.csv")
     rates = []
-    policies = {"classify": training_clips(cfg.clip_len, size=cfg.size), "puzzle": CubicPuzzle()}
+    g = cfg.geometry
+    policies = {"classify": training_clips(g.clip_len, size=g.size), "puzzle": CubicPuzzle()}
     for task, policy in policies.items():
-        loader = make_loader(manifest, policy, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers))
+        loader = make_loader(manifest, policy, LoaderConfig(batch_size=g.batch_size, workers=g.workers))
         clips = sum(len(batch["video"]) for batch in loader)
 
         def epoch(loader=loader) -> None:
@@ -176,7 +169,7 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
                 pass
 
         rate = measure(epoch, clips, cfg.min_seconds, warmup=0)
-        rates.append((f"{task}, {cfg.workers} workers", rate, f"{clips} clips/epoch"))
+        rates.append((f"{task}, {cfg.geometry.workers} workers", rate, f"{clips} clips/epoch"))
     return _section("loader", "clips/s", rates)
 
 
@@ -193,10 +186,10 @@ def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int, channel
     from vidfast.models import create_model
 
     torch.manual_seed(0)
-    kwargs = {"widen_factor": cfg.widen_factor} if cfg.widen_factor != 1.0 else {}
+    kwargs = {"widen_factor": cfg.geometry.widen_factor} if cfg.geometry.widen_factor != 1.0 else {}
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    model = create_model(cfg.arch, num_classes=10, **kwargs).to(device, memory_format=fmt)
-    clips = torch.randn(batch, 3, cfg.clip_len, cfg.size, cfg.size, device=device)
+    model = create_model(cfg.geometry.arch, num_classes=10, **kwargs).to(device, memory_format=fmt)
+    clips = torch.randn(batch, 3, cfg.geometry.clip_len, cfg.geometry.size, cfg.geometry.size, device=device)
     return model, clips.contiguous(memory_format=fmt)
 
 
@@ -264,16 +257,17 @@ def precision_rates(cfg: BenchConfig, device: torch.device, batch: int, train: b
 def bench_train_step(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
     """Clips/s of one SGD step (the engine's classification step: forward, cross-entropy; then backward and
     update) on in-memory clips, per precision variant and for the automatic choice."""
-    rates = precision_rates(cfg, device, cfg.batch_size, train=True)
-    return _section(f"train step b{cfg.batch_size}", "clips/s", rates)
+    rates = precision_rates(cfg, device, cfg.geometry.batch_size, train=True)
+    return _section(f"train step b{cfg.geometry.batch_size}", "clips/s", rates)
 
 
 def describe(cfg: BenchConfig) -> str:
     """One line naming the sizes a bench run uses."""
-    width = f" x{cfg.widen_factor:g}" if cfg.widen_factor != 1.0 else ""
+    width = f" x{cfg.geometry.widen_factor:g}" if cfg.geometry.widen_factor != 1.0 else ""
     t, oh, ow = cfg.cube_out
     return (
-        f"model {cfg.arch}{width}, clips {cfg.clip_len}x{cfg.size}x{cfg.size}; cube op: 4 cubes "
+        f"model {cfg.geometry.arch}{width}, clips "
+        f"{cfg.geometry.clip_len}x{cfg.geometry.size}x{cfg.geometry.size}; cube op: 4 cubes "
         f"{t}x{oh}x{ow} from {cfg.cube_frames}x{cfg.cube_side}x{cfg.cube_side} uint8 clips; "
         f"loader: {cfg.loader_videos} videos {cfg.loader_frames}x{cfg.loader_side}x{cfg.loader_side}"
     )
@@ -283,7 +277,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> li
     """Clips/s of inference at batch 1 and ``batch_size``: each precision variant, the automatic choice, and
     onnxruntime."""
     results = []
-    for batch in (1, cfg.batch_size):
+    for batch in (1, cfg.geometry.batch_size):
         rates = [(name, rate, note or "PyTorch eager") for name, rate, note in
                  precision_rates(cfg, device, batch, train=False)]
         if cfg.onnx:
@@ -307,7 +301,7 @@ def _onnx_rate(
         export_onnx(
             model.float().to(memory_format=torch.contiguous_format).cpu(),
             path,
-            clip=(cfg.clip_len, cfg.size, cfg.size),
+            clip=(cfg.geometry.clip_len, cfg.geometry.size, cfg.geometry.size),
             check=False,
         )
     classifier = OnnxClassifier(path)
@@ -328,7 +322,7 @@ def run_bench(
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown bench section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.geometry.device)
     results: list[BenchResult] = []
     with _workdir() as workdir:
         runners: dict[str, Callable[[], list[BenchResult]]] = {

@@ -32,7 +32,7 @@ of the frame, under the disc.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,10 @@ class Motion:
     ``direction``: (dy, dx) unit vector of a constant drift (zeros: none); ``speed_range``: its pixels
     per frame at a 32-pixel frame (scaled with the frame size); ``spin``: +1 clockwise, -1
     counter-clockwise, 0 none;
-    ``swing``: axis of a periodic back-and-forth (0 vertical, 1 horizontal, None: none).
+    ``swing``: axis of a periodic back-and-forth (0 vertical, 1 horizontal, None: none), ``swing_range`` its
+    amplitude as a fraction of the frame; ``any_direction``: the drift's direction and the swing's axis are
+    drawn per video, uniform over all angles (``direction`` and the ``swing`` axis are then ignored), so that
+    no rotation of the frame changes the class.
     """
 
     name: str
@@ -55,11 +58,36 @@ class Motion:
     speed_range: tuple[float, float] = (1.0, 2.0)
     spin: int = 0
     swing: int | None = None
+    swing_range: tuple[float, float] = (0.15, 0.25)
+    any_direction: bool = False
+
+
+def rotated(motion: Motion, quarter_turns: int) -> Motion:
+    """The motion a video of ``motion`` shows after rotating its frames by ``quarter_turns`` x 90 degrees
+    (``np.rot90`` on the frame axes): a drift ``(dy, dx)`` turns into ``(-dx, dy)`` per quarter turn, a
+    swing axis swaps with each odd turn, the sense of a spin is kept (a rotation is no mirror), and a motion
+    drawn in ``any_direction`` is unchanged (its distribution is rotation-invariant)."""
+    turns = quarter_turns % 4
+    if motion.any_direction or not turns:
+        return motion
+    dy, dx = motion.direction
+    for _ in range(turns):
+        dy, dx = -dx, dy
+    swing = None if motion.swing is None else (motion.swing + turns) % 2
+    return replace(motion, name=f"{motion.name}@rot{90 * turns}", direction=(dy + 0.0, dx + 0.0), swing=swing)
+
+
+def same_motion(a: Motion, b: Motion) -> bool:
+    """Whether ``a`` and ``b`` draw the same videos (every parameter but the name equal)."""
+    return replace(a, name="") == replace(b, name="")
 
 
 _D = 1.0 / math.sqrt(2.0)
 
-#: The class catalogue, in the order ``synthesize_dataset(classes=N)`` takes the first N.
+#: The aligned class catalogue, in the order ``synthesize_dataset(classes=N)`` takes the first N. Its first
+#: four
+#: classes are the four 90-degree rotations of one drift: a network that knows which way is down in a frame
+#: (the rotation pretext) has the classes half learnt.
 MOTIONS: tuple[Motion, ...] = (
     Motion("move_right", (0.0, 1.0)),
     Motion("move_left", (0.0, -1.0)),
@@ -76,6 +104,24 @@ MOTIONS: tuple[Motion, ...] = (
     Motion("move_right_fast", (0.0, 1.0), speed_range=(3.0, 4.0)),
     Motion("move_left_fast", (0.0, -1.0), speed_range=(3.0, 4.0)),
 )
+
+
+#: The control catalogue: no 90-degree rotation maps one of its classes onto another (every class is
+#: rotation-invariant: spins keep their sense under rotation, drifts and swings take any direction), so
+#: knowing which way is down tells nothing about the class.
+CONTROL_MOTIONS: tuple[Motion, ...] = (
+    Motion("spin_cw", spin=1),
+    Motion("spin_ccw", spin=-1),
+    Motion("slide", any_direction=True),
+    Motion("swing", swing=0, any_direction=True),
+    Motion("slide_fast", speed_range=(3.0, 4.0), any_direction=True),
+    Motion("swing_wide", swing=0, swing_range=(0.3, 0.4), any_direction=True),
+)
+#: the catalogues ``synthesize_dataset(catalogue=...)`` chooses from
+CATALOGUES: dict[str, tuple[Motion, ...]] = {"aligned": MOTIONS, "control": CONTROL_MOTIONS}
+#: where the falling particles fall: down the frame in every video, or one of the four directions drawn per
+#: video
+GRAVITIES = ("down", "random")
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -151,11 +197,15 @@ def _falling_particles(
 
 def render_motion_video(
     motion: Motion, frames: int, size: tuple[int, int], rng: np.random.Generator, decay: float = 3.0,
-    particles: float = 0.0,
+    particles: float = 0.0, gravity: str = "down",
 ) -> np.ndarray:
     """Render one video of ``motion`` with random appearance from ``rng``, slowing down by ``decay`` over
-    the video, with ``particles`` falling particles per 32x32 pixels: uint8 ``[T, H, W, 3]``."""
+    the video, with ``particles`` falling particles per 32x32 pixels, falling down the frame (``gravity``
+    "down") or in one of the four directions drawn per video ("random"): uint8 ``[T, H, W, 3]``."""
+    if gravity not in GRAVITIES:
+        raise ValueError(f"gravity must be one of {', '.join(GRAVITIES)}, got {gravity!r}")
     height, width = size
+    turns = int(rng.integers(4)) if gravity == "random" else 0  # quarter turns of the fall from "down"
     short = min(height, width)
     scale = short / 32.0
     background = _background(rng, height, width)
@@ -165,23 +215,37 @@ def render_motion_video(
     angle0 = rng.uniform(0.0, 2 * math.pi)
     speed = rng.uniform(*motion.speed_range) * scale
     angular_speed = math.radians(rng.uniform(8.0, 15.0))
-    amplitude = rng.uniform(0.15, 0.25) * short
+    amplitude = rng.uniform(*motion.swing_range) * short
     period = rng.uniform(8.0, 14.0)
     phase = rng.uniform(0.0, 2 * math.pi)
+    direction = np.asarray(motion.direction)
+    swing_axis = np.array([1.0, 0.0] if motion.swing == 0 else [0.0, 1.0])
+    if motion.any_direction:  # drawn last, so that the other catalogue's videos keep their random streams
+        heading = rng.uniform(0.0, 2 * math.pi)
+        direction = swing_axis = np.array([math.sin(heading), math.cos(heading)])
 
     travelled = _travelled(frames, decay)
     damping = decay ** (-np.arange(frames) / max(frames - 1, 1))
-    fall_y, fall_x, streak, grey = _falling_particles(rng, frames, height, width, particles)
+    canvas = (height, width) if turns % 2 == 0 else (width, height)
+    fall_y, fall_x, streak, grey = _falling_particles(rng, frames, *canvas, particles)
     dot = max(1, int(round(scale)))
     streak = np.maximum(streak, dot)
+    layer = np.full((frames, *canvas), -1.0)  # the particles' grey level, -1 where there is none
+    for t in range(frames):
+        for up in range(int(streak[t].max(initial=0))):
+            falling = streak[t] > up
+            for across in range(dot):
+                rows, cols = (fall_y[t, falling] - up) % canvas[0], (fall_x[t, falling] + across) % canvas[1]
+                layer[t, rows, cols] = grey[falling]
+    layer = np.rot90(layer, turns, axes=(1, 2))
 
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     out = np.empty((frames, height, width, 3), dtype=np.uint8)
     for t in range(frames):
-        cy, cx = centre + speed * travelled[t] * np.asarray(motion.direction)
+        cy, cx = centre + speed * travelled[t] * direction
         if motion.swing is not None:
             offset = amplitude * damping[t] * math.sin(2 * math.pi * t / period + phase)
-            cy, cx = (cy + offset, cx) if motion.swing == 0 else (cy, cx + offset)
+            cy, cx = cy + offset * swing_axis[0], cx + offset * swing_axis[1]
         angle = angle0 + motion.spin * angular_speed * travelled[t]
         dy = (yy - cy + height / 2) % height - height / 2
         dx = (xx - cx + width / 2) % width - width / 2
@@ -189,11 +253,8 @@ def render_motion_video(
         v = -math.sin(angle) * dx + math.cos(angle) * dy
         inside = u * u + v * v <= radius * radius
         frame = background.copy()
-        for up in range(int(streak[t].max(initial=0))):
-            falling = streak[t] > up
-            for across in range(dot):
-                rows, cols = (fall_y[t, falling] - up) % height, (fall_x[t, falling] + across) % width
-                frame[rows, cols] = grey[falling, None]
+        falling = layer[t] >= 0
+        frame[falling] = layer[t][falling][:, None]
         iu = np.clip(np.rint(u[inside]).astype(int) + radius, 0, 2 * radius)
         iv = np.clip(np.rint(v[inside]).astype(int) + radius, 0, 2 * radius)
         frame[inside] = texture[iv, iu]
@@ -213,20 +274,32 @@ def synthesize_dataset(
     decay: float = 3.0,
     particles: float = 48.0,
     first: int = 0,
+    catalogue: str = "aligned",
+    gravity: str = "down",
 ) -> list[Path]:
     """Write ``classes * per_class`` videos in the folder layout ``ROOT/<class>/<class>_<i:03d>.<ext>``;
     return their paths (class by class).
 
-    Class k is ``MOTIONS[k]``; video i of class k is drawn from ``numpy.random.default_rng([seed, k, i])``, so
-    the rendered frames are deterministic from ``seed`` and growing ``per_class`` keeps the earlier videos.
+    Class k is ``CATALOGUES[catalogue][k]`` (``"aligned"``: :data:`MOTIONS`, whose first four classes are the
+    four 90-degree rotations of one drift; ``"control"``: :data:`CONTROL_MOTIONS`, none of whose classes a
+    90-degree rotation maps onto another); video i of class k is drawn from
+    ``numpy.random.default_rng([seed, k, i])``, so the rendered frames are deterministic from ``seed`` and
+    growing ``per_class`` keeps the earlier videos.
     ``first`` numbers the videos from ``first`` on (disjoint sets from one seed: ``first=0, per_class=10`` and
     ``first=10``); ``decay``: how much every motion slows down over a video (1: constant speed);
-    ``particles``: falling particles per 32x32 pixels (0: none).
+    ``particles``: falling particles per 32x32 pixels (0: none); ``gravity``: ``"down"`` (every video's
+    particles fall down the frame) or ``"random"`` (one of the four directions drawn per video, so that "down"
+    names no class).
     The encoded bytes almost always are too, but libx264 reads some uninitialised memory (glibc's
     ``MALLOC_PERTURB_`` changes its output), so now and then a file differs from run to run by codec noise.
     """
-    if not 1 <= classes <= len(MOTIONS):
-        raise ValueError(f"classes must be between 1 and {len(MOTIONS)}, got {classes}")
+    if catalogue not in CATALOGUES:
+        raise ValueError(f"catalogue must be one of {', '.join(CATALOGUES)}, got {catalogue!r}")
+    if gravity not in GRAVITIES:
+        raise ValueError(f"gravity must be one of {', '.join(GRAVITIES)}, got {gravity!r}")
+    motions = CATALOGUES[catalogue]
+    if not 1 <= classes <= len(motions):
+        raise ValueError(f"classes must be between 1 and {len(motions)} ({catalogue}), got {classes}")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     if frames < 2:
@@ -241,10 +314,10 @@ def synthesize_dataset(
     suffix = CODECS[codec][2]
     root = Path(root)
     paths: list[Path] = []
-    for k, motion in enumerate(MOTIONS[:classes]):
+    for k, motion in enumerate(motions[:classes]):
         for i in range(first, first + per_class):
             rng = np.random.default_rng([seed, k, i])
-            video = render_motion_video(motion, frames, (height, width), rng, decay, particles)
+            video = render_motion_video(motion, frames, (height, width), rng, decay, particles, gravity)
             path = root / motion.name / f"{motion.name}_{i:03d}{suffix}"
             paths.append(write_video(path, video, fps=fps, codec=codec))
     return paths

@@ -93,10 +93,13 @@ class OptimConfig:
 
 @dataclass
 class PuzzleTaskConfig:
-    """Cubic-puzzle pretext task: loss = perm CE + ``rotation_weight`` * rotation CE. ``sampler`` overrides
-    ``vidfast.puzzle.PuzzleConfig`` fields; ``hidden`` is the PuzzleNet head width (None = its default)."""
+    """Cubic-puzzle pretext task: loss = ``permutation_weight`` * perm CE + ``rotation_weight`` * rotation CE
+    (``permutation_weight`` 0: rotation prediction alone, 3DRotNet-style, on the same cubes). ``sampler``
+    overrides ``vidfast.puzzle.PuzzleConfig`` fields; ``hidden`` is the PuzzleNet head width (None = its
+    default)."""
 
     rotation_weight: float = 1.0
+    permutation_weight: float = 1.0
     hidden: int | None = None
     sampler: dict[str, Any] = field(default_factory=dict)
 
@@ -334,6 +337,11 @@ def _validate(cfg: TrainConfig) -> None:
         ),
         (0.0 <= cfg.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
         (
+            cfg.puzzle.permutation_weight >= 0 and cfg.puzzle.rotation_weight >= 0
+            and cfg.puzzle.permutation_weight + cfg.puzzle.rotation_weight > 0,
+            "puzzle.permutation_weight and puzzle.rotation_weight must be >= 0, not both 0",
+        ),
+        (
             cfg.finetune.checkpoint is None or cfg.finetune.inflate_from is None,
             "finetune.checkpoint and finetune.inflate_from exclude each other",
         ),
@@ -374,3 +382,90 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The network and input sizes of a small run, shared by the demo, the study and the bench: ``arch``
+    x ``widen_factor``, classification clips ``clip_len`` x ``size`` x ``size``, puzzle cubes ``cube_len`` x
+    ``cube_size`` x ``cube_size``, ``batch_size`` clips (or puzzles) a step, loader ``workers``,
+    ``device``."""
+
+    arch: str = "resnet18"
+    widen_factor: float = 0.25
+    clip_len: int = 16
+    size: int = 48
+    cube_len: int = 8
+    cube_size: int = 32
+    batch_size: int = 8
+    workers: int = 1
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a small run trains: ``optimizer`` (SGD with momentum 0.9, or AdamW) at peak rate ``lr`` with weight
+    decay ``weight_decay``, warmup (a quarter of the run, at most one epoch) and ``schedule``."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+
+
+def small_run_config(
+    geometry: Geometry,
+    recipe: Recipe,
+    task: Task,
+    manifest: str | Path,
+    run_dir: str | Path,
+    epochs: int,
+    seed: int,
+    init: str | Path | None = None,
+    puzzle: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    begin_module: str | None = None,
+    runtime: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """The training config of one demo or study run with ``geometry`` and ``recipe``: quiet (no progress,
+    no plots) unless ``runtime`` says otherwise; ``puzzle`` overrides the puzzle section (``sampler`` options
+    on top of the geometry's cubes, ``permutation_weight``...). Classification runs keep horizontal flips
+    off: the synthetic classes are directions and rotation senses, which a flip changes."""
+    data: dict[str, Any] = {
+        "manifest": str(manifest),
+        "clip_len": geometry.clip_len,
+        "size": geometry.size,
+        "batch_size": batch_size or geometry.batch_size,
+        "workers": geometry.workers,
+    }
+    overrides: dict[str, Any] = {
+        "epochs": epochs,
+        "model": {"arch": geometry.arch, "widen_factor": geometry.widen_factor},
+        "data": data,
+        "optim": {
+            "optimizer": recipe.optimizer,
+            "lr": recipe.lr,
+            "momentum": 0.9,
+            "weight_decay": recipe.weight_decay,
+            "schedule": recipe.schedule,
+            "warmup_epochs": min(1.0, epochs / 4),
+        },
+        "runtime": {
+            "device": geometry.device,
+            "channels_last": True,
+            "seed": seed,
+            "run_dir": str(run_dir),
+            "progress": "none",
+            "tensorboard": False,
+            "plots": False,
+            **(runtime or {}),
+        },
+        "finetune": {"checkpoint": None if init is None else str(init), "begin_module": begin_module},
+    }
+    if task == "puzzle":
+        extra = dict(puzzle or {})
+        sampler = {"cube_len": geometry.cube_len, "out_size": geometry.cube_size, **extra.pop("sampler", {})}
+        overrides["puzzle"] = {"sampler": sampler, **extra}
+    else:
+        data["loader"] = {"hflip": False}
+    return resolve_config(task, overrides=overrides)

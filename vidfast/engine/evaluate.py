@@ -210,3 +210,72 @@ def write_report(report: ClassificationReport, run_dir: str | Path, rows: Sequen
             top = [item for score, i in pairs for item in (names[i], f"{score:.4f}")]
             writer.writerow([row.path, row.label_name if row.label >= 0 else "", *top])
     return path
+
+
+@dataclass
+class PuzzleEvalConfig:
+    """What :func:`evaluate_puzzle` scores: the puzzle network of ``checkpoint`` on at least ``puzzles``
+    puzzles of each kind cut from the ``split`` videos of ``manifest``."""
+
+    manifest: str
+    checkpoint: str
+    split: str = "val"
+    puzzles: int = 200
+    workers: int = 0
+    device: str = "auto"
+
+
+def evaluate_puzzle(config: PuzzleEvalConfig) -> dict[str, float]:
+    """Pretext accuracy of a puzzle checkpoint per puzzle kind: ``{"val_spatial_acc", "val_temporal_acc",
+    "val_spatial_rot_acc", "val_temporal_rot_acc"}`` (the prefix is the split's name; the rotation entries
+    only
+    for a sampler that rotates pieces), each over at least ``config.puzzles`` puzzles of that kind, as many
+    from
+    every video of the split, cut with the checkpoint's own sampler options (a network that solves one kind
+    only shows it here, where the mixed accuracy hides it). Empty when the split has no video."""
+    from dataclasses import replace
+
+    from vidfast.data import read_manifest
+    from vidfast.data.loader import LoaderConfig, make_loader
+    from vidfast.data.policies import ClipOutput, CubicPuzzle
+    from vidfast.devices import resolve_device
+    from vidfast.engine.build import puzzle_config, run_convention
+    from vidfast.engine.config import config_from_dict
+    from vidfast.engine.tasks import PuzzleTask
+    from vidfast.models import read_checkpoint
+
+    manifest = read_manifest(config.manifest)
+    videos = len(manifest.select(config.split))
+    if not videos:
+        return {}
+    ckpt = read_checkpoint(config.checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    model = PuzzleTask.from_config(cfg).build(cfg, []).model
+    model.load_state_dict(ckpt["state_dict"])
+    device = resolve_device(config.device)
+    model.to(device).eval()
+    convention = run_convention(cfg)
+    output = ClipOutput(convention.unit_mean, convention.unit_std, torch.float32, False)
+    accuracy: dict[str, float] = {}
+    for kind, spatial_prob in (("spatial", 1.0), ("temporal", 0.0)):
+        policy = CubicPuzzle(replace(puzzle_config(cfg), spatial_prob=spatial_prob), output)
+        correct = rot_correct = count = rot_count = 0
+        for draw in range(-(-config.puzzles // videos)):
+            loader = make_loader(manifest, policy, LoaderConfig(batch_size=cfg.data.batch_size,
+                                                                workers=config.workers, seed=draw,
+                                                                shuffle=False), split=config.split)
+            with torch.no_grad():
+                for batch in loader:
+                    if "video" not in batch:
+                        continue
+                    out = model(batch["video"].to(device))
+                    correct += int((out.perm.argmax(1).cpu() == batch["perm_label"]).sum())
+                    count += len(batch["perm_label"])
+                    if out.rot.shape[-1] > 0:
+                        rot_correct += int((out.rot.argmax(-1).cpu() == batch["rot_label"]).sum())
+                        rot_count += batch["rot_label"].numel()
+        if count:
+            accuracy[f"{config.split}_{kind}_acc"] = correct / count
+        if rot_count:
+            accuracy[f"{config.split}_{kind}_rot_acc"] = rot_correct / rot_count
+    return accuracy

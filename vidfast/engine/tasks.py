@@ -5,7 +5,8 @@ to its class; a new task is one class here and one entry there.
 - ``ClassifyTask``: batch ``video`` ``Tensor[B, 3, T, H, W]``, ``label`` ``Tensor[B]``; loss =
 (label-smoothed) CE.
 - ``PuzzleTask``: batch ``video`` ``Tensor[B, P, 3, t, h, w]``, ``perm_label`` ``Tensor[B]``, ``rot_label``
-  ``Tensor[B, P]``; loss = permutation CE + ``rotation_weight`` * rotation CE (over all pieces).
+  ``Tensor[B, P]``; loss = ``permutation_weight`` * permutation CE + ``rotation_weight`` * rotation CE (over
+  all pieces).
 """
 
 from __future__ import annotations
@@ -158,13 +159,15 @@ class PuzzleTask:
     monitored = "puzzle (permutation) accuracy"
     pieces = 4
 
-    def __init__(self, rotation_weight: float = 1.0, label_smoothing: float = 0.0):
+    def __init__(self, rotation_weight: float = 1.0, label_smoothing: float = 0.0,
+                 permutation_weight: float = 1.0):
         self.rotation_weight = rotation_weight
         self.label_smoothing = label_smoothing
+        self.permutation_weight = permutation_weight
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> PuzzleTask:
-        return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing)
+        return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight)
 
     def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
         """``(P, 3, t, s, s)``: ``P`` cubes of ``data.clip_len`` frames, ``data.size`` square."""
@@ -202,6 +205,7 @@ class PuzzleTask:
         perm_label = batch["perm_label"].to(device, non_blocking=True)
         out = model(video)
         result = _scored(out.perm, perm_label, self.label_smoothing)
+        result.loss = self.permutation_weight * result.loss
         if out.rot.shape[-1] > 0:
             rot_label = batch["rot_label"].to(device, non_blocking=True).flatten()
             rot_logits = out.rot.float().flatten(0, 1)

@@ -47,7 +47,8 @@ def bench(
     cfg = BenchConfig.quick() if quick else BenchConfig()
     given = {"arch": arch, "widen_factor": widen_factor, "clip_len": clip_len, "size": size,
              "batch_size": batch_size, "workers": workers, "device": device}
-    cfg = dataclasses.replace(cfg, onnx=onnx, **{k: v for k, v in given.items() if v is not None})
+    geometry = dataclasses.replace(cfg.geometry, **{k: v for k, v in given.items() if v is not None})
+    cfg = dataclasses.replace(cfg, onnx=onnx, geometry=geometry)
     sections = tuple(section) if section else SECTIONS
     if as_json:
         results = run_bench(cfg, sections)

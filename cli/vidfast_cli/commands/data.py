@@ -66,20 +66,33 @@ def index(
 @app.command("synth")
 def synth(
     root: Annotated[Path, typer.Argument(help="Folder to write ROOT/<class>/<video> into.")],
-    classes: Annotated[int, typer.Option("--classes", help="Number of motion classes (1-14).")] = 4,
+    classes: Annotated[
+        int, typer.Option("--classes", help="Number of motion classes (aligned: 1-14, control: 1-6).")
+    ] = 4,
     per_class: Annotated[int, typer.Option("--per-class", help="Videos per class.")] = 8,
     frames: Annotated[int, typer.Option("--frames", help="Frames per video.")] = 32,
     size: Annotated[str, typer.Option("--size", help="Frame size HxW (even numbers).")] = "64x64",
     codec: Annotated[str, typer.Option("--codec", help="h264, mpeg4, vp9, vp8 or mjpeg.")] = "h264",
     seed: Annotated[int, typer.Option("--seed", help="Seed (the dataset is deterministic from it).")] = 0,
+    catalogue: Annotated[
+        str, typer.Option("--catalogue", help="aligned: drifts right/left/down/up first (the four 90-degree "
+                          "rotations of one motion), then spins, swings, diagonals; control: spin cw/ccw, "
+                          "slide, swing (any direction), fast slide, wide swing: no 90-degree rotation maps "
+                          "one class onto another.")
+    ] = "aligned",
+    gravity: Annotated[
+        str, typer.Option("--gravity", help="Where the falling particles fall: down (every video) or random "
+                          "(one of the four directions drawn per video, so that 'down' names no class).")
+    ] = "down",
 ) -> None:
     """Write a labelled dataset whose classes differ only in motion (direction, speed, rotation, swing of a
     textured disc over a textured background), so no single frame tells the class."""
-    from vidfast.data.synth import MOTIONS, synthesize_dataset
+    from vidfast.data.synth import CATALOGUES, synthesize_dataset
 
     paths = synthesize_dataset(root, classes=classes, per_class=per_class, frames=frames,
-                               size=_parse_size(size), codec=codec, seed=seed)
-    names = ", ".join(m.name for m in MOTIONS[:classes])
+                               size=_parse_size(size), codec=codec, seed=seed, catalogue=catalogue,
+                               gravity=gravity)
+    names = ", ".join(m.name for m in CATALOGUES[catalogue][:classes])
     typer.echo(f"wrote {len(paths)} videos of {classes} classes ({names}) to {root}")
 
 

@@ -42,15 +42,17 @@ def demo(
     from vidfast.demo import DemoConfig, format_summary, run_demo
 
     cfg = DemoConfig.quick(str(out)) if quick else DemoConfig(out=str(out))
-    given = {"device": device, "workers": workers, "seed": seed}
-    cfg = dataclasses.replace(cfg, export=export, **{k: v for k, v in given.items() if v is not None})
+    shape = {"device": device, "workers": workers}
+    geometry = dataclasses.replace(cfg.geometry, **{k: v for k, v in shape.items() if v is not None})
+    cfg = dataclasses.replace(cfg, export=export, geometry=geometry, seed=cfg.seed if seed is None else seed)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
     result = run_demo(cfg, say=console.print)
+    g = cfg.geometry
     table = Table(title=f"{result.num_classes} motion classes, {result.num_pool_videos} unlabelled pool / "
                   f"{result.num_train_videos} labelled / {result.num_val_videos} held-out videos, "
-                  f"{cfg.arch} x{cfg.widen_factor:g}, {cfg.clip_len}x{cfg.size}x{cfg.size} clips")
+                  f"{g.arch} x{g.widen_factor:g}, {g.clip_len}x{g.size}x{g.size} clips")
     table.add_column("")
     table.add_column("random init", justify="right")
     table.add_column("puzzle-pretrained", justify="right")

@@ -1,0 +1,487 @@
+"""``run_study``: the rows, their pretrainings and the cells of the study, per data catalogue.
+
+For each catalogue (``aligned``: the synthetic classes are drifts right/left/down/up, the four 90-degree
+rotations of one motion, and particles always fall down the frame; ``control``: spins, slides and swings in
+any direction, none mapped onto another by a rotation, and gravity drawn per video; or the user's own
+manifests):
+every pretrained row is pretrained once per seed on the pool (the recipe chosen on seed 0 by the pretext's
+validation loss), and every row is fine-tuned per labelled count ``k`` and seed by the selection procedure of
+:mod:`vidfast.study.learners`. Every piece of work is cached (:class:`vidfast.study.cache.Cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidfast.engine.config import Geometry, Recipe
+from vidfast.errors import VidfastError
+from vidfast.study.cache import Cache
+from vidfast.study.learners import NetworkLearner, ProbeLearner, Selection, curves, select
+from vidfast.study.rows import ABLATION_ROWS, ENSEMBLES, LONG, ROWS, Row
+from vidfast.study.sets import Sets, holdout_split, labelled_subset, load_bank, read_sets, synthesize_sets
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Sizes of the study; :meth:`quick` for tests.
+
+    ``catalogues``: the synthetic data sets to run (``aligned``, ``control``), each ``classes`` x
+    (``pool_per_class``, ``labelled_per_class``, ``test_per_class``) videos of ``frames`` frames at
+    ``video_size`` pixels, or ``pool`` / ``labelled`` / ``test``: manifests of the user's own data (their
+    ``train`` rows, ``train`` rows and ``test`` rows; all three or none), run as the one catalogue ``own``.
+    ``ks``: labelled videos per class of a cell; ``seeds``: pretrainings per pretrained row, each reused by
+    the cells of its seed at every k (a cell's seed also draws its labelled subset and its training order).
+    ``pretrain_epochs`` of the pool per pretraining; ``pretrain_recipes``: the candidates, one chosen per
+    row on
+    seed 0 by the pretext's validation loss (held-out pool videos). ``selection``: rate grid and step budget
+    of the fine-tunes, ``probe_selection`` of the linear probes. ``eval_clips`` clips per video (validation
+    and test); ``bootstrap`` resamples of the paired intervals.
+    """
+
+    out: str = "study_runs"
+    pool: str | None = None
+    labelled: str | None = None
+    test: str | None = None
+    catalogues: tuple[str, ...] = ("aligned", "control")
+    classes: int = 4
+    pool_per_class: int = 32
+    labelled_per_class: int = 16
+    test_per_class: int = 75
+    frames: int = 24
+    video_size: int = 32
+    ks: tuple[int, ...] = (2, 4, 8)
+    seeds: int = 3
+    ablation: bool = False
+    geometry: Geometry = Geometry(clip_len=8, size=32, cube_len=4, cube_size=16, batch_size=8, workers=0)
+    pretrain_epochs: int = 10
+    pretrain_recipes: tuple[Recipe, ...] = (Recipe("sgd", 0.02), Recipe("adamw", 0.001))
+    selection: Selection = Selection(lrs=(0.005, 0.02, 0.08), steps=48, val_every=8)
+    probe_selection: Selection = Selection(lrs=(0.01, 0.1, 1.0), steps=100, val_every=10)
+    eval_clips: int = 2
+    pretext_puzzles: int = 200
+    bootstrap: int = 4000
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, out: str = "study_runs") -> StudyConfig:
+        """Seconds per run: 2 classes, tiny videos and clips, 2 seeds, 1 pretraining epoch, 4-step selection
+        runs (a smoke test; its accuracies mean nothing)."""
+        return cls(
+            out=out,
+            classes=2,
+            pool_per_class=8,
+            labelled_per_class=4,
+            test_per_class=3,
+            frames=16,
+            video_size=32,
+            ks=(2, 4),
+            seeds=2,
+            geometry=Geometry(clip_len=4, size=32, cube_len=2, cube_size=16, batch_size=4, workers=0),
+            pretrain_epochs=1,
+            selection=Selection(lrs=(0.01, 0.05), steps=4, val_every=2, warmup=1),
+            probe_selection=Selection(lrs=(0.1, 1.0), steps=4, val_every=2),
+            eval_clips=1,
+            pretext_puzzles=4,
+            bootstrap=200,
+        )
+
+    def rows(self) -> tuple[Row, ...]:
+        return (*ROWS, *ABLATION_ROWS) if self.ablation else ROWS
+
+    def own_data(self) -> bool:
+        given = [self.pool, self.labelled, self.test]
+        if any(given) and not all(given):
+            raise VidfastError("--pool, --labelled and --test go together (your own data), or none of them")
+        return all(given)
+
+
+def _check(cfg: StudyConfig) -> None:
+    from vidfast.data.synth import CATALOGUES
+
+    if cfg.seeds < 1 or not cfg.ks or any(k < 2 for k in cfg.ks):
+        raise VidfastError(
+            "need seeds >= 1 and labelled counts k >= 2 (one video per class trains, one validates)"
+        )
+    unknown = [c for c in cfg.catalogues if c not in CATALOGUES]
+    if unknown or not cfg.catalogues:
+        raise VidfastError(
+            f"unknown catalogue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CATALOGUES)}"
+        )
+    for recipe in cfg.pretrain_recipes:
+        if recipe.optimizer not in ("sgd", "adamw") or not recipe.lr > 0:
+            raise VidfastError(f"a pretraining recipe needs optimizer sgd or adamw and lr > 0, got {recipe}")
+    for name, selection in (("selection", cfg.selection), ("probe selection", cfg.probe_selection)):
+        if (
+            not 1 <= len(selection.lrs) <= 3
+            or min(selection.lrs) <= 0
+            or selection.steps < selection.val_every
+        ):
+            raise VidfastError(f"the {name} needs 1-3 rates > 0 and a budget of at least one validation")
+
+
+def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the study on every catalogue; writes ``results.json``, ``report.md`` and one plot
+    per catalogue under ``cfg.out``; returns the results."""
+    from vidfast.study.report import format_report, plot, summarize
+
+    _check(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "study.json"
+    extendable = (
+        "out",
+        "ablation",
+        "ks",
+        "seeds",
+        "catalogues",
+        "bootstrap",
+    )  # more rows/cells reuse the rest
+    mine = {k: v for k, v in asdict(cfg).items() if k not in extendable}
+    if settings.exists() and json.loads(settings.read_text()) != json.loads(json.dumps(mine)):
+        raise VidfastError(f"--out {out} holds a study with other settings; choose another folder")
+    if cfg.own_data():  # checked before the folder becomes this study's
+        read_sets(Path(cfg.pool or ""), Path(cfg.labelled or ""), Path(cfg.test or ""))
+    settings.write_text(json.dumps(mine, indent=2))
+    clock = time.perf_counter()
+    cache = Cache(out / "cache")
+    catalogues = ("own",) if cfg.own_data() else cfg.catalogues
+    results: dict[str, Any] = {"config": asdict(cfg), "catalogues": {}}
+    for catalogue in catalogues:
+        start = time.perf_counter()
+        result = run_catalogue(cfg, catalogue, out, cache, say)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        result["summary"] = summarize(result, cfg)
+        results["catalogues"][catalogue] = result
+        plot(result, out / f"accuracy_vs_labels-{catalogue}.png")
+    results["seconds"] = round(time.perf_counter() - clock, 1)
+    (out / "results.json").write_text(json.dumps(_without_probabilities(results), indent=1))
+    (out / "report.md").write_text(format_report(results))
+    return results
+
+
+def _without_probabilities(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` for ``results.json``: the cells keep which test videos they got right, not their class
+    probabilities (those stay in the cache)."""
+    catalogues = {
+        name: {**result, "cells": [{k: v for k, v in c.items() if k != "probs"} for c in result["cells"]]}
+        for name, result in results["catalogues"].items()
+    }
+    return {**results, "catalogues": catalogues}
+
+
+def run_catalogue(
+    cfg: StudyConfig, catalogue: str, out: Path, cache: Cache, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Pretrain every row of one catalogue, then run every cell: the catalogue's part of ``results.json``."""
+    from vidfast.data import read_manifest
+
+    if catalogue == "own":
+        sets = read_sets(Path(cfg.pool or ""), Path(cfg.labelled or ""), Path(cfg.test or ""))
+    else:
+        per_class = {
+            "labelled": cfg.labelled_per_class,
+            "test": cfg.test_per_class,
+            "pool": cfg.pool_per_class,
+        }
+        gravity = "down" if catalogue == "aligned" else "random"
+        sets = synthesize_sets(
+            out / "data" / catalogue,
+            cfg.classes,
+            per_class,
+            cfg.frames,
+            cfg.video_size,
+            cfg.seed,
+            catalogue,
+            gravity,
+            say,
+        )
+    ks = sorted({k for k in cfg.ks if k <= sets.labelled_per_class})
+    if not ks:
+        raise VidfastError(f"every k is above the {sets.labelled_per_class} labelled videos per class")
+    pretrained = {
+        row.name: pretrain_row(cfg, sets, row, catalogue, out, cache, say)
+        for row in cfg.rows()
+        if row.pretext
+    }
+    say(f"[study] {catalogue}: loading the labelled and test videos into memory")
+    labelled_rows = read_manifest(sets.labelled).select("train")
+    test_rows = read_manifest(sets.test).select("test")
+    labelled = load_bank(labelled_rows, cfg.frames, cfg.geometry.size)
+    test = load_bank(test_rows, cfg.frames, cfg.geometry.size)
+    long_steps = {k: _long_steps(cfg, sets, pretrained, k) for k in ks}
+    cells: list[dict[str, Any]] = []
+    for k in ks:  # k-major: an interrupted study already compares every row at the first k
+        for seed in range(cfg.seeds):
+
+            def checkpoint(name: str, seed: int = seed) -> str | None:
+                return pretrained[name]["seeds"][seed]["checkpoint"] if name in pretrained else None
+
+            cells += run_cells(
+                cfg, sets, labelled, test, catalogue, k, seed, checkpoint, long_steps[k], cache, say
+            )
+    return {
+        "catalogue": catalogue,
+        "sets": sets.sizes,
+        "classes": sets.class_names,
+        "ks": ks,
+        "test_videos": len(test_rows),
+        "pretrain": pretrained,
+        "long_steps": {str(k): v for k, v in long_steps.items()},
+        "cells": cells,
+    }
+
+
+def pretrain_row(
+    cfg: StudyConfig,
+    sets: Sets,
+    row: Row,
+    catalogue: str,
+    out: Path,
+    cache: Cache,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Pretrain ``row`` once per seed: every candidate recipe on seed 0, the one with the lowest validation
+    loss of the pretext (held-out pool videos) for the other seeds. Returns the recipe choice and the
+    summaries of the pretrainings used, by seed, and the seconds all of them took."""
+    tried = {
+        _recipe_name(r): pretrain(cfg, sets, row, r, 0, catalogue, out, cache, say)
+        for r in cfg.pretrain_recipes
+    }
+    chosen_name = min(tried, key=lambda name: tried[name]["val_loss"])
+    chosen = next(r for r in cfg.pretrain_recipes if _recipe_name(r) == chosen_name)
+    seeds = [tried[chosen_name]] + [
+        pretrain(cfg, sets, row, chosen, s, catalogue, out, cache, say) for s in range(1, cfg.seeds)
+    ]
+    return {
+        "recipe": chosen_name,
+        "recipe_val_loss": {n: t["val_loss"] for n, t in tried.items()},
+        "seeds": seeds,
+        "seconds": sum(t["seconds"] for t in tried.values()) + sum(s["seconds"] for s in seeds[1:]),
+        "runs": len(tried) + len(seeds) - 1,
+    }
+
+
+def _recipe_name(recipe: Recipe) -> str:
+    return f"{recipe.optimizer}-lr{recipe.lr:g}"
+
+
+def pretrain(
+    cfg: StudyConfig,
+    sets: Sets,
+    row: Row,
+    recipe: Recipe,
+    seed: int,
+    catalogue: str,
+    out: Path,
+    cache: Cache,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One pretraining of ``row`` with ``recipe`` and ``seed`` on the pool (an interrupted one resumes from
+    its ``last.pt``); its summary is cached."""
+    from vidfast.engine.config import small_run_config
+    from vidfast.engine.evaluate import PuzzleEvalConfig, evaluate_puzzle
+    from vidfast.engine.trainer import fit
+
+    name = f"{row.name}/{_recipe_name(recipe)}/seed{seed}"
+    folder = out / "runs" / catalogue / "pretrain" / name
+
+    def run() -> dict[str, Any]:
+        uses = "its labels" if row.pretext == "classify" else "no labels"
+        say(
+            f"[study] {catalogue}: pretraining {row.name} ({_recipe_name(recipe)}, seed {seed}) on the "
+            f"{sets.sizes['pool']}-video pool for {cfg.pretrain_epochs} epochs ({uses})"
+        )
+        start = time.perf_counter()
+        train_cfg = small_run_config(
+            cfg.geometry,
+            recipe,
+            row.pretext or "puzzle",
+            sets.pool,
+            folder,
+            cfg.pretrain_epochs,
+            cfg.seed + seed,
+            puzzle=row.puzzle,
+            runtime={"resume": (folder / "last.pt").exists(), "amp": False},
+        )
+        result = fit(train_cfg)
+        if result.status != "completed" or result.last_checkpoint is None:
+            raise VidfastError(f"pretraining {name} was interrupted; run the study again to continue it")
+        last = result.history[-1] if result.history else {}
+        summary = {
+            "recipe": _recipe_name(recipe),
+            "seed": seed,
+            "checkpoint": str(result.last_checkpoint),
+            "epochs": result.epochs_completed,
+            "steps": result.epochs_completed * _steps_per_epoch(sets, cfg),
+            "seconds": round(time.perf_counter() - start, 1),
+            **{k: last.get(k) for k in ("train_acc", "val_acc", "val_loss", "train_rot_acc", "val_rot_acc")},
+        }
+        if row.pretext == "puzzle":
+            summary |= evaluate_puzzle(
+                PuzzleEvalConfig(
+                    str(sets.pool),
+                    str(result.last_checkpoint),
+                    "val",
+                    cfg.pretext_puzzles,
+                    0,
+                    cfg.geometry.device,
+                )
+            )
+        return summary
+
+    return cache.get(f"{catalogue}/pretrain/{name}", run)
+
+
+def _steps_per_epoch(sets: Sets, cfg: StudyConfig) -> int:
+    """Optimizer steps of one pretraining epoch (the loader drops the last partial batch)."""
+    from vidfast.data import read_manifest
+
+    train = len(read_manifest(sets.pool).select("train"))
+    return max(1, train // cfg.geometry.batch_size)
+
+
+def _long_steps(cfg: StudyConfig, sets: Sets, pretrained: dict[str, Any], k: int) -> int:
+    """The step budget of random_long's selection runs at ``k``: the fine-tuning budget plus the ST-puzzle
+    pretraining's compute (voxels through the network: puzzles of 4 cubes vs clips) spread over the grid's
+    runs, so that its cell costs what a pretraining plus a pretrained cell cost."""
+    g = cfg.geometry
+    if "st_puzzle" not in pretrained:
+        return cfg.selection.steps
+    steps = max(s["steps"] for s in pretrained["st_puzzle"]["seeds"])
+    pretrain_voxels = steps * g.batch_size * 4 * g.cube_len * g.cube_size**2
+    batch = min(g.batch_size, max(1, k // 2) * len(sets.class_names))
+    per_step = batch * g.clip_len * g.size**2
+    return cfg.selection.steps + math.ceil(pretrain_voxels / (len(cfg.selection.lrs) * per_step))
+
+
+def run_cells(
+    cfg: StudyConfig,
+    sets: Sets,
+    labelled: Any,
+    test: Any,
+    catalogue: str,
+    k: int,
+    seed: int,
+    checkpoint: Callable[[str], str | None],
+    long_steps: int,
+    cache: Cache,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Every row's cell (and its linear probe) at ``k`` labelled videos per class and ``seed``."""
+    labels = labelled.labels.tolist()
+    subset = labelled_subset(labels, k, cfg.seed + seed, len(sets.class_names))
+    train, val = holdout_split(subset, labels, cfg.seed + seed)
+    train_seed = cfg.seed + 1000 * seed + k
+    cells = []
+    for row in cfg.rows():
+        source = "random" if row.name == LONG else row.name
+        network = NetworkLearner(
+            cfg.geometry, checkpoint(source), labelled, test, sets.class_names, cfg.eval_clips, cfg.selection
+        )
+        runs = long_steps if source == "random" else cfg.selection.steps  # random_long's runs hold random's
+        budget = long_steps if row.name == LONG else cfg.selection.steps
+        cell = _cell(
+            cache,
+            f"{catalogue}/cells/{row.name}/k{k}/seed{seed}",
+            network,
+            cfg.selection,
+            subset,
+            train,
+            val,
+            runs,
+            budget,
+            train_seed,
+            f"{catalogue}/{{}}/{source}/k{k}/seed{seed}",
+        )
+        cells.append(_scored(cell, row.name, k, seed, test))
+        say(
+            f"[study] {catalogue} k={k} seed={seed} {row.name}: test top-1 "
+            f"{100 * cells[-1]['test_top1']:.1f} % "
+            f"(selected lr {cell['selected']['lr']:g}, {cell['selected']['steps']} steps)"
+        )
+        if row.name == LONG:
+            continue
+        probe_name = f"{catalogue}/cells/probe/{row.name}/k{k}/seed{seed}"
+        probe = None if cache.has(probe_name) else ProbeLearner(network, train_seed)
+        steps = cfg.probe_selection.steps
+        cell = _cell(
+            cache,
+            probe_name,
+            probe,
+            cfg.probe_selection,
+            subset,
+            train,
+            val,
+            steps,
+            steps,
+            train_seed,
+            f"{catalogue}/{{}}/probe/{row.name}/k{k}/seed{seed}",
+        )
+        cells.append(_scored(cell, f"probe/{row.name}", k, seed, test))
+    if cfg.ablation:
+        for name, members in ENSEMBLES.items():
+            probs = torch.stack([torch.tensor(c["probs"]) for c in cells if c["row"] in members]).mean(0)
+            ensemble = {"selected": {"members": list(members)}, "probs": probs.tolist()}
+            cells.append(_scored(ensemble, name, k, seed, test))
+    return cells
+
+
+def _scored(cell: dict[str, Any], row: str, k: int, seed: int, test: Any) -> dict[str, Any]:
+    """A cell with its test scores: which test videos it got right, and its video top-1."""
+    correct = (torch.tensor(cell["probs"]).argmax(1) == test.labels).int()
+    return {
+        **cell,
+        "row": row,
+        "probe": row.startswith("probe/"),
+        "k": k,
+        "seed": seed,
+        "correct": correct.tolist(),
+        "test_top1": float(correct.float().mean()),
+    }
+
+
+def _cell(
+    cache: Cache,
+    name: str,
+    learner: Any,
+    selection: Selection,
+    subset: list[int],
+    train: list[int],
+    val: list[int],
+    runs: int,
+    budget: int,
+    seed: int,
+    kind: str,
+) -> dict[str, Any]:
+    """One cell, cached: the selection runs (``runs`` steps; shared by the rows of one source), the choice
+    within ``budget`` steps, the final fit on the whole subset, the test set's probabilities. ``kind``
+    names the cached pieces (``{}`` is replaced by ``curves`` or ``finals``)."""
+
+    def compute() -> dict[str, Any]:
+        start = time.perf_counter()
+        found = cache.get(
+            kind.format("curves") + f"-{runs}", lambda: curves(learner, selection, train, val, runs, seed)
+        )
+        chosen = select(found, budget)
+        final = cache.get(
+            kind.format("finals") + f"/lr{chosen['lr']:g}-steps{chosen['steps']}",
+            lambda: {"probs": learner.final(chosen["lr"], chosen["steps"], subset, seed).tolist()},
+        )
+        return {
+            "selected": {**chosen, "budget": budget},
+            "videos": len(subset),
+            "train_videos": len(train),
+            "val_videos": len(val),
+            "probs": final["probs"],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+
+    return cache.get(name, compute)
