@@ -285,7 +285,7 @@ def pretrain(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """One pretraining of ``row`` with ``recipe`` and ``seed`` on the pool (an interrupted one resumes from
-    its ``last.pt``); its summary is cached."""
+    its newest checkpoint: ``runtime.auto_resume``); its summary is cached."""
     from vidfast.engine.config import small_run_config
     from vidfast.engine.evaluate import PuzzleEvalConfig, evaluate_puzzle
     from vidfast.engine.trainer import fit
@@ -309,7 +309,7 @@ def pretrain(
             cfg.pretrain_epochs,
             cfg.seed + seed,
             puzzle=row.puzzle,
-            runtime={"resume": (folder / "last.pt").exists(), "amp": False},
+            runtime={"auto_resume": True, "amp": False},
         )
         result = fit(train_cfg)
         if result.status != "completed" or result.last_checkpoint is None:

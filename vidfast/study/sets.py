@@ -49,6 +49,7 @@ def synthesize_sets(
     test: ``test`` rows; pool: ``train`` rows and 10 % ``val`` rows for the pretext's validation); a set
     whose manifest exists is reused."""
     from vidfast.data import build_manifest, read_manifest, synthesize_dataset, write_manifest
+    from vidfast.data.columns import sidecar_path
     from vidfast.data.manifest import cache_path_for
 
     first = 0
@@ -82,6 +83,7 @@ def synthesize_sets(
             write_manifest(manifest, rows)
             part.unlink()
             cache_path_for(part).unlink(missing_ok=True)
+            sidecar_path(part).unlink(missing_ok=True)
         manifests[name] = manifest
         first += per_class[name]
     return read_sets(manifests["pool"], manifests["labelled"], manifests["test"])
