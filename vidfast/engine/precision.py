@@ -49,7 +49,8 @@ def plan_run_precision(cfg: TrainConfig, model: nn.Module, task: Task, clip_shap
 
     try:
         plan = plan_precision([(model, example)], cfg.data.batch_size, device, probe_step, amp=rt.amp,
-                              amp_dtype=rt.amp_dtype, recorded=recorded)
+                              amp_dtype=rt.amp_dtype, recorded=recorded,
+                              progress=rt.progress if info.is_main else "none")
     except ValueError as exc:
         raise VidfastError(f"runtime.amp_dtype: {exc}") from None
     if info.enabled:
