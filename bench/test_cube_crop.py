@@ -4,16 +4,16 @@ Competitors, on the same inputs and producing the same float32 output bytes:
   native           torch.ops.vidfast.cube_crop (C++/OpenMP or CUDA)
   reference        vidfast.ops.cube_crop_reference (vectorised PyTorch gathers)
   straightforward  per-sample slicing, permute, float, F.interpolate, normalise, stack (written by hand)
-  copy_            ``dst.copy_(src)``: float32 tensors of the output's shape, both preallocated and contiguous, so it
-                   reads and writes the op's output bytes once each (the bandwidth yardstick the op should match:
-                   the op reads a quarter of that, uint8, and writes the same)
+  copy_            ``dst.copy_(src)``: float32 tensors of the output's shape, both preallocated, contiguous,
+                   so it reads and writes the op's output bytes once each (the bandwidth yardstick the op
+                   should match: the op reads a quarter of that, uint8, and writes the same)
 Cases: (a) "puzzle": N=32 clips [16, 128, 171, 3] uint8 -> 4 pieces [3, 16, 64, 64], no resize, random perm;
 (b) "supervised": N=32 clips -> one [3, 16, 112, 112] crop resized from a random multi-scale corner box.
 
 Besides each competitor's own pytest-benchmark timing, all four are timed interleaved so that their ratios are
 measured side by side even when other jobs load the machine: native and copy_ back to back in each of ROUNDS
-rounds (alternating which goes first), the slow two in SLOW_ROUNDS rounds; a ratio is the median over rounds of
-the per-round ratio.  They go into ``extra_info`` (``gb_per_s_written``, ``of_copy_bandwidth``,
+rounds (alternating which goes first), the slow two in SLOW_ROUNDS rounds; a ratio is the median over rounds
+of the per-round ratio.  They go into ``extra_info`` (``gb_per_s_written``, ``of_copy_bandwidth``,
 ``speedup_vs_straightforward``) and are printed with the instruction set of the CPU kernel's row loops
 (``ATEN_CPU_CAPABILITY=avx2`` or ``default`` lowers it, as on a CPU without AVX-512).
 Run: .venv/bin/python -m pytest bench/test_cube_crop.py -q -s --benchmark-columns=median,rounds
@@ -29,8 +29,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast import _ext
+from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.ops import cube_crop, cube_crop_reference, native_available
 
 N, T, H, W = 32, 16, 128, 171

@@ -13,10 +13,10 @@
 3. speed: with more than one candidate left, ``make_step(name)`` steps (a real training step or forward of the
    actual model and batch) are timed interleaved after a warm-up, and the fastest wins; a candidate whose
    fastest step is more than ``GIVE_UP`` times the fastest step so far is timed no further (an emulated bf16
-   step can take 5x an fp32 one); fp32 wins unless another is faster by more than ``MARGIN`` (so the default is never slower than fp32 beyond noise). The
-   decision is cached per (machine, torch, workload, threads): later runs -- and a ``--deterministic`` rerun,
-   which must not flip precision on timing noise -- reuse it; a run may also pass a ``recorded`` decision
-   (e.g. its checkpoint's, on resume).
+   step can take 5x an fp32 one); fp32 wins unless another is faster by more than ``MARGIN`` (so the default
+   is never slower than fp32 beyond noise). The decision is cached per (machine, torch, workload, threads):
+   later runs -- and a ``--deterministic`` rerun, which must not flip precision on timing noise -- reuse it; a
+   run may also pass a ``recorded`` decision (e.g. its checkpoint's, on resume).
 
 Why measure: bf16 + channels-last trains resnet18 1.36x faster than fp32 on a CPU with AMX, 0.76x on an
 AVX-512 CPU without it, and small models and clips are within noise either way. The check and the timing show
@@ -68,7 +68,8 @@ def unaccelerated(name: str, device: torch.device) -> str:
     if device.type == "cpu":
         if not (_cpu_has("avx512_bf16") or _cpu_has("amx_tile")):
             return (f"this CPU has no bf16 instructions (no avx512_bf16, no AMX; ATen level "
-                    f"{torch.backends.cpu.get_cpu_capability()}): bf16 would be emulated, several times slower")
+                    f"{torch.backends.cpu.get_cpu_capability()}): bf16 would be emulated, several times "
+                    "slower")
         for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
             cap = os.environ.get(var, "").strip().upper()
             if cap and cap not in ONEDNN_BF16_ISAS:
@@ -115,7 +116,8 @@ def interleaved_seconds(steps: Mapping[str, Callable[[], object]], rounds: int =
     """Wall seconds of each step per round, the steps called round robin (so that load from other jobs hits
     all alike; each round starts one step further, so that no step always comes first or last) after
     ``warmup`` untimed calls each. With ``give_up``, a step whose fastest time is more than ``give_up`` times
-    the fastest of all so far is called no more (it keeps the times it has). ``progress`` advances per call."""
+    the fastest of all so far is called no more (it keeps the times it has). ``progress`` advances per
+    call."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -206,7 +208,8 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
         failed: dict[str, str] = {}
         total = 0
         for index, (model, example) in enumerate(workloads):
-            layers = check_model(model, example, batch_size, PRECISIONS[name], device, grads, progress=progress)
+            layers = check_model(model, example, batch_size, PRECISIONS[name], device, grads,
+                                 progress=progress)
             route_to_fp32(model, {layer: [PRECISIONS[name]] for layer in layers})
             prefix = f"model {index}: " if len(workloads) > 1 else ""
             failed.update({prefix + layer: why for layer, why in layers.items()})
