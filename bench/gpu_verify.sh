@@ -98,10 +98,10 @@ fi
 # --- build: CUDA kernels for this device's architecture only (fast), in place; the tree's CPU build otherwise
 arch="$(timeout 60 "$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())' 2>/dev/null)"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-run "build (CUDA ${arch:-?})" 300 env VIDFAST_CUDA=1 TORCH_CUDA_ARCH_LIST="${arch:-8.0}" \
+run "build (CUDA ${arch:-?})" 200 env VIDFAST_CUDA=1 TORCH_CUDA_ARCH_LIST="${arch:-8.0}" \
   "$PY" setup.py -q build_ext --inplace
 export PYTHONPATH="$ROOT:$ROOT/cli${PYTHONPATH:+:$PYTHONPATH}"
-run "native ops loaded" 60 "$PY" -c '
+run "native ops loaded" 30 "$PY" -c '
 from vidfast import _ext
 from vidfast.ops import native_available
 native = _ext.native_module()
@@ -110,14 +110,14 @@ print(dict(native.build_info()))
 assert native_available("cuda"), "no CUDA kernel of cube_crop in this build"'
 
 # --- correctness on the device, then the figures
-run "pytest -m cuda" 150 "$PY" -m pytest -q -m cuda tests -p no:cacheprovider
-run "bench: cube_crop vs copy_" 90 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_cube_crop.py -k cuda \
+run "pytest -m cuda" 75 "$PY" -m pytest -q -m cuda tests -p no:cacheprovider
+run "bench: cube_crop vs copy_" 40 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_cube_crop.py -k cuda \
   --benchmark-columns=median,rounds
-run "bench: train step" 120 "$PY" -m pytest -q -s -p no:cacheprovider -m cuda bench/test_gpu.py \
+run "bench: train step" 50 "$PY" -m pytest -q -s -p no:cacheprovider -m cuda bench/test_gpu.py \
   --benchmark-columns=median,rounds
-run "bench: onnxruntime GPU" 90 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_inference.py \
+run "bench: onnxruntime GPU" 40 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_inference.py \
   -k "CUDA or TensorRT" --benchmark-columns=median,rounds
-run "bench: DALI loader vs PyAV" 120 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_data.py \
+run "bench: DALI loader vs PyAV" 90 "$PY" -m pytest -q -s -p no:cacheprovider bench/test_data.py \
   -k "loaders_side_by_side or report" --benchmark-columns=median,rounds
 
 # --- a short DALI-fed training run on synthetic videos
@@ -128,7 +128,7 @@ data:
 runtime:
   device: cuda
 EOF
-run "train: DALI-fed, 2 epochs" 120 bash -c "
+run "train: DALI-fed, 2 epochs" 60 bash -c "
   '$PY' '$ROOT/cli/vidfast_cli/app.py' data synth '$data' --classes 2 --per-class 8 --frames 32 --size 128x160 &&
   '$PY' '$ROOT/cli/vidfast_cli/app.py' data index folder '$data' --out '$WORK/synth.csv' --val-fraction 0.25 &&
   '$PY' '$ROOT/cli/vidfast_cli/app.py' train '$WORK/synth.csv' --config '$WORK/dali.yaml' --arch resnet18 --clip-len 16 \
