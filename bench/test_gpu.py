@@ -1,10 +1,11 @@
-"""CUDA benchmark of one training step: resnet18 on 16x112 clips, channels_last_3d, fp32 vs bf16 vs fp16 autocast.
+"""CUDA benchmark of one training step: resnet18 on 16x112 clips, channels_last_3d, fp32 vs bf16 vs fp16
+autocast.
 
 Marked ``cuda`` (skipped without a GPU); run by ``bench/gpu_verify.sh``. The three precisions are timed
 interleaved in one process (round robin over ROUNDS rounds after WARMUP untimed steps each, CUDA synchronised
-around every step), on the same model, batch and optimizer kind (SGD with momentum; fp16 with a GradScaler), so
-their ratios hold even on a shared device. Printed and put into ``extra_info``: median ms per step, clips/s and
-the ratio to fp32 per round (median).
+around every step), on the same model, batch and optimizer kind (SGD with momentum; fp16 with a GradScaler),
+so their ratios hold even on a shared device. Printed and put into ``extra_info``: median ms per step, clips/s
+and the ratio to fp32 per round (median).
 Run: python -m pytest bench/test_gpu.py -q -s -m cuda
 """
 

@@ -105,8 +105,9 @@ def test_large_output(channels_last):
     _assert_matches(out, cube_crop_reference(**args, channels_last=channels_last), args)
 
 
-# Cases long enough for the vector loops and their tails (rows of 20, 33 and 40 elements per channel), copies and
-# resizes with every flip, rotation and channel choice, both layouts, every dtype, and a streamed (>= 16 MB) one.
+# Cases long enough for the vector loops and their tails (rows of 20, 33 and 40 elements per channel):
+# copies and resizes with every flip, rotation and channel choice, both layouts, every dtype, and one streamed
+# (>= 16 MB) output.
 _SMALL_CASES = [
     {"seed": 21, "n": 2, "p": 4, "t": 2, "size": (20, 20), "frames": 3, "hw": (40, 45)},
     {"seed": 22, "n": 2, "p": 4, "t": 2, "size": (33, 33), "frames": 3, "hw": (50, 60), "copy": True},
