@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.vidfast-installed
 NATIVE_SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: install demo test bench cuda-check lint clean
+.PHONY: install demo test bench cuda-check gpu-verify lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 # Compiles and links the CUDA kernels against a CUDA build of torch in a separate venv (no GPU needed).
 cuda-check:
 	bash .ci/cuda_check.sh
+
+# On a CUDA machine: build with CUDA, pytest -m cuda, the CUDA benchmarks and a DALI-fed run, one results file
+# under bench/results/ (<= 8 min; uses the machine's own Python and torch). Without a GPU: one line, exit 0.
+gpu-verify:
+	bash bench/gpu_verify.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check vidfast cli tests bench setup.py

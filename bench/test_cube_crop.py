@@ -4,13 +4,18 @@ Competitors, on the same inputs and producing the same float32 output bytes:
   native           torch.ops.vidfast.cube_crop (C++/OpenMP or CUDA)
   reference        vidfast.ops.cube_crop_reference (vectorised PyTorch gathers)
   straightforward  per-sample slicing, permute, float, F.interpolate, normalise, stack (written by hand)
-  copy_            Tensor.copy_ of a tensor of the output's size into a preallocated one (bandwidth yardstick)
+  copy_            ``dst.copy_(src)``: float32 tensors of the output's shape, both preallocated, contiguous,
+                   so it reads and writes the op's output bytes once each (the bandwidth yardstick the op
+                   should match: the op reads a quarter of that, uint8, and writes the same)
 Cases: (a) "puzzle": N=32 clips [16, 128, 171, 3] uint8 -> 4 pieces [3, 16, 64, 64], no resize, random perm;
 (b) "supervised": N=32 clips -> one [3, 16, 112, 112] crop resized from a random multi-scale corner box.
 
-Besides each competitor's own pytest-benchmark timing, all four are timed interleaved (round robin, median
-of ROUNDS) so that their ratios are measured side by side even when other jobs load the machine; they go into
-``extra_info`` (``gb_per_s_written``, ``of_copy_bandwidth``, ``speedup_vs_straightforward``) and are printed.
+Besides each competitor's own pytest-benchmark timing, all four are timed interleaved so that their ratios are
+measured side by side even when other jobs load the machine: native and copy_ back to back in each of ROUNDS
+rounds (alternating which goes first), the slow two in SLOW_ROUNDS rounds; a ratio is the median over rounds
+of the per-round ratio.  They go into ``extra_info`` (``gb_per_s_written``, ``of_copy_bandwidth``,
+``speedup_vs_straightforward``) and are printed with the instruction set of the CPU kernel's row loops
+(``ATEN_CPU_CAPABILITY=avx2`` or ``default`` lowers it, as on a CPU without AVX-512).
 Run: .venv/bin/python -m pytest bench/test_cube_crop.py -q -s --benchmark-columns=median,rounds
 """
 
@@ -24,11 +29,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vidfast import _ext
 from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.ops import cube_crop, cube_crop_reference, native_available
 
 N, T, H, W = 32, 16, 128, 171
-ROUNDS = 5
+ROUNDS, SLOW_ROUNDS = 41, 3
 IMPLS = ("native", "reference", "straightforward", "copy_")
 DEVICES = [
     "cpu",
@@ -114,27 +120,41 @@ def _side_by_side(case: str, device: str) -> dict:
         fns = _competitors(args)
         out = fns["native"]()
         torch.testing.assert_close(out, fns["straightforward"](), rtol=0, atol=1e-4)
-        times: dict[str, list[float]] = {name: [] for name in IMPLS}
         for name in IMPLS:  # warm-up (allocator, caches, lazy init)
             fns[name]()
-        for _ in range(ROUNDS):
-            for name in IMPLS:
-                _sync(device)
-                start = time.perf_counter()
-                fns[name]()
-                _sync(device)
-                times[name].append(time.perf_counter() - start)
+        times: dict[str, list[float]] = {name: [] for name in IMPLS}
+
+        def timed(name: str) -> None:
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+
+        for r in range(ROUNDS):
+            for name in ("native", "copy_") if r % 2 == 0 else ("copy_", "native"):
+                timed(name)
+        for _ in range(SLOW_ROUNDS):
+            for name in ("reference", "straightforward"):
+                timed(name)
         median = {name: statistics.median(ts) for name, ts in times.items()}
+        per_round = [c / n for c, n in zip(times["copy_"], times["native"], strict=True)]
         written = out.numel() * out.element_size()
         _MEASURED[key] = {
             "median_s": median,
             "bytes_written": written,
             "gb_per_s_written": {name: written / s / 1e9 for name, s in median.items()},
-            "of_copy_bandwidth": {name: median["copy_"] / s for name, s in median.items()},
+            "of_copy_bandwidth": {name: median["copy_"] / s for name, s in median.items()}
+            | {"native": statistics.median(per_round)},
             "speedup_vs_straightforward": {name: median["straightforward"] / s for name, s in median.items()},
         }
         m = _MEASURED[key]
-        print(f"\n[{case}/{device}] {written / 1e6:.0f} MB written; threads={torch.get_num_threads()}")
+        native = _ext.native_module()
+        isa = native.build_info().get("cpu_isa", "?") if native is not None and device == "cpu" else device
+        quartiles = statistics.quantiles(per_round, n=4)
+        print(f"\n[{case}/{device}] {written / 1e6:.0f} MB written; threads={torch.get_num_threads()}; "
+              f"row kernels {isa}; native/copy_ per round: median {m['of_copy_bandwidth']['native']:.2f}, "
+              f"quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f} over {ROUNDS} rounds")
         for name in IMPLS:
             print(f"  {name:16s} {median[name] * 1e3:8.1f} ms  {m['gb_per_s_written'][name]:6.2f} GB/s  "
                   f"{100 * m['of_copy_bandwidth'][name]:6.1f}% of copy_  "

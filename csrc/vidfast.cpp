@@ -2,6 +2,8 @@
 // (the op files are linked into the same shared object) and exposes build facts.
 #include <torch/extension.h>
 
+#include "ops/cpu/cube_crop_rows.h"
+
 #include <string>
 #include <vector>
 
@@ -37,6 +39,8 @@ pybind11::dict build_info() {
   info["cuda_arch_list"] = std::string("");
 #endif
   info["kernels"] = kernels;
+  // Instruction set of the CPU kernels' row loops on this machine (chosen at run time; ATEN_CPU_CAPABILITY lowers it)
+  info["cpu_isa"] = std::string(vidfast::ops::row_kernels().isa);
   // Native kernels compiled per op (torch.ops.vidfast.<op>), by device.
   pybind11::dict ops;
   ops["cube_crop"] = kernels;

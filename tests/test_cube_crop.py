@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ import torch.nn.functional as F
 from helpers import DEVICES, cube_crop_case, cube_crop_draws, cube_crop_on
 from hypothesis import given, settings
 
+from vidfast import _ext
 from vidfast.conventions import KINETICS_MEAN, KINETICS_STD
 from vidfast.ops import cube_crop, cube_crop_reference
 
@@ -98,6 +103,53 @@ def test_large_output(channels_last):
     out = cube_crop(**args, channels_last=channels_last)
     assert out.numel() * out.element_size() >= 16 << 20
     _assert_matches(out, cube_crop_reference(**args, channels_last=channels_last), args)
+
+
+# Cases long enough for the vector loops and their tails (rows of 20, 33 and 40 elements per channel):
+# copies and resizes with every flip, rotation and channel choice, both layouts, every dtype, and one streamed
+# (>= 16 MB) output.
+_SMALL_CASES = [
+    {"seed": 21, "n": 2, "p": 4, "t": 2, "size": (20, 20), "frames": 3, "hw": (40, 45)},
+    {"seed": 22, "n": 2, "p": 4, "t": 2, "size": (33, 33), "frames": 3, "hw": (50, 60), "copy": True},
+    {"seed": 23, "n": 3, "p": 2, "t": 2, "size": (24, 40), "frames": 3, "hw": (40, 70), "ragged": True},
+]
+_STREAMED_CASE = {"seed": 24, "n": 2, "p": 4, "t": 8, "size": (160, 160), "frames": 9, "hw": (200, 200)}
+# (case, dtype, channels_last) of every run
+ISA_RUNS = [(case, str(dtype).removeprefix("torch."), cl) for case in _SMALL_CASES for dtype in DTYPES
+            for cl in (False, True)] + [(_STREAMED_CASE, "float32", cl) for cl in (False, True)]
+_ISA_SCRIPT = """
+import sys, torch
+from helpers import cube_crop_case
+from vidfast import _ext
+from vidfast.ops import cube_crop
+outs = [cube_crop(**cube_crop_case(**case), dtype=getattr(torch, dtype), channels_last=cl)
+        for case, dtype, cl in eval(sys.argv[2])]
+torch.save({"isa": _ext.native_module().build_info()["cpu_isa"], "outs": outs}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("level", "isa"), [("default", "portable C++"), ("avx2", "AVX2")])
+def test_every_instruction_set_gives_the_same_bits(tmp_path, level, isa):
+    """ATEN_CPU_CAPABILITY lowers the CPU kernel's row loops as it lowers ATen's: each level, run in a process
+    of its own, writes exactly what this process's level writes."""
+    if isa == "AVX2" and not torch.cpu._is_avx2_supported():
+        pytest.skip("this CPU has no AVX2")
+    tests = Path(__file__).parent
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": level,
+           "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(tmp_path / "outs.pt"), repr(ISA_RUNS)], env=env,
+                   check=True, timeout=300)
+    lowered = torch.load(tmp_path / "outs.pt")
+    assert lowered["isa"] == isa
+    here = [cube_crop(**cube_crop_case(**case), dtype=getattr(torch, dtype), channels_last=cl)
+            for case, dtype, cl in ISA_RUNS]
+    assert len(here) == len(lowered["outs"])
+    for out, other in zip(here, lowered["outs"], strict=True):
+        assert out.stride() == other.stride() and torch.equal(out, other)
+    first = cube_crop_case(**_SMALL_CASES[0])
+    _assert_matches(here[0], cube_crop_reference(**first), first)
+    assert _ext.native_module().build_info()["cpu_isa"] in ("portable C++", "AVX2", "AVX-512")
 
 
 @pytest.mark.cuda

@@ -9,10 +9,12 @@ compares the verdict with a direct measurement), and a kernel made wrong on purp
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import multiprocessing
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidfast.models import create_model
+from vidfast.progress import Progress
 from vidfast.runtime import (
     ConvConfig,
     check_config,
@@ -27,18 +30,22 @@ from vidfast.runtime import (
     choose,
     collect_convs,
     convcheck,
+    interleaved_seconds,
     plan_precision,
     precision,
     route_to_fp32,
 )
 
 CPU = torch.device("cpu")
+UNACCELERATED = precision.unaccelerated
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache(tmp_path, monkeypatch):
-    """Every test starts without cached verdicts and decisions."""
+    """Every test starts without cached verdicts and decisions, and with every candidate considered whatever
+    this CPU accelerates (the tests of the skip rule say otherwise)."""
     monkeypatch.setenv("VIDFAST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "unaccelerated", lambda name, device: "")
 
 
 def _configs(cin: int, cout: int, stride: int, shape: tuple[int, ...]) -> list[ConvConfig]:
@@ -315,3 +322,87 @@ def test_a_precision_whose_every_convolution_fails_is_not_a_candidate(monkeypatc
     plan, _ = _plan(model, monkeypatch, {}, amp=True)  # forced: bf16, with that layer in fp32
     assert plan.name == "bf16" and list(plan.fp32_layers) == ["0"]
     assert math.isfinite(len(plan.describe_fp32_layers()))
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "isa_cap", "why"), [
+    (False, False, None, "no bf16 instructions"),  # AVX2-only, or AVX-512 without bf16
+    (True, False, None, ""),  # avx512_bf16 without AMX: only timing tells
+    (False, True, None, ""),
+    (True, True, "AVX2", "ONEDNN_MAX_CPU_ISA=AVX2"),
+    (True, True, "avx512_core", "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),
+    (True, True, "AVX512_CORE_BF16", ""),
+])
+def test_bf16_is_skipped_where_the_cpu_cannot_accelerate_it(monkeypatch, avx512_bf16, amx, isa_cap, why):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa_cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa_cap)
+    reason = UNACCELERATED("bf16", CPU)
+    if why:
+        assert why in reason
+    else:
+        assert reason == ""
+    assert UNACCELERATED("fp32", CPU) == ""
+
+
+def test_a_candidate_the_hardware_cannot_accelerate_is_neither_checked_nor_timed(monkeypatch, caplog):
+    monkeypatch.setattr(precision, "unaccelerated",
+                        lambda name, device: "no bf16 here" if name == "bf16" else "")
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: pytest.fail("checked a skipped candidate"))
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1))
+    with caplog.at_level(logging.INFO, logger="vidfast.runtime.precision"):
+        plan, made = _plan(model, monkeypatch, {"fp32": 1.0, "bf16": 0.1})
+    assert (plan.name, plan.how, made) == ("fp32", "only candidate", [])
+    assert plan.skipped == {"bf16": "no bf16 here"}
+    assert "bf16 not considered: no bf16 here" in caplog.text
+    assert plan.describe() == "precision fp32 (only candidate; bf16 not considered: no bf16 here)"
+    monkeypatch.setattr(convcheck._Checker, "check", lambda *a: "")
+    plan, _ = _plan(model, monkeypatch, {}, amp=True)  # forced: the user's choice stands
+    assert (plan.name, plan.how, plan.skipped) == ("bf16", "forced", {})
+
+
+def _scripted_steps(monkeypatch, durations: dict[str, list[float]]) -> tuple[dict, dict[str, int]]:
+    """Steps that advance a fake clock (the timing's perf_counter) by their scripted durations, call by call
+    (warm-up included; the last duration repeats), and count their calls."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    calls = dict.fromkeys(durations, 0)
+
+    def make(name: str):
+        def step() -> None:
+            calls[name] += 1
+            clock.now += durations[name][min(calls[name], len(durations[name])) - 1]
+        return step
+
+    return {name: make(name) for name in durations}, calls
+
+
+@pytest.mark.parametrize(("order", "bf16_timed"), [(("fp32", "bf16"), 1), (("bf16", "fp32"), 2)])
+def test_timing_gives_up_on_a_clearly_slower_candidate(monkeypatch, order, bf16_timed):
+    durations = {"fp32": [1.0], "bf16": [5.0]}
+    steps, calls = _scripted_steps(monkeypatch, {name: durations[name] for name in order})
+    lines: list[str] = []
+    with Progress("timing", 8, mode="plain", plain_every=1, emit=lines.append) as shown:
+        seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5, progress=shown)
+    assert seconds == {"fp32": [1.0] * 3, "bf16": [5.0] * bf16_timed}
+    assert calls == {"fp32": 4, "bf16": 1 + bf16_timed}  # warm-up included
+    assert lines[-1].startswith("timing: 8/8")  # the display completes although bf16 stopped early
+
+
+def test_timing_keeps_a_candidate_within_the_factor_or_slowed_once_by_noise(monkeypatch):
+    steps, calls = _scripted_steps(monkeypatch, {"fp32": [1.0], "bf16": [1.2, 1.2, 3.0, 1.2]})
+    seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5)
+    assert seconds == {"fp32": [1.0] * 3, "bf16": pytest.approx([1.2, 3.0, 1.2])}
+    steps, _ = _scripted_steps(monkeypatch, {"fp32": [1.0], "bf16": [5.0]})
+    assert len(interleaved_seconds(steps, rounds=3, warmup=1)["bf16"]) == 3  # no give_up: every round
+
+
+def test_the_check_shows_its_progress_per_distinct_configuration(capsys):
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Conv3d(4, 4, 3, padding=1),
+                          nn.Conv3d(4, 4, 3, padding=1))  # the last two share one configuration
+    check_model(model, torch.zeros(1, 3, 4, 6, 6), 1, torch.bfloat16, CPU, isolated=False, progress="plain")
+    err = capsys.readouterr().err
+    assert "precision: checking 2 convolution configurations in bf16: 2/2" in err

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidfast.progress import Progress
 from vidfast.runtime.cache import JsonlStore, machine_fingerprint
 
 #: largest relative error (Frobenius norm) a low-precision result may have against fp32 on rounded inputs
@@ -320,16 +321,23 @@ _VERDICTS = _Verdicts()
 
 
 def check_model(model: nn.Module, example: Tensor, batch_size: int, dtype: torch.dtype,
-                device: torch.device, grads: bool = True, isolated: bool = True) -> dict[str, str]:
+                device: torch.device, grads: bool = True, isolated: bool = True,
+                progress: str = "none") -> dict[str, str]:
     """Layers of ``model`` whose convolution fails :func:`check_config` under ``dtype`` at inputs like
-    ``example`` scaled to ``batch_size``, each with the failed configuration and why. Verdicts are cached;
-    new ones are measured in a watched child process (``isolated``; measured here otherwise)."""
+    ``example`` scaled to ``batch_size``, each with the failed configuration and why. Each distinct
+    configuration is checked once, however many layers share it. Verdicts are cached; new ones are measured in
+    a watched child process (``isolated``; measured here otherwise). ``progress``: a :mod:`vidfast.progress`
+    mode, one step per configuration."""
     failed: dict[str, str] = {}
-    for config, layers in collect_convs(model, example, batch_size).items():
-        reason = _VERDICTS.reason(config, dtype, device, grads, isolated)
-        if reason:
-            for layer in layers:
-                failed[layer] = f"{config.describe()}: {reason}"
+    configs = collect_convs(model, example, batch_size)
+    with Progress(f"precision: checking {len(configs)} convolution configurations in {_NAMES[dtype]}",
+                  len(configs), mode=progress, plain_every=1, transient=True) as shown:
+        for config, layers in configs.items():
+            reason = _VERDICTS.reason(config, dtype, device, grads, isolated)
+            shown.advance()
+            if reason:
+                for layer in layers:
+                    failed[layer] = f"{config.describe()}: {reason}"
     return failed
 
 

@@ -3,25 +3,31 @@
 ``plan_precision`` (training, ``grads=True``, and inference alike):
 
 1. candidates: fp32 and the autocast dtypes of the device (bf16 on a CPU; bf16 where supported and fp16 on
-   CUDA); ``amp`` True/False forces one;
+   CUDA); ``amp`` True/False forces one; unless forced, a low precision the hardware cannot accelerate is not
+   considered (:func:`unaccelerated`: bf16 on a CPU without avx512_bf16 or AMX, or with oneDNN capped below
+   them; fp16 / bf16 on GPUs without tensor cores for them), and one log line says why;
 2. safety: each low-precision candidate's convolution configurations are checked against fp32
    (:mod:`vidfast.runtime.convcheck`); the layers that fail compute in fp32 under that autocast dtype, and a
    candidate whose every convolution failed is dropped; under the chosen one, configurations the run meets
    later (a smaller last batch, other clip shapes) are checked when first met;
 3. speed: with more than one candidate left, ``make_step(name)`` steps (a real training step or forward of the
-   actual model and batch) are timed interleaved after a warm-up, and the fastest wins; fp32 wins unless
-   another is faster by more than ``MARGIN`` (so the default is never slower than fp32 beyond noise). The
-   decision is cached per (machine, torch, workload, threads): later runs -- and a ``--deterministic`` rerun,
-   which must not flip precision on timing noise -- reuse it; a run may also pass a ``recorded`` decision
-   (e.g. its checkpoint's, on resume).
+   actual model and batch) are timed interleaved after a warm-up, and the fastest wins; a candidate whose
+   fastest step is more than ``GIVE_UP`` times the fastest step so far is timed no further (an emulated bf16
+   step can take 5x an fp32 one); fp32 wins unless another is faster by more than ``MARGIN`` (so the default
+   is never slower than fp32 beyond noise). The decision is cached per (machine, torch, workload, threads):
+   later runs -- and a ``--deterministic`` rerun, which must not flip precision on timing noise -- reuse it; a
+   run may also pass a ``recorded`` decision (e.g. its checkpoint's, on resume).
 
 Why measure: bf16 + channels-last trains resnet18 1.36x faster than fp32 on a CPU with AMX, 0.76x on an
-AVX-512 CPU without it, and small models and clips are within noise either way.
+AVX-512 CPU without it, and small models and clips are within noise either way. The check and the timing show
+their progress (``progress``, a :mod:`vidfast.progress` mode).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,12 +36,52 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from vidfast.progress import Progress
 from vidfast.runtime.cache import JsonlStore, machine_fingerprint
 from vidfast.runtime.convcheck import check_model, route_to_fp32
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: a low precision must beat fp32 by this fraction of its time to be chosen
 MARGIN = 0.03
+#: a candidate whose fastest timed step is more than this times the fastest step so far is timed no further
+GIVE_UP = 1.5
+#: oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA) that still include its bf16 instructions
+ONEDNN_BF16_ISAS = frozenset({
+    "ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+})
+log = logging.getLogger(__name__)
+
+
+def _cpu_has(feature: str) -> bool:
+    """``torch.cpu._is_<feature>_supported()`` (False where this torch lacks the query)."""
+    query = getattr(torch.cpu, f"_is_{feature}_supported", None)
+    return bool(query()) if query is not None else False
+
+
+def unaccelerated(name: str, device: torch.device) -> str:
+    """Why the hardware cannot run precision ``name`` faster than fp32 on ``device`` ("" when it may: then
+    only timing tells). On a CPU bf16 needs avx512_bf16 or AMX, and oneDNN allowed to use them; on CUDA fp16
+    needs tensor cores (compute capability 7.0) and bf16 ones that take it (8.0)."""
+    if name == "fp32":
+        return ""
+    if device.type == "cpu":
+        if not (_cpu_has("avx512_bf16") or _cpu_has("amx_tile")):
+            return (f"this CPU has no bf16 instructions (no avx512_bf16, no AMX; ATen level "
+                    f"{torch.backends.cpu.get_cpu_capability()}): bf16 would be emulated, several times "
+                    "slower")
+        for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            cap = os.environ.get(var, "").strip().upper()
+            if cap and cap not in ONEDNN_BF16_ISAS:
+                return f"{var}={cap} keeps oneDNN below its bf16 instructions: bf16 would be emulated"
+        return ""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        need = (8, 0) if name == "bf16" else (7, 0)
+        if (major, minor) < need:
+            return (f"compute capability {major}.{minor} has no {name} tensor cores "
+                    f"(needs {need[0]}.{need[1]})")
+    return ""
 
 
 def candidates(device: torch.device, amp: bool | None = None, amp_dtype: str = "auto") -> list[str]:
@@ -65,35 +111,54 @@ def choose(seconds: Mapping[str, float], margin: float = MARGIN) -> str:
 
 
 def interleaved_seconds(steps: Mapping[str, Callable[[], object]], rounds: int = 3, warmup: int = 1,
-                        sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+                        sync: Callable[[], None] = lambda: None, give_up: float | None = None,
+                        progress: Progress | None = None) -> dict[str, list[float]]:
     """Wall seconds of each step per round, the steps called round robin (so that load from other jobs hits
     all alike; each round starts one step further, so that no step always comes first or last) after
-    ``warmup`` untimed calls each."""
+    ``warmup`` untimed calls each. With ``give_up``, a step whose fastest time is more than ``give_up`` times
+    the fastest of all so far is called no more (it keeps the times it has). ``progress`` advances per
+    call."""
     for step in steps.values():
         for _ in range(warmup):
             step()
+            if progress is not None:
+                progress.advance()
     sync()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            if name not in names:  # given up during this round
+                continue
             step = steps[name]
             start = time.perf_counter()
             step()
             sync()
             seconds[name].append(time.perf_counter() - start)
+            if progress is not None:
+                progress.advance()
+            if give_up is not None and len(names) > 1:
+                fastest = min(min(ts) for ts in seconds.values() if ts)
+                if min(seconds[name]) > give_up * fastest:
+                    names.remove(name)
+                    log.info("precision: %s timed no further: %.3g s/step, over %g x the fastest (%.3g s)",
+                             name, min(seconds[name]), give_up, fastest)
+                    if progress is not None:
+                        progress.advance(rounds - 1 - r)
     return seconds
 
 
 @dataclass
 class PrecisionPlan:
     """The precision to run in, the layers that compute in fp32 under it and why, and how it was decided
-    ("forced", "only candidate", "recorded", "cached" or "measured"; ``seconds`` per step when measured)."""
+    ("forced", "only candidate", "recorded", "cached" or "measured"; ``seconds`` per step when measured;
+    ``skipped``: candidates the hardware cannot accelerate, and why)."""
 
     name: str
     how: str
     fp32_layers: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -103,7 +168,8 @@ class PrecisionPlan:
     def describe(self) -> str:
         """One line, e.g. ``precision bf16 (measured: fp32 0.912 s/step, bf16 0.671 s/step)``."""
         timed = ", ".join(f"{n} {s:.3g} s/step" for n, s in self.seconds.items())
-        return f"precision {self.name} ({self.how}{': ' + timed if timed else ''})"
+        skipped = "".join(f"; {n} not considered: {why}" for n, why in self.skipped.items())
+        return f"precision {self.name} ({self.how}{': ' + timed if timed else ''}{skipped})"
 
     def describe_fp32_layers(self) -> str:
         """One line naming the layers that compute in fp32 under the chosen autocast dtype, and why."""
@@ -124,20 +190,26 @@ def _workload_key(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: int
 def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: int, device: torch.device,
                    make_step: Callable[[str], Callable[[], object]], amp: bool | None = None,
                    amp_dtype: str = "auto", grads: bool = True, recorded: str | None = None,
-                   rounds: int = 3) -> PrecisionPlan:
+                   rounds: int = 3, progress: str = "none") -> PrecisionPlan:
     """Decide the precision of ``workloads`` ((model, one-sample example input) pairs run together) at
     ``batch_size``, and route each model's failing layers to fp32 (see the module docstring).
 
     ``make_step(name)`` returns one timed unit of work in precision ``name`` (called only when timing is
-    needed). ``recorded``: a decision to reuse when it is still a candidate.
+    needed). ``recorded``: a decision to reuse when it is still a candidate. ``progress``: how the check and
+    the timing show their progress (a :mod:`vidfast.progress` mode).
     """
     names = candidates(device, amp, amp_dtype)
+    skipped = {} if amp is not None else {n: why for n in names if (why := unaccelerated(n, device))}
+    for name, why in skipped.items():
+        names.remove(name)
+        log.info("precision: %s not considered: %s", name, why)
     fp32_layers: dict[str, dict[str, str]] = {}
     for name in [n for n in names if n != "fp32"]:
         failed: dict[str, str] = {}
         total = 0
         for index, (model, example) in enumerate(workloads):
-            layers = check_model(model, example, batch_size, PRECISIONS[name], device, grads)
+            layers = check_model(model, example, batch_size, PRECISIONS[name], device, grads,
+                                 progress=progress)
             route_to_fp32(model, {layer: [PRECISIONS[name]] for layer in layers})
             prefix = f"model {index}: " if len(workloads) > 1 else ""
             failed.update({prefix + layer: why for layer, why in layers.items()})
@@ -149,7 +221,7 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
         if name != "fp32":  # shapes the plan did not foresee are checked when first met
             for model, _ in workloads:
                 route_to_fp32(model, {}, checked=[PRECISIONS[name]])
-        return PrecisionPlan(name, how, fp32_layers.get(name, {}), seconds or {})
+        return PrecisionPlan(name, how, fp32_layers.get(name, {}), seconds or {}, skipped)
 
     if len(names) == 1:
         return decided(names[0], "forced" if amp is not None else "only candidate")
@@ -163,7 +235,10 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         steps = {name: make_step(name) for name in names}
-        seconds = {n: statistics.median(s) for n, s in interleaved_seconds(steps, rounds, 1, sync).items()}
+        with Progress(f"precision: timing {', '.join(names)}", len(names) * (1 + rounds), mode=progress,
+                      plain_every=1, transient=True) as shown:
+            times = interleaved_seconds(steps, rounds, 1, sync, give_up=GIVE_UP, progress=shown)
+        seconds = {n: statistics.median(s) for n, s in times.items()}
     del steps
     name = choose(seconds)
     store.append({"key": key, "name": name, "seconds": seconds})
