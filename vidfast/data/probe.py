@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from vidfast.data.decoders import list_frames, open_container, stream_rate
-from vidfast.data.decoders.pyav import is_frame_packet
 from vidfast.errors import DataError
 from vidfast.progress import Progress
+from vidfast.video_index import is_frame_packet
 
 #: a container's stated length is trusted down to this fraction before a video counts as truncated
 _DURATION_TOLERANCE = 0.95

@@ -1,8 +1,8 @@
 """Frame reading for deployment with PyAV and numpy only (no torch): open a video, pick clip frames, seek
 and decode just those frames as uint8 RGB arrays.
 
-Frames are numbered as the training decoder (``vidfast.data.decoders.pyav``) numbers them: by presentation
-time among the stream's frame packets (empty and discarded packets left out), or in decoding order when the
+Frames are numbered as the training decoder (``vidfast.data.decoders.pyav``) numbers them, through the same
+index (:mod:`vidfast.video_index`): by presentation time among the stream's frame packets (empty and discarded packets left out), or in decoding order when the
 container carries no usable timestamps; so a clip picked here holds the same pixels as the torch path's.
 :func:`rgb_frames` is the one PyAV frame -> numpy conversion of ``vidfast.deploy`` (streams use it too).
 """
@@ -10,13 +10,12 @@ container carries no usable timestamps; so a clip picked here holds the same pix
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from vidfast.errors import DataError
+from vidfast.video_index import build_stream_index, stream_rate
 
 #: frames a seek must skip to be worth it (a seek flushes the decoder and re-reads from a keyframe)
 SEEK_GAIN = 4
@@ -46,43 +45,6 @@ def uniform_clip_indices(num_frames: int, clips: int, clip_len: int, step: int =
     return np.stack([np.resize(np.arange(s, min(s + span, num_frames), step), clip_len) for s in starts])
 
 
-@dataclass(frozen=True)
-class _Index:
-    """Sorted presentation timestamps of every frame packet and, per keyframe, its position and a
-    timestamp a backward seek lands at or before (min of its pts and dts)."""
-
-    num_frames: int
-    pts: np.ndarray
-    key_frames: np.ndarray
-    key_seek_ts: np.ndarray
-
-    @property
-    def seekable(self) -> bool:
-        return self.pts.size == self.num_frames and self.key_frames.size > 0
-
-
-def _index(container, stream) -> _Index:
-    stamps, keys, count = [], [], 0
-    for packet in container.demux(stream):
-        if packet.size == 0 or packet.is_discard:  # the demuxer's flush, frames cut by an edit list
-            continue
-        count += 1
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is None:
-            continue
-        stamps.append(ts)
-        if packet.is_keyframe:
-            keys.append((ts, min(ts, packet.dts) if packet.dts is not None else ts))
-    pts = np.asarray(sorted(stamps), dtype=np.int64)
-    if pts.size != count or np.unique(pts).size != pts.size:
-        empty = np.empty(0, np.int64)
-        return _Index(count, empty, empty, empty)
-    position = {int(p): i for i, p in enumerate(pts)}
-    keys.sort()
-    return _Index(count, pts, np.asarray([position[k] for k, _ in keys], np.int64),
-                  np.asarray([s for _, s in keys], np.int64))
-
-
 class VideoFile:
     """A video file read with PyAV: ``num_frames``, ``fps``, ``height``, ``width`` and :meth:`frames`.
     DataError when it cannot be opened, has no video stream or no frames. A context manager."""
@@ -94,7 +56,7 @@ class VideoFile:
         self._reformatter = av.video.reformatter.VideoReformatter()
         self._open()
         try:
-            self.index = _index(self._container, self._stream)
+            self.index = build_stream_index(self._container, self._stream)
         except av.FFmpegError as exc:
             self.close()
             raise DataError(f"cannot read {self.path}: {exc}") from None
@@ -102,8 +64,7 @@ class VideoFile:
             self.close()
             raise DataError(f"no frames in {self.path}")
         self.num_frames = self.index.num_frames
-        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
-        self.fps = float(Fraction(rate)) if rate else 0.0
+        self.fps = float(stream_rate(self._stream) or 0.0)
         self.height = int(self._stream.codec_context.height)
         self.width = int(self._stream.codec_context.width)
 
@@ -162,7 +123,7 @@ class VideoFile:
         position = {int(p): i for i, p in enumerate(self.index.pts)}
         out: dict[int, np.ndarray] = {}
         for key, frames in self._runs(wanted):
-            self._container.seek(int(self.index.key_seek_ts[key]), backward=True, stream=self._stream)
+            self._container.seek(int(self.index.safe_seek_ts[key]), backward=True, stream=self._stream)
             need, first = set(frames), None
             for frame in self._container.decode(self._stream):
                 i = position.get(frame.pts) if frame.pts is not None else None

@@ -1,19 +1,16 @@
 """The ``pyav`` backend: libavcodec through PyAV on the CPU, and the PyAV helpers every module shares.
 
 Seeks to the last keyframe before the first needed frame, decodes only up to the last needed frame (seeking
-again across long gaps), threaded codec. :func:`open_container`, :func:`stream_rate` and
-:func:`is_frame_packet` are the one way to open a file, read its frame rate and count its frames, used by the
-decoder, ``probe`` and ``transcode`` alike.
+again across long gaps), threaded codec. :func:`open_container` is the one way to open a file, used by the
+decoder, ``probe`` and ``transcode`` alike; the stream's frame rate, frame packets and frame index come from
+:mod:`vidfast.video_index`, which the torch-free deployment reader shares.
 """
 
 from __future__ import annotations
 
 import os
-from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import torch
 
 from vidfast.data.decoders.base import Backend, ClosingVideo, check_indices, register
 from vidfast.errors import DataError
+from vidfast.video_index import StreamIndex, build_stream_index, stream_rate
 
 #: frames a PyAV seek must save to be worth it (a seek flushes the decoder and re-reads from a keyframe)
 SEEK_GAIN = 4
@@ -41,73 +39,7 @@ def open_container(path: str | Path):
     return container, container.streams.video[0]
 
 
-def stream_rate(stream) -> Fraction | None:
-    """Frame rate of a PyAV video stream: its average rate, else the guessed one, else the base rate (None:
-    unknown)."""
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return Fraction(rate) if rate else None
-
-
-def is_frame_packet(packet) -> bool:
-    """Whether a demuxed packet is a presented frame: not empty (the demuxer's flush) and not marked discard
-    (e.g. cut by an MP4 edit list; the decoder never outputs it)."""
-    return packet.size > 0 and not packet.is_discard
-
-
 # --------------------------------------------------------------------------------------------- PyAV index
-
-
-@dataclass(frozen=True)
-class StreamIndex:
-    """Presentation timestamps of every frame (sorted: frame ``i`` has ``pts[i]``) and keyframe positions.
-
-    A keyframe is sought at its own pts first: MP4/MKV demuxers land exactly on it, whereas its dts (earlier
-    under B-frame reordering) lands one GOP early. ``safe_seek_ts[k]`` (min of the pts and dts of keyframe
-    ``key_frames[k]``) is the retry for a demuxer that overshoots the pts: a backward seek to it lands on the
-    keyframe or earlier whatever timestamp the demuxer's index uses. ``pts`` is empty when the container
-    carries no timestamps; the decoder then counts frames from the start.
-    """
-
-    num_frames: int
-    pts: np.ndarray
-    key_frames: np.ndarray
-    safe_seek_ts: np.ndarray
-
-    @property
-    def seekable(self) -> bool:
-        return self.pts.size == self.num_frames and self.key_frames.size > 0
-
-    def keyframe_before(self, frame: int) -> int:
-        """Position in ``key_frames`` of the last keyframe at or before ``frame`` (-1: none)."""
-        return bisect_right(self.key_frames.tolist(), frame) - 1
-
-
-def _build_index(container, stream) -> StreamIndex:
-    """Demux (without decoding) every packet of ``stream`` and index frames by presentation time."""
-    stamps: list[int] = []
-    keys: list[tuple[int, int]] = []
-    count = 0
-    for packet in container.demux(stream):
-        if not is_frame_packet(packet):
-            continue
-        count += 1
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is None:
-            continue
-        stamps.append(ts)
-        if packet.is_keyframe:
-            keys.append((ts, min(ts, packet.dts) if packet.dts is not None else ts))
-    pts = np.asarray(sorted(stamps), dtype=np.int64)
-    if pts.size != count or np.unique(pts).size != pts.size:
-        return StreamIndex(count, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
-    position = {int(p): i for i, p in enumerate(pts)}
-    keys.sort()
-    return StreamIndex(
-        count,
-        pts,
-        np.asarray([position[k] for k, _ in keys], dtype=np.int64),
-        np.asarray([s for _, s in keys], dtype=np.int64),
-    )
 
 
 class _IndexCache:
@@ -165,7 +97,9 @@ class PyAVVideo(ClosingVideo):
         self._to_rgb = av.video.reformatter.VideoReformatter()
         self._open()
         try:
-            self.index = _INDEX_CACHE.get(self.path, lambda: _build_index(self._container, self._stream))
+            self.index = _INDEX_CACHE.get(
+                self.path, lambda: build_stream_index(self._container, self._stream)
+            )
         except av.FFmpegError as exc:
             self.close()
             raise DataError(f"cannot read {self.path}: {exc}") from None
