@@ -18,8 +18,6 @@ Run: .venv/bin/python -m pytest bench/test_deploy.py -q -s --benchmark-columns=m
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_inference import _freezing, _torch_path
+from test_inference import _torch_path, round_robin_medians
 
 from vidfast.deploy import OnnxClassifier, read_metadata
 from vidfast.deploy.metadata import write_metadata
@@ -91,17 +89,7 @@ class _Model:
             return self.measured[batch]
         x = torch.randn(batch, 3, *self.clip, generator=torch.Generator().manual_seed(batch))
         paths = [p for p in PATHS if openvino_available() or p not in OPENVINO_PATHS]
-        for path in paths:
-            with _freezing():
-                self.runner(path)(x)
-                self.runner(path)(x)
-        times: dict[str, list[float]] = {p: [] for p in paths}
-        for _ in range(ROUNDS):
-            for path in paths:
-                start = time.perf_counter()
-                self.runner(path)(x)
-                times[path].append(time.perf_counter() - start)
-        median = {p: statistics.median(ts) for p, ts in times.items()}
+        median = round_robin_medians({p: self.runner(p) for p in paths}, x, ROUNDS)
         self.measured[batch] = median
         print(f"\n[{self.name} {'x'.join(map(str, self.clip))} batch {batch}] "
               f"threads={torch.get_num_threads()}, int8 layout {self.quantization.chosen}")

@@ -102,18 +102,7 @@ class _Paths:
         """Median seconds per call of every available path at ``batch``, timed round robin."""
         if batch not in self.measured:
             x = torch.randn(batch, 3, *CLIP, generator=torch.Generator().manual_seed(batch))
-            paths = self.available()
-            for path in paths:  # warm-up: compiles with freezing, onnxruntime arena, oneDNN primitives
-                with _freezing():
-                    self.runner(path)(x)
-                    self.runner(path)(x)
-            times: dict[str, list[float]] = {p: [] for p in paths}
-            for _ in range(ROUNDS):
-                for path in paths:
-                    start = time.perf_counter()
-                    self.runner(path)(x)
-                    times[path].append(time.perf_counter() - start)
-            median = {p: statistics.median(ts) for p, ts in times.items()}
+            median = round_robin_medians({p: self.runner(p) for p in self.available()}, x)
             self.measured[batch] = median
             print(f"\n[resnet18 {'x'.join(map(str, CLIP))} batch {batch}] threads={torch.get_num_threads()}")
             for path, seconds in median.items():
@@ -123,6 +112,24 @@ class _Paths:
             speedup = median[BASELINE] / median[fastest]
             print(f"  fastest: {fastest}, {speedup:.2f}x (goal: >= {GOALS[batch]}x)")
         return self.measured[batch]
+
+
+def round_robin_medians(runners: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor,
+                        rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds per call of each runner on ``x``: two warm-up calls each (compiles with freezing,
+    onnxruntime arena, oneDNN primitives), then ``rounds`` rounds calling every runner once in turn, so that
+    load from other jobs falls on all of them alike."""
+    for run in runners.values():
+        with _freezing():
+            run(x)
+            run(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 @contextlib.contextmanager

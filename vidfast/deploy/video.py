@@ -2,8 +2,9 @@
 and decode just those frames as uint8 RGB arrays.
 
 Frames are numbered as the training decoder (``vidfast.data.decoders.pyav``) numbers them, through the same
-index (:mod:`vidfast.video_index`): by presentation time among the stream's frame packets (empty and discarded packets left out), or in decoding order when the
-container carries no usable timestamps; so a clip picked here holds the same pixels as the torch path's.
+index (:mod:`vidfast.video_index`): by presentation time among the stream's frame packets (empty and discarded
+packets left out), or in decoding order when the container carries no usable timestamps; so a clip picked here
+holds the same pixels as the torch path's.
 :func:`rgb_frames` is the one PyAV frame -> numpy conversion of ``vidfast.deploy`` (streams use it too).
 """
 
