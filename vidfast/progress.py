@@ -24,6 +24,16 @@ def _stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def on_terminal_only(mode: str) -> str:
+    """``mode`` for a short wait whose outcome is logged anyway: "auto" becomes a rich bar on a terminal and
+    nothing otherwise (a log or a captured stderr gets the outcome's line, not a line per item)."""
+    if mode != "auto":
+        return mode
+    from rich.console import Console
+
+    return "rich" if Console(stderr=True).is_terminal else "none"
+
+
 class Progress:
     """Progress of ``total`` items, ``start`` of them already done; ``advance(n, stats)`` after each.
 

@@ -14,6 +14,7 @@ from vidfast.engine.distributed import DistInfo, broadcast_object
 from vidfast.engine.optim import build_optimizer
 from vidfast.engine.tasks import Task, to_device
 from vidfast.errors import VidfastError
+from vidfast.progress import on_terminal_only
 from vidfast.runtime import PRECISIONS, PrecisionPlan, plan_precision, route_to_fp32
 
 
@@ -53,7 +54,7 @@ def plan_run_precision(cfg: TrainConfig, model: nn.Module, task: Task, clip_shap
     try:
         plan = plan_precision([(model, example)], cfg.data.batch_size, device, probe_step, amp=rt.amp,
                               amp_dtype=rt.amp_dtype, recorded=recorded,
-                              progress=rt.progress if info.is_main else "none")
+                              progress=on_terminal_only(rt.progress) if info.is_main else "none")
     except ValueError as exc:
         raise VidfastError(f"runtime.amp_dtype: {exc}") from None
     if info.enabled:
