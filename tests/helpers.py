@@ -3,6 +3,10 @@ the CLI run in-process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,24 @@ def run_cli(*args):
     from vidfast_cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a ``vidfast`` command run in a fresh interpreter left: ``exit_code``, ``stdout``, ``stderr``."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli_fresh(*args, threads: int = 1) -> CliResult:
+    """``vidfast ARGS`` in a fresh interpreter (``threads`` intra-op threads), as a user runs it: for long
+    jobs that should not inherit the state hundreds of earlier tests left in the test process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-m", "vidfast_cli.app", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 def write_bar_videos(

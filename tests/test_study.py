@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_dataset, run_cli
+from helpers import make_dataset, run_cli, run_cli_fresh
 
 from vidfast.data import read_manifest
 from vidfast.errors import VidfastError
@@ -21,9 +21,9 @@ from vidfast.study.sets import Sets, VideoBank
 
 
 @pytest.mark.slow
-def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path, one_torch_thread: None) -> None:
+def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path) -> None:
     out = tmp_path / "study"
-    result = run_cli("study", "--quick", "--out", out)
+    result = run_cli_fresh("study", "--quick", "--out", out)
     assert result.exit_code == 0, result.stderr + result.stdout
     results = json.loads((out / "results.json").read_text())
     cfg = StudyConfig.quick()
@@ -68,7 +68,7 @@ def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path, one_
     lost = cache / "cells" / "supervised" / "k4" / "seed1.json"
     stamp = kept.stat().st_mtime_ns
     lost.unlink()
-    again = run_cli("study", "--quick", "--out", out, "--catalogues", "aligned")
+    again = run_cli_fresh("study", "--quick", "--out", out, "--catalogues", "aligned")
     assert again.exit_code == 0, again.stderr + again.stdout
     assert kept.stat().st_mtime_ns == stamp and lost.exists()
     assert "[study] aligned: pretraining" not in again.stdout
