@@ -30,8 +30,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vidfast demo --out demo_runs
 
+# The suite runs as two pytest processes (files a-m, then n-z). In one process, the test after ~680 others (the
+# study's quick run) had the test process killed by SIGSEGV while its main thread only waited; each half passes
+# on its own and the crash is under investigation (see the issue tracker).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(wildcard tests/test_[a-m]*.py)
+	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=mean,ops -q
