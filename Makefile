@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 # The suite runs as two pytest processes (files a-m, then n-z). In one process, the test after ~680 others (the
 # study's quick run) had the test process killed by SIGSEGV while its main thread only waited; each half passes
-# on its own; the root cause is open (suspects and how to bisect: the closing note of stop 12).
+# on its own. Root cause open: bisect the a-m files followed by tests/test_study.py in one process.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(wildcard tests/test_[a-m]*.py)
 	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py)
