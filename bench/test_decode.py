@@ -30,7 +30,7 @@ from vidfast.data.manifest import ManifestRow, write_manifest
 from vidfast.data.synth import MOTIONS, render_motion_video
 from vidfast.data.transcode import transcode_manifest
 from vidfast.data.video_io import write_video
-from vidfast.runtime.cache import _cpu_name, cache_dir
+from vidfast.runtime.cache import cache_dir, cpu_name
 
 FRAMES, HEIGHT, WIDTH = 96, 240, 320
 VIDEOS = int(os.environ.get("VIDFAST_BENCH_VIDEOS", "16"))
@@ -142,7 +142,7 @@ def test_random_clip_decode_vs_anchors(files: dict[str, list[str]]) -> None:
         if anchors else [float("nan")]
     sizes = {preset: sum(os.path.getsize(p) for p in paths) for preset, paths in files.items()}
     report = {
-        "cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "load_average": os.getloadavg(),
+        "cpu": cpu_name(), "cpu_cores": os.cpu_count(), "load_average": os.getloadavg(),
         "note": "shared machine: other jobs ran at the same time; readers interleaved, one codec thread each",
         "videos": VIDEOS, "rounds": ROUNDS, "rates": rates, "skipped": skipped,
         "vidfast_auto_vs_best_anchor": rates["vidfast auto snap=16/default"]["frames_per_s"] / best,

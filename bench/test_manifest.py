@@ -29,7 +29,7 @@ from vidfast.data.columns import sidecar_path
 from vidfast.data.dataset import ClipDataset
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
 from vidfast.data.policies import training_clips
-from vidfast.runtime.cache import _cpu_name
+from vidfast.runtime.cache import cpu_name
 
 SIZES = [int(n) for n in os.environ.get("VIDFAST_BENCH_ROWS", "10000,100000,300000").split(",")]
 REPEATS = int(os.environ.get("VIDFAST_BENCH_REPEATS", "3"))
@@ -144,7 +144,7 @@ def test_report() -> None:
     out = Path(__file__).parent / "results" / "manifest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
-        "cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "load_average": os.getloadavg(),
+        "cpu": cpu_name(), "cpu_cores": os.cpu_count(), "load_average": os.getloadavg(),
         "note": "shared machine: other jobs ran at the same time; times are the best of the repeats",
         "repeats": REPEATS, "results": RESULTS,
     }, indent=2))

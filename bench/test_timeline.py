@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidfast.runtime.cache import cpu_name
+
 FPS, HEIGHT, WIDTH = 25, 720, 1280
 DEMO = {"arch": "resnet18", "widen_factor": 0.25, "classes": 6, "clip": (16, 48, 48)}
 CACHE = Path(os.environ.get("VIDFAST_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidfast-bench"))
@@ -86,16 +88,6 @@ def _run_child(model: Path, video: Path | None, *options: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def test_timeline_realtime_factor_and_flat_memory() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     model = demo_model(CACHE / "demo-resnet18-w0.25-16x48.onnx")
@@ -106,7 +98,7 @@ def test_timeline_realtime_factor_and_flat_memory() -> None:
           f"({videos[10].stat().st_size * 8 / 600 / 1e6:.1f} Mbit/s)")
     baseline = _run_child(model, None)
     runs = {m: _run_child(model, videos[m]) for m in (1, 10)}
-    print(f"CPU: {_cpu()}, {len(os.sched_getaffinity(0))} cores (shared with other jobs)")
+    print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} cores (shared with other jobs)")
     print(f"imports + model loaded: peak RSS {baseline['peak_rss_mib']:.0f} MiB")
     for minutes, run in runs.items():
         stats = run["stats"]

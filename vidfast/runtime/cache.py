@@ -60,7 +60,7 @@ class JsonlStore:
             os.close(fd)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -78,5 +78,5 @@ def machine_fingerprint(device: torch.device) -> str:
         hardware = f"{torch.cuda.get_device_name(index)} sm{major}{minor} cuda {torch.version.cuda} " \
                    f"cudnn {torch.backends.cudnn.version()}"
     else:
-        hardware = f"{_cpu_name()} {torch.backends.cpu.get_cpu_capability()}"
+        hardware = f"{cpu_name()} {torch.backends.cpu.get_cpu_capability()}"
     return f"torch {torch.__version__} | {hardware}"
