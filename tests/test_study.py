@@ -64,7 +64,7 @@ def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path) -> N
 
     # a killed study continues: finished work is reused, a missing cell is redone
     cache = out / "cache" / "aligned"
-    kept = cache / "pretrain" / "st_puzzle" / "sgd-lr0.02" / "seed0.json"
+    kept = cache / "pretrain" / "st_puzzle" / "sgd-lr0.02" / "seed0-epochs1.json"
     lost = cache / "cells" / "supervised" / "k4" / "seed1.json"
     stamp = kept.stat().st_mtime_ns
     lost.unlink()

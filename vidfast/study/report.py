@@ -173,8 +173,10 @@ def format_report(results: dict[str, Any]) -> str:
         f"the test set is scored once. Linear probes (a linear classifier on frozen features) select their "
         "rate "
         f"from {list(probe['lrs'])} and steps up to {probe['steps']} the same way. The pretraining recipe of "
-        f"every pretrained row is chosen on seed 0 among {len(cfg['pretrain_recipes'])} candidates by the "
-        f"pretext's validation loss on held-out pool videos, never by transfer. Intervals: 95 %, paired "
+        f"every pretrained row is chosen among {len(cfg['pretrain_recipes'])} candidates by the pretext's "
+        f"validation loss on held-out pool videos after a pilot of "
+        f"{min(cfg['recipe_epochs'], cfg['pretrain_epochs'])} epochs on seed 0 with each, never by "
+        "transfer. Intervals: 95 %, paired "
         f"bootstrap over seeds and test videos ({cfg['bootstrap']} resamples). Network {g['arch']} "
         f"x{g['widen_factor']:g}, clips {g['clip_len']}x{g['size']}x{g['size']}, puzzle cubes "
         f"{g['cube_len']}x{g['cube_size']}x{g['cube_size']}, {cfg['pretrain_epochs']} pretraining epochs, "
@@ -247,9 +249,8 @@ def _catalogue_section(name: str, result: dict[str, Any]) -> list[str]:
             lines.append(f"| {_label(row)} | " + " | ".join(_selected(cells, row, k) for k in ks) + " |")
     lines += [
         "",
-        "Pretraining (recipe chosen on seed 0 by pretext validation loss; accuracies on held-out pool "
-        "videos, "
-        "mean over seeds):",
+        "Pretraining (recipe chosen by the pretext validation loss of its seed-0 pilot; accuracies on "
+        "held-out pool videos, mean over seeds):",
         "",
         "| row | recipe (val loss of each) | pretext val acc | rotation val | spatial val | temporal val | "
         "s per pretraining |",

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +43,16 @@ class StudyConfig:
     ``ks``: labelled videos per class of a cell; ``seeds``: pretrainings per pretrained row, each reused by
     the cells of its seed at every k (a cell's seed also draws its labelled subset and its training order).
     ``pretrain_epochs`` of the pool per pretraining; ``pretrain_recipes``: the candidates, one chosen per
-    row on
-    seed 0 by the pretext's validation loss (held-out pool videos). ``selection``: rate grid and step budget
-    of the fine-tunes, ``probe_selection`` of the linear probes. ``eval_clips`` clips per video (validation
-    and test); ``bootstrap`` resamples of the paired intervals.
+    row by the pretext's validation loss (held-out pool videos) after a pilot pretraining of
+    ``recipe_epochs`` (at most ``pretrain_epochs``) on seed 0 with each. ``selection``: rate grid and step
+    budget of the fine-tunes, ``probe_selection`` of the linear probes. ``eval_clips`` clips per video
+    (validation and test); ``bootstrap`` resamples of the paired intervals. ``jobs``: catalogues run at
+    once, each in its own process with an equal share of the CPU's cores (0: one per catalogue, at most
+    one per core).
+
+    The default size (about an hour on 2 CPU cores, the two catalogues side by side) is chosen so that the
+    classes can be learnt: on clips of 8x32x32 from 32-pixel videos no row, the supervised
+    upper bound included, left chance (``bench/results/study-cpu-2core-2026-12-03``).
     """
 
     out: str = "study_runs"
@@ -55,19 +64,21 @@ class StudyConfig:
     pool_per_class: int = 32
     labelled_per_class: int = 16
     test_per_class: int = 75
-    frames: int = 24
-    video_size: int = 32
+    frames: int = 32
+    video_size: int = 64
     ks: tuple[int, ...] = (2, 4, 8)
     seeds: int = 3
     ablation: bool = False
-    geometry: Geometry = Geometry(clip_len=8, size=32, cube_len=4, cube_size=16, batch_size=8, workers=0)
-    pretrain_epochs: int = 10
+    geometry: Geometry = Geometry(clip_len=16, size=48, cube_len=8, cube_size=32, batch_size=8, workers=0)
+    pretrain_epochs: int = 30
     pretrain_recipes: tuple[Recipe, ...] = (Recipe("sgd", 0.02), Recipe("adamw", 0.001))
-    selection: Selection = Selection(lrs=(0.005, 0.02, 0.08), steps=48, val_every=8)
+    recipe_epochs: int = 5
+    selection: Selection = Selection(lrs=(0.01, 0.03, 0.1), steps=64, val_every=8)
     probe_selection: Selection = Selection(lrs=(0.01, 0.1, 1.0), steps=100, val_every=10)
     eval_clips: int = 2
     pretext_puzzles: int = 200
     bootstrap: int = 4000
+    jobs: int = 0
     seed: int = 0
 
     @classmethod
@@ -86,6 +97,7 @@ class StudyConfig:
             seeds=2,
             geometry=Geometry(clip_len=4, size=32, cube_len=2, cube_size=16, batch_size=4, workers=0),
             pretrain_epochs=1,
+            recipe_epochs=1,
             selection=Selection(lrs=(0.01, 0.05), steps=4, val_every=2, warmup=1),
             probe_selection=Selection(lrs=(0.1, 1.0), steps=4, val_every=2),
             eval_clips=1,
@@ -106,6 +118,8 @@ class StudyConfig:
 def _check(cfg: StudyConfig) -> None:
     from vidfast.data.synth import CATALOGUES
 
+    if cfg.jobs < 0 or cfg.recipe_epochs < 1 or cfg.pretrain_epochs < 1:
+        raise VidfastError("need jobs >= 0 (0: automatic) and at least 1 pilot and 1 pretraining epoch")
     if cfg.seeds < 1 or not cfg.ks or any(k < 2 for k in cfg.ks):
         raise VidfastError(
             "need seeds >= 1 and labelled counts k >= 2 (one video per class trains, one validates)"
@@ -143,6 +157,7 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         "seeds",
         "catalogues",
         "bootstrap",
+        "jobs",
     )  # more rows/cells reuse the rest
     mine = {k: v for k, v in asdict(cfg).items() if k not in extendable}
     if settings.exists() and json.loads(settings.read_text()) != json.loads(json.dumps(mine)):
@@ -151,13 +166,18 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         read_sets(Path(cfg.pool or ""), Path(cfg.labelled or ""), Path(cfg.test or ""))
     settings.write_text(json.dumps(mine, indent=2))
     clock = time.perf_counter()
-    cache = Cache(out / "cache")
     catalogues = ("own",) if cfg.own_data() else cfg.catalogues
+    jobs = min(len(catalogues), cfg.jobs or os.cpu_count() or 1)
+    if jobs > 1:
+        say(f"[study] {len(catalogues)} catalogues, {jobs} at once (one process each)")
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")  # no forked copy of this process's torch threads
+        with ProcessPoolExecutor(jobs, context, torch.set_num_threads, (threads,)) as workers:
+            done = list(workers.map(_timed_catalogue, [cfg] * len(catalogues), catalogues, [out] * jobs))
+    else:
+        done = [_timed_catalogue(cfg, c, out, say) for c in catalogues]
     results: dict[str, Any] = {"config": asdict(cfg), "catalogues": {}}
-    for catalogue in catalogues:
-        start = time.perf_counter()
-        result = run_catalogue(cfg, catalogue, out, cache, say)
-        result["seconds"] = round(time.perf_counter() - start, 1)
+    for catalogue, result in zip(catalogues, done, strict=True):
         result["summary"] = summarize(result, cfg)
         results["catalogues"][catalogue] = result
         plot(result, out / f"accuracy_vs_labels-{catalogue}.png")
@@ -165,6 +185,19 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
     (out / "results.json").write_text(json.dumps(_without_probabilities(results), indent=1))
     (out / "report.md").write_text(format_report(results))
     return results
+
+
+def _timed_catalogue(
+    cfg: StudyConfig, catalogue: str, out: Path, say: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """:func:`run_catalogue` with the seconds it took (a worker process of ``run_study`` prints)."""
+    start = time.perf_counter()
+    result = run_catalogue(cfg, catalogue, out, Cache(out / "cache"), say or _print)
+    return result | {"seconds": round(time.perf_counter() - start, 1)}
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def _without_probabilities(results: dict[str, Any]) -> dict[str, Any]:
@@ -248,24 +281,32 @@ def pretrain_row(
     cache: Cache,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Pretrain ``row`` once per seed: every candidate recipe on seed 0, the one with the lowest validation
-    loss of the pretext (held-out pool videos) for the other seeds. Returns the recipe choice and the
-    summaries of the pretrainings used, by seed, and the seconds all of them took."""
-    tried = {
-        _recipe_name(r): pretrain(cfg, sets, row, r, 0, catalogue, out, cache, say)
+    """Pretrain ``row`` once per seed with the recipe whose pilot (``recipe_epochs`` on seed 0; every
+    candidate recipe) ends with the lowest validation loss of the pretext (held-out pool videos). Returns
+    the recipe choice, the summaries of the pretrainings used, by seed, and the seconds all of them took,
+    pilots included."""
+    pilot_epochs = min(cfg.recipe_epochs, cfg.pretrain_epochs)
+    pilots = {
+        _recipe_name(r): pretrain(cfg, sets, row, r, 0, pilot_epochs, catalogue, out, cache, say)
         for r in cfg.pretrain_recipes
     }
-    chosen_name = min(tried, key=lambda name: tried[name]["val_loss"])
+    chosen_name = min(pilots, key=lambda name: pilots[name]["val_loss"])
     chosen = next(r for r in cfg.pretrain_recipes if _recipe_name(r) == chosen_name)
-    seeds = [tried[chosen_name]] + [
-        pretrain(cfg, sets, row, chosen, s, catalogue, out, cache, say) for s in range(1, cfg.seeds)
+    if pilot_epochs == cfg.pretrain_epochs:  # the pilot is seed 0's pretraining
+        seeds = [pilots[chosen_name]]
+    else:
+        seeds = [pretrain(cfg, sets, row, chosen, 0, cfg.pretrain_epochs, catalogue, out, cache, say)]
+    seeds += [
+        pretrain(cfg, sets, row, chosen, s, cfg.pretrain_epochs, catalogue, out, cache, say)
+        for s in range(1, cfg.seeds)
     ]
+    runs = list(pilots.values()) + [s for s in seeds if s not in pilots.values()]
     return {
         "recipe": chosen_name,
-        "recipe_val_loss": {n: t["val_loss"] for n, t in tried.items()},
+        "recipe_val_loss": {n: t["val_loss"] for n, t in pilots.items()},
         "seeds": seeds,
-        "seconds": sum(t["seconds"] for t in tried.values()) + sum(s["seconds"] for s in seeds[1:]),
-        "runs": len(tried) + len(seeds) - 1,
+        "seconds": sum(r["seconds"] for r in runs),
+        "runs": len(runs),
     }
 
 
@@ -279,25 +320,26 @@ def pretrain(
     row: Row,
     recipe: Recipe,
     seed: int,
+    epochs: int,
     catalogue: str,
     out: Path,
     cache: Cache,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """One pretraining of ``row`` with ``recipe`` and ``seed`` on the pool (an interrupted one resumes from
-    its newest checkpoint: ``runtime.auto_resume``); its summary is cached."""
+    """One pretraining of ``row`` with ``recipe`` and ``seed`` for ``epochs`` on the pool (an interrupted
+    one resumes from its newest checkpoint: ``runtime.auto_resume``); its summary is cached."""
     from vidfast.engine.config import small_run_config
     from vidfast.engine.evaluate import PuzzleEvalConfig, evaluate_puzzle
     from vidfast.engine.trainer import fit
 
-    name = f"{row.name}/{_recipe_name(recipe)}/seed{seed}"
+    name = f"{row.name}/{_recipe_name(recipe)}/seed{seed}-epochs{epochs}"
     folder = out / "runs" / catalogue / "pretrain" / name
 
     def run() -> dict[str, Any]:
         uses = "its labels" if row.pretext == "classify" else "no labels"
         say(
             f"[study] {catalogue}: pretraining {row.name} ({_recipe_name(recipe)}, seed {seed}) on the "
-            f"{sets.sizes['pool']}-video pool for {cfg.pretrain_epochs} epochs ({uses})"
+            f"{sets.sizes['pool']}-video pool for {epochs} epochs ({uses})"
         )
         start = time.perf_counter()
         train_cfg = small_run_config(
@@ -306,7 +348,7 @@ def pretrain(
             row.pretext or "puzzle",
             sets.pool,
             folder,
-            cfg.pretrain_epochs,
+            epochs,
             cfg.seed + seed,
             puzzle=row.puzzle,
             runtime={"auto_resume": True, "amp": False},
