@@ -42,11 +42,13 @@ def test_study_quick_both_catalogues_end_to_end_and_resumed(tmp_path: Path) -> N
             assert len(cell["correct"]) == catalogue["test_videos"] == 2 * 3
         long_budget = {c["selected"]["budget"] for c in catalogue["cells"] if c["row"] == "random_long"}
         assert min(long_budget) > cfg.selection.steps  # random init also gets the pretraining's compute
-        for row in ("st_puzzle", "rotation_only", "supervised"):  # recipes tried on seed 0, one used per seed
+        for row in ("st_puzzle", "rotation_only", "supervised"):  # recipes piloted on seed 0, one used by all
             pretrain = catalogue["pretrain"][row]
             assert set(pretrain["recipe_val_loss"]) == {"sgd-lr0.02", "adamw-lr0.001"}
             assert len(pretrain["seeds"]) == cfg.seeds and all(s["recipe"] == pretrain["recipe"]
                                                                 for s in pretrain["seeds"])
+            assert [s["epochs"] for s in pretrain["seeds"]] == [cfg.pretrain_epochs] * cfg.seeds
+            assert pretrain["runs"] == len(cfg.pretrain_recipes) + cfg.seeds  # the pilots are extra runs
         assert 0.0 <= catalogue["pretrain"]["rotation_only"]["seeds"][0]["val_rot_acc"] <= 1.0
         for row in ("st_puzzle", "rotation_only"):  # the engine's evaluate_puzzle, per puzzle kind
             for key in ("val_spatial_acc", "val_temporal_acc", "val_spatial_rot_acc", "val_temporal_rot_acc"):

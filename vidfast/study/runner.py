@@ -83,8 +83,8 @@ class StudyConfig:
 
     @classmethod
     def quick(cls, out: str = "study_runs") -> StudyConfig:
-        """Seconds per run: 2 classes, tiny videos and clips, 2 seeds, 1 pretraining epoch, 4-step selection
-        runs (a smoke test; its accuracies mean nothing)."""
+        """Seconds per run: 2 classes, tiny videos and clips, 2 seeds, 2 pretraining epochs after 1-epoch
+        recipe pilots, 4-step selection runs (a smoke test; its accuracies mean nothing)."""
         return cls(
             out=out,
             classes=2,
@@ -96,7 +96,7 @@ class StudyConfig:
             ks=(2, 4),
             seeds=2,
             geometry=Geometry(clip_len=4, size=32, cube_len=2, cube_size=16, batch_size=4, workers=0),
-            pretrain_epochs=1,
+            pretrain_epochs=2,
             recipe_epochs=1,
             selection=Selection(lrs=(0.01, 0.05), steps=4, val_every=2, warmup=1),
             probe_selection=Selection(lrs=(0.1, 1.0), steps=4, val_every=2),
