@@ -34,6 +34,7 @@ from vidfast.runtime import (
     plan_precision,
     precision,
     route_to_fp32,
+    settled,
 )
 
 CPU = torch.device("cpu")
@@ -474,6 +475,29 @@ def test_timing_keeps_a_candidate_within_the_factor_or_slowed_once_by_noise(monk
     assert seconds == {"fp32": [1.0] * 3, "bf16": pytest.approx([1.2, 3.0, 1.2])}
     steps, _ = _scripted_steps(monkeypatch, {"fp32": [1.0], "bf16": [5.0]})
     assert len(interleaved_seconds(steps, rounds=3, warmup=1)["bf16"]) == 3  # no give_up: every round
+
+
+def test_settled_when_no_spread_of_the_timed_steps_changes_the_choice():
+    assert settled({"fp32": [2.16, 2.18], "bf16": [2.01, 2.03]})  # bf16 faster by over the margin throughout
+    assert settled({"fp32": [2.0, 2.01], "bf16": [1.99, 2.05]})  # fp32 throughout: within the margin
+    assert not settled({"fp32": [2.0, 2.3], "bf16": [2.01, 2.2]})  # either, depending on the steps taken
+    assert not settled({"fp32": [2.16], "bf16": [2.01]})  # one step each tells no spread
+    assert not settled({})
+
+
+def test_timing_ends_when_settled_and_runs_every_round_otherwise(monkeypatch):
+    """A low precision 10 % faster (below the give-up factor): two rounds settle it; with one step of it
+    slowed by load the spread could change the choice, and the third round is timed."""
+    steps, calls = _scripted_steps(monkeypatch, {"fp32": [2.0], "bf16": [1.8]})
+    lines: list[str] = []
+    with Progress("timing", 8, mode="plain", plain_every=1, emit=lines.append) as shown:
+        seconds = interleaved_seconds(steps, 3, 1, give_up=1.5, progress=shown, enough=settled)
+    assert seconds == {"fp32": pytest.approx([2.0] * 2), "bf16": pytest.approx([1.8] * 2)}
+    assert calls == {"fp32": 3, "bf16": 3}
+    assert lines[-1].startswith("timing: 8/8")
+    steps, _ = _scripted_steps(monkeypatch, {"fp32": [2.0], "bf16": [1.8, 2.5, 1.8]})
+    seconds = interleaved_seconds(steps, 3, 1, give_up=1.5, enough=settled)
+    assert seconds == {"fp32": pytest.approx([2.0] * 3), "bf16": pytest.approx([2.5, 1.8, 1.8])}
 
 
 def test_the_check_shows_its_progress_per_distinct_configuration(capsys):
