@@ -1,11 +1,14 @@
 """Data pipeline benchmark: decode frames/s and loader clips/s for 16x112x112 training clips.
 
 Inputs: 96-frame 320x240 videos (H.264 as encoded by default, H.264 and VP9 with a keyframe every 16 frames,
-as ``vidfast data transcode --gop 16`` writes them) and the same videos as JPEG frame folders. Loaders: 2
-workers, batch 8, multi-scale corner crop + flip, normalised float output.
+as ``vidfast data transcode --gop 16`` writes them) and the same videos as JPEG frame folders, at 320x240 and
+at the transcoded videos' 128 px. Loaders: 2 workers, batch 8, multi-scale corner crop + flip, normalised
+float output.
 
 - ``naive``: decode the whole video with PyAV, then crop/resize in NumPy;
 - ``jpeg``: the CVPR 2018 code's way, pre-extracted JPEG frames read one by one with PIL, PIL crop/resize;
+  ``jpeg-s128``: the same from frames at the short side of 128 that ``*_s128_*`` videos have (like for like
+  with them: same pixels per clip, same crops);
 - ``vidfast-*``: ``make_loader`` (keyframe seek, only the needed frames, ``cube_crop``), per backend/codec;
   ``snap-16``: clip starts snapped to keyframes (``keyframe_snap=16``); ``auto``: the decoder measured
   fastest on this machine.
@@ -17,6 +20,7 @@ timings, so not with ``--benchmark-disable``). Ratios are printed at the end and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -36,11 +40,13 @@ from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
 from vidfast.data.policies import training_clips
 from vidfast.data.samplers import SpatialConfig, sample_box
 from vidfast.data.synth import MOTIONS, render_motion_video
-from vidfast.data.transcode import transcode_manifest
+from vidfast.data.transcode import output_size, transcode_manifest
 from vidfast.data.video_io import write_video
 
 FRAMES, HEIGHT, WIDTH = 96, 240, 320
 CLIP, SIZE, BATCH, WORKERS = 16, 112, 8, 2
+#: frame size of the ``*_s128_*`` videos and of the ``jpeg_s128`` frames: (width, height)
+S128 = output_size(WIDTH, HEIGHT, 128)
 VIDEOS = int(os.environ.get("VIDFAST_BENCH_VIDEOS", "16"))
 EPOCHS = int(os.environ.get("VIDFAST_BENCH_EPOCHS", "3"))
 VARIANTS = {
@@ -53,12 +59,13 @@ RESULTS: dict[str, float] = {}
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Per variant a manifest of ``VIDEOS`` videos, plus ``jpeg``: a list file of frame folders. Variants:
-    320x240 H.264 as encoded by default (one keyframe), H.264 and VP9 with ``gop=16``, and both transcoded by
-    ``transcode_manifest`` to a short side of 128 with ``gop=16``."""
+    """Per variant a manifest of ``VIDEOS`` videos, plus ``jpeg`` and ``jpeg_s128``: list files of frame
+    folders at 320x240 and at a short side of 128. Variants: 320x240 H.264 as encoded by default (one
+    keyframe), H.264 and VP9 with ``gop=16``, and both transcoded by ``transcode_manifest`` to a short side of
+    128 with ``gop=16``."""
     root = tmp_path_factory.mktemp("bench_data")
     rows: dict[str, list[ManifestRow]] = {name: [] for name in VARIANTS}
-    folders = []
+    folders: dict[str, list[Path]] = {"jpeg": [], "jpeg_s128": []}
     for i in range(VIDEOS):
         frames = render_motion_video(
             MOTIONS[i % len(MOTIONS)], FRAMES, (HEIGHT, WIDTH), np.random.default_rng(i)
@@ -81,18 +88,23 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     "",
                 )
             )
-        folder = root / "jpeg" / f"v{i:03d}"
-        folder.mkdir(parents=True)
-        for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(folder / f"image_{t + 1:05d}.jpg", quality=90)
-        folders.append(folder)
+        for name, size in (("jpeg", (WIDTH, HEIGHT)), ("jpeg_s128", S128)):
+            folder = root / name / f"v{i:03d}"
+            folder.mkdir(parents=True)
+            for t, frame in enumerate(frames):
+                image = Image.fromarray(frame)
+                if image.size != size:
+                    image = image.resize(size, Image.BILINEAR)
+                image.save(folder / f"image_{t + 1:05d}.jpg", quality=90)
+            folders[name].append(folder)
     out = {name: write_manifest(root / f"{name}.csv", r) for name, r in rows.items()}
     for codec in ("h264", "vp9"):  # the recommended fast path: ``vidfast data transcode --short-side 128``
         name = f"{codec}_s128_gop16"
         transcode_manifest(out["h264"], root / name, short_side=128, gop=16, codec=codec, progress=False)
         out[name] = root / name / "manifest.csv"
-    out["jpeg"] = root / "jpeg.txt"
-    out["jpeg"].write_text("\n".join(map(str, folders)))
+    for name, paths in folders.items():
+        out[name] = root / f"{name}.txt"
+        out[name].write_text("\n".join(map(str, paths)))
     return out
 
 
@@ -129,10 +141,12 @@ def _naive_load(path: str, rng: np.random.Generator) -> list[np.ndarray]:
     return list(video[start : start + CLIP][:, rows][:, :, cols])
 
 
-def _jpeg_load(folder: str, rng: np.random.Generator) -> list[np.ndarray]:
-    """The CVPR 2018 code's path: open image_XXXXX.jpg one by one with PIL, crop, resize, flip."""
+def _jpeg_load(folder: str, rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH
+               ) -> list[np.ndarray]:
+    """The CVPR 2018 code's path: open image_XXXXX.jpg one by one with PIL, crop, resize, flip (frames of
+    ``height`` x ``width``)."""
     start = rng.integers(0, FRAMES - CLIP + 1)
-    (y, x, h, w), flip = sample_box(HEIGHT, WIDTH, SpatialConfig(), rng)
+    (y, x, h, w), flip = sample_box(height, width, SpatialConfig(), rng)
     out = []
     for t in range(start, start + CLIP):
         with Image.open(os.path.join(folder, f"image_{t + 1:05d}.jpg")) as image:
@@ -251,6 +265,8 @@ def test_loaders_side_by_side(benchmark, dataset) -> None:
     loaders: dict[str, Iterable] = {
         "loader/naive": _baseline_loader(_paths(dataset["h264"]), _naive_load),
         "loader/jpeg": _baseline_loader(dataset["jpeg"].read_text().split("\n"), _jpeg_load),
+        "loader/jpeg-s128": _baseline_loader(dataset["jpeg_s128"].read_text().split("\n"),
+                                             functools.partial(_jpeg_load, height=S128[1], width=S128[0])),
     }
     for backend, variant, crop_in, snap in VIDFAST_LOADERS:
         if backend == "dali" and dali_import_error():
@@ -270,14 +286,15 @@ def test_loaders_side_by_side(benchmark, dataset) -> None:
 
 
 def test_report() -> None:
-    """Ratios against the two baselines (needs the loader benchmarks above in the same run)."""
-    if "loader/naive" not in RESULTS or "loader/jpeg" not in RESULTS:
+    """Ratios against the baselines (needs the loader benchmarks above in the same run)."""
+    if not {"loader/naive", "loader/jpeg", "loader/jpeg-s128"} <= set(RESULTS):
         pytest.skip("run the whole file")
     ratios = {
         name: {
             "clips/s": value,
             "vs_naive": value / RESULTS["loader/naive"],
             "vs_jpeg": value / RESULTS["loader/jpeg"],
+            "vs_jpeg_s128": value / RESULTS["loader/jpeg-s128"],
         }
         for name, value in RESULTS.items()
         if name.startswith("loader/")
@@ -296,7 +313,8 @@ def test_report() -> None:
     print(
         "\n"
         + "\n".join(
-            f"{k:55s} {v['clips/s']:7.1f} clips/s  x{v['vs_naive']:.2f} naive  x{v['vs_jpeg']:.2f} jpeg"
+            f"{k:55s} {v['clips/s']:7.1f} clips/s  x{v['vs_naive']:.2f} naive  x{v['vs_jpeg']:.2f} jpeg  "
+            f"x{v['vs_jpeg_s128']:.2f} jpeg-s128"
             for k, v in ratios.items()
         )
     )

@@ -34,6 +34,7 @@ from vidfast.runtime import (
     plan_precision,
     precision,
     route_to_fp32,
+    settled,
 )
 
 CPU = torch.device("cpu")
@@ -108,6 +109,60 @@ def test_check_catches_an_injected_bad_kernel_for_exactly_the_bad_configurations
         assert check_config(config, torch.bfloat16) == "", config.describe()
     for config in STRIDE2_1x1 + SHALLOW_TIME:  # forward only: the output is right
         assert check_config(config, torch.bfloat16, grads=False) == ""
+
+
+class _Perturb(torch.autograd.Function):
+    """Identity forward; on its n-th call, the gradient scaled by ``1 + size * n`` in fp32 (never twice the
+    same) when ``when(grad)`` says so."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, y, when, size):
+        ctx.when, ctx.size = when, size
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.when(grad):
+            return grad, None, None
+        _Perturb.calls += 1
+        return (grad.float() * (1 + ctx.size * _Perturb.calls)).to(grad.dtype), None, None
+
+
+def _perturbed_bf16_conv3d(monkeypatch, when, size: float) -> list[bool]:
+    """F.conv3d whose bf16 backward is perturbed by :class:`_Perturb` where ``when(output gradient)``; returns
+    the autocast flag of every call."""
+    real, calls = F.conv3d, []
+
+    def conv3d(*args, **kwargs):
+        low = torch.is_autocast_enabled("cpu")
+        calls.append(low)
+        y = real(*args, **kwargs)
+        return _Perturb.apply(y, when, size) if low else y
+
+    monkeypatch.setattr(F, "conv3d", conv3d)
+    return calls
+
+
+def test_the_few_calls_still_catch_a_kernel_that_does_not_repeat(monkeypatch):
+    """With no time budget the check makes its ``CALLS`` (3) calls after one fp32 reference (a CPU's fp32
+    kernels repeat bit for bit): both output-gradient layouts, the output's one twice, so that a kernel
+    within the tolerance that differs between calls still fails."""
+    config = ORDINARY[3]  # channels-last, with an input gradient
+    calls = _perturbed_bf16_conv3d(monkeypatch, lambda grad: True, 2e-3)  # within the tolerance
+    verdict = check_config(config, torch.bfloat16, budget_s=0.0)
+    assert verdict == "input gradient differs between repeated calls"
+    assert calls == [False, True, True, True]
+
+
+@pytest.mark.parametrize("contiguous", [False, True], ids=["output-layout", "contiguous"])
+def test_a_kernel_wrong_in_one_output_gradient_layout_only_is_caught(monkeypatch, contiguous):
+    """A channels-last configuration whose bf16 backward is garbage only when the output gradient is
+    contiguous, or only when it is in the output's layout, fails either way with the fewest calls."""
+    config = ORDINARY[3]
+    _perturbed_bf16_conv3d(monkeypatch, lambda grad: grad.is_contiguous() == contiguous, 10.0)
+    assert "input gradient off by" in check_config(config, torch.bfloat16, budget_s=0.0)
 
 
 def _direct_failures(config: ConvConfig, calls: int) -> int:
@@ -380,16 +435,38 @@ def _scripted_steps(monkeypatch, durations: dict[str, list[float]]) -> tuple[dic
     return {name: make(name) for name in durations}, calls
 
 
-@pytest.mark.parametrize(("order", "bf16_timed"), [(("fp32", "bf16"), 1), (("bf16", "fp32"), 2)])
-def test_timing_gives_up_on_a_clearly_slower_candidate(monkeypatch, order, bf16_timed):
+@pytest.mark.parametrize("order", [("fp32", "bf16"), ("bf16", "fp32")])
+def test_timing_gives_up_on_a_clearly_slower_candidate(monkeypatch, order):
+    """bf16 at 5x fp32 (emulated): one timed call each settles it, whichever comes first in the round (timed
+    first, bf16 is compared with fp32's warm-up, an upper bound of fp32's cost); then fp32 is left alone."""
     durations = {"fp32": [1.0], "bf16": [5.0]}
     steps, calls = _scripted_steps(monkeypatch, {name: durations[name] for name in order})
     lines: list[str] = []
     with Progress("timing", 8, mode="plain", plain_every=1, emit=lines.append) as shown:
         seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5, progress=shown)
-    assert seconds == {"fp32": [1.0] * 3, "bf16": [5.0] * bf16_timed}
-    assert calls == {"fp32": 4, "bf16": 1 + bf16_timed}  # warm-up included
-    assert lines[-1].startswith("timing: 8/8")  # the display completes although bf16 stopped early
+    assert seconds == {"fp32": [1.0], "bf16": [5.0]}
+    assert calls == {"fp32": 2, "bf16": 2}  # warm-up included
+    assert lines[-1].startswith("timing: 8/8")  # the display completes although the timing stopped early
+
+
+def test_timing_ends_once_one_candidate_is_clearly_the_fastest(monkeypatch):
+    """bf16 at a third of fp32 (AMX): fp32's first timed call is over 1.5x bf16's warm-up, and bf16, left
+    alone, is timed once for its figure."""
+    steps, calls = _scripted_steps(monkeypatch, {"fp32": [1.0], "bf16": [0.3]})
+    seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5)
+    assert seconds == {"fp32": pytest.approx([1.0]), "bf16": pytest.approx([0.3])}
+    assert calls == {"fp32": 2, "bf16": 2}
+
+
+def test_a_slow_first_call_makes_no_candidate_look_slower(monkeypatch):
+    """Warm-ups only bound a step's cost from above: fp32's 4 s set-up call gives bf16 no reason to stop
+    fp32, and bf16 within 1.5x of fp32's timed calls is timed every round."""
+    steps, _ = _scripted_steps(monkeypatch, {"fp32": [4.0, 1.0], "bf16": [1.2]})
+    seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5)
+    assert seconds == {"fp32": pytest.approx([1.0] * 3), "bf16": pytest.approx([1.2] * 3)}
+    steps, _ = _scripted_steps(monkeypatch, {"fp32": [4.0, 1.0], "bf16": [2.0]})
+    seconds = interleaved_seconds(steps, rounds=3, warmup=1, give_up=1.5)
+    assert seconds == {"fp32": pytest.approx([1.0]), "bf16": pytest.approx([2.0])}
 
 
 def test_timing_keeps_a_candidate_within_the_factor_or_slowed_once_by_noise(monkeypatch):
@@ -398,6 +475,29 @@ def test_timing_keeps_a_candidate_within_the_factor_or_slowed_once_by_noise(monk
     assert seconds == {"fp32": [1.0] * 3, "bf16": pytest.approx([1.2, 3.0, 1.2])}
     steps, _ = _scripted_steps(monkeypatch, {"fp32": [1.0], "bf16": [5.0]})
     assert len(interleaved_seconds(steps, rounds=3, warmup=1)["bf16"]) == 3  # no give_up: every round
+
+
+def test_settled_when_no_spread_of_the_timed_steps_changes_the_choice():
+    assert settled({"fp32": [2.16, 2.18], "bf16": [2.01, 2.03]})  # bf16 faster by over the margin throughout
+    assert settled({"fp32": [2.0, 2.01], "bf16": [1.99, 2.05]})  # fp32 throughout: within the margin
+    assert not settled({"fp32": [2.0, 2.3], "bf16": [2.01, 2.2]})  # either, depending on the steps taken
+    assert not settled({"fp32": [2.16], "bf16": [2.01]})  # one step each tells no spread
+    assert not settled({})
+
+
+def test_timing_ends_when_settled_and_runs_every_round_otherwise(monkeypatch):
+    """A low precision 10 % faster (below the give-up factor): two rounds settle it; with one step of it
+    slowed by load the spread could change the choice, and the third round is timed."""
+    steps, calls = _scripted_steps(monkeypatch, {"fp32": [2.0], "bf16": [1.8]})
+    lines: list[str] = []
+    with Progress("timing", 8, mode="plain", plain_every=1, emit=lines.append) as shown:
+        seconds = interleaved_seconds(steps, 3, 1, give_up=1.5, progress=shown, enough=settled)
+    assert seconds == {"fp32": pytest.approx([2.0] * 2), "bf16": pytest.approx([1.8] * 2)}
+    assert calls == {"fp32": 3, "bf16": 3}
+    assert lines[-1].startswith("timing: 8/8")
+    steps, _ = _scripted_steps(monkeypatch, {"fp32": [2.0], "bf16": [1.8, 2.5, 1.8]})
+    seconds = interleaved_seconds(steps, 3, 1, give_up=1.5, enough=settled)
+    assert seconds == {"fp32": pytest.approx([2.0] * 3), "bf16": pytest.approx([2.5, 1.8, 1.8])}
 
 
 def test_the_check_shows_its_progress_per_distinct_configuration(capsys):

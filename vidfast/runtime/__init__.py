@@ -9,6 +9,7 @@ from vidfast.runtime.precision import (
     choose,
     interleaved_seconds,
     plan_precision,
+    settled,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "interleaved_seconds",
     "plan_precision",
     "route_to_fp32",
+    "settled",
 ]

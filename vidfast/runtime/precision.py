@@ -12,11 +12,14 @@
    later (a smaller last batch, other clip shapes) are checked when first met;
 3. speed: with more than one candidate left, ``make_step(name)`` steps (a real training step or forward of the
    actual model and batch) are timed interleaved after a warm-up, and the fastest wins; a candidate whose
-   fastest step is more than ``GIVE_UP`` times the fastest step so far is timed no further (an emulated bf16
-   step can take 5x an fp32 one); fp32 wins unless another is faster by more than ``MARGIN`` (so the default
-   is never slower than fp32 beyond noise). The decision is cached per (machine, torch, workload, threads):
-   later runs -- and a ``--deterministic`` rerun, which must not flip precision on timing noise -- reuse it; a
-   run may also pass a ``recorded`` decision (e.g. its checkpoint's, on resume).
+   fastest step is more than ``GIVE_UP`` times another's fastest call (its warm-up included, an upper bound
+   of its cost) is timed no further (an emulated bf16 step can take 5x an fp32 one; with AMX an fp32 step
+   takes 3x a bf16 one), and the timing ends once one candidate is left (:func:`interleaved_seconds`), or
+   once the spread of each one's timed steps cannot change the choice (:func:`settled`, from the second
+   round on); fp32 wins unless another is faster by more than ``MARGIN`` (so the default is never slower
+   than fp32 beyond noise). The decision is cached per (machine, torch, workload, threads): later runs --
+   and a ``--deterministic`` rerun, which must not flip precision on timing noise -- reuse it; a run may
+   also pass a ``recorded`` decision (e.g. its checkpoint's, on resume).
 
 Why measure: bf16 + channels-last trains resnet18 1.36x faster than fp32 on a CPU with AMX, 0.76x on an
 AVX-512 CPU without it, and small models and clips are within noise either way. The check and the timing show
@@ -26,7 +29,9 @@ their progress (``progress``, a :mod:`vidfast.progress` mode).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import math
 import os
 import statistics
 import time
@@ -110,20 +115,42 @@ def choose(seconds: Mapping[str, float], margin: float = MARGIN) -> str:
     return fastest
 
 
+def settled(seconds: Mapping[str, Sequence[float]], margin: float = MARGIN) -> bool:
+    """Whether :func:`choose` picks the same candidate whichever of its timed steps stands for each (every
+    combination of each one's fastest and slowest step; at least two steps each): then more rounds could
+    only move the figures within a spread that does not change the choice."""
+    if not seconds or any(len(ts) < 2 for ts in seconds.values()):
+        return False
+    names = list(seconds)
+    corners = itertools.product(*[(min(seconds[n]), max(seconds[n])) for n in names])
+    return len({choose(dict(zip(names, corner, strict=True)), margin) for corner in corners}) == 1
+
+
 def interleaved_seconds(steps: Mapping[str, Callable[[], object]], rounds: int = 3, warmup: int = 1,
                         sync: Callable[[], None] = lambda: None, give_up: float | None = None,
-                        progress: Progress | None = None) -> dict[str, list[float]]:
+                        progress: Progress | None = None,
+                        enough: Callable[[dict[str, list[float]]], bool] | None = None
+                        ) -> dict[str, list[float]]:
     """Wall seconds of each step per round, the steps called round robin (so that load from other jobs hits
     all alike; each round starts one step further, so that no step always comes first or last) after
-    ``warmup`` untimed calls each. With ``give_up``, a step whose fastest time is more than ``give_up`` times
-    the fastest of all so far is called no more (it keeps the times it has). ``progress`` advances per
-    call."""
-    for step in steps.values():
+    ``warmup`` calls each, timed too but not returned. ``progress`` advances per call.
+
+    With ``give_up`` the timing stops as soon as the order is clear. Load from other jobs only adds time and a
+    first call adds one-time set-up, so a step's fastest timed call is the best estimate of its cost, and
+    its fastest call of any kind (warm-up included) is at least its cost. A step whose fastest timed call
+    is more than ``give_up`` times the fastest call of another step is therefore clearly slower: it is called
+    no more (it keeps the times it has), which may happen before the other has a timed call; and once a
+    single step is left with a timed call, it is clearly the fastest and the timing ends. ``enough`` (e.g.
+    :func:`settled`), asked after each round with the times of the steps still called, may end it too."""
+    bound = dict.fromkeys(steps, math.inf)  # fastest call of any kind: at least the step's cost
+    for name, step in steps.items():
         for _ in range(warmup):
+            start = time.perf_counter()
             step()
+            sync()
+            bound[name] = min(bound[name], time.perf_counter() - start)
             if progress is not None:
                 progress.advance()
-    sync()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for r in range(rounds):
@@ -135,16 +162,30 @@ def interleaved_seconds(steps: Mapping[str, Callable[[], object]], rounds: int =
             step()
             sync()
             seconds[name].append(time.perf_counter() - start)
+            bound[name] = min(bound[name], seconds[name][-1])
             if progress is not None:
                 progress.advance()
-            if give_up is not None and len(names) > 1:
-                fastest = min(min(ts) for ts in seconds.values() if ts)
-                if min(seconds[name]) > give_up * fastest:
-                    names.remove(name)
-                    log.info("precision: %s timed no further: %.3g s/step, over %g x the fastest (%.3g s)",
-                             name, min(seconds[name]), give_up, fastest)
-                    if progress is not None:
-                        progress.advance(rounds - 1 - r)
+            if give_up is None or len(steps) == 1:
+                continue
+            done = []
+            other = min(names, key=lambda n: math.inf if n == name else bound[n])
+            if other != name and min(seconds[name]) > give_up * bound[other]:
+                names.remove(name)
+                done.append(name)
+                log.info("precision: %s timed no further: %.3g s/step, over %g x %s's %.3g s", name,
+                         min(seconds[name]), give_up, other, bound[other])
+            if len(names) == 1 and seconds[names[0]]:
+                log.info("precision: %s clearly the fastest after %d timed round(s)", names[0], r + 1)
+                done.append(names.pop())
+            if progress is not None:
+                progress.advance(sum(rounds - len(seconds[n]) for n in done))
+            if not names:
+                return seconds
+        if enough is not None and r + 1 < rounds and enough({n: seconds[n] for n in names}):
+            log.info("precision: settled after %d timed rounds", r + 1)
+            if progress is not None:
+                progress.advance(sum(rounds - len(seconds[n]) for n in names))
+            return seconds
     return seconds
 
 
@@ -237,7 +278,8 @@ def plan_precision(workloads: Sequence[tuple[nn.Module, Tensor]], batch_size: in
         steps = {name: make_step(name) for name in names}
         with Progress(f"precision: timing {', '.join(names)}", len(names) * (1 + rounds), mode=progress,
                       plain_every=1, transient=True) as shown:
-            times = interleaved_seconds(steps, rounds, 1, sync, give_up=GIVE_UP, progress=shown)
+            times = interleaved_seconds(steps, rounds, 1, sync, give_up=GIVE_UP, progress=shown,
+                                        enough=settled)
         seconds = {n: statistics.median(s) for n, s in times.items()}
     del steps
     name = choose(seconds)
