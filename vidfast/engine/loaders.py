@@ -18,13 +18,13 @@ def run_loader(
     manifest: Any, cfg: TrainConfig, task: Task, split: str, training: bool, device: torch.device,
     dtype: torch.dtype, convention: Convention, ignore_signals: tuple[int, ...] = (),
 ) -> Any:
-    """``make_loader`` for the train split or validation, cutting clips as ``task`` does
-    (:meth:`Task.policy`); ``data.loader`` entries override :class:`LoaderConfig` fields and the task's clip
-    options. The train loader keeps batches whose videos all failed, as empty batches: under DDP every rank
-    must take every step, and the batch count a mid-epoch checkpoint records must count them to resume at the
-    right sample. Clips are normalised with ``convention`` (set with ``data.convention``/``mean``/``std``/
-    ``value_scale``, not ``data.loader``, so that the checkpoint records it). The workers ignore
-    ``ignore_signals`` (the run's stop signals)."""
+    """``make_loader`` for the train split or validation, cutting clips with ``task``'s policy
+    (:meth:`Task.policy`); ``data.loader`` entries override :class:`LoaderConfig` fields (the others are the
+    task's clip options). The train loader keeps batches whose videos all failed, as empty batches: under DDP
+    every rank must take every step, and the batch count a mid-epoch checkpoint records must count them to
+    resume at the right sample. Clips are normalised with ``convention`` (set with ``data.convention``/
+    ``mean``/``std``/``value_scale``, not ``data.loader``, so that the checkpoint records it). The workers
+    ignore ``ignore_signals`` (the run's stop signals)."""
     data = cfg.data
     options = dict(data.loader)
     if {"mean", "std"} & set(options):
@@ -42,6 +42,6 @@ def run_loader(
             "ignore_signals": ignore_signals,
             **loader_options,
         })
-        return make_loader(manifest, task.policy(cfg, output, training, options), config, split=split)
+        return make_loader(manifest, task.policy(training, output), config, split=split)
     except (TypeError, ValueError) as exc:
         raise VidfastError(f"data.loader: {exc}") from None

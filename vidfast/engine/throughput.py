@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 
+from vidfast.data.batch import Batch
 from vidfast.engine.config import TrainConfig
 from vidfast.engine.trainer import Trainer
 
@@ -24,7 +24,7 @@ def measure_training_throughput(
     batches = trainer.batches(0)
     first = next(batches)
 
-    def next_batch() -> dict[str, Any]:
+    def next_batch() -> Batch:
         if in_memory:
             return first
         try:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vidfast.data.batch import Batch
 from vidfast.data.manifest import read_manifest
 from vidfast.devices import resolve_device
 from vidfast.engine.build import apply_runtime_flags
@@ -141,7 +142,7 @@ class Trainer:
         self.model = self.setup.model.to(self.device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.clip_shape = self.task.clip_shape(cfg)
+        self.clip_shape = self.task.sample_shape
         recorded = rt.precision
         if recorded is None and resume_ckpt is not None:
             recorded = (resume_ckpt.get("config") or {}).get("runtime", {}).get("precision")
@@ -237,7 +238,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+    def batches(self, epoch: int) -> Iterator[Batch]:
         """The epoch's batches from the first one a mid-epoch checkpoint has not trained on (the sampler skips
         the others: they are not decoded again)."""
         seed_everything(_epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
@@ -248,16 +249,16 @@ class Trainer:
             self.resume_rng = None
         return batches
 
-    def train_step(self, batch: dict[str, Any]) -> StepOutput:
+    def train_step(self, batch: Batch) -> StepOutput:
         """Forward, backward and update of one batch (a NaN loss is caught by the caller before any save).
 
-        A batch without ``video`` (under DDP: every video of this rank's batch failed to decode) makes an
+        A batch without videos (under DDP: every video of this rank's batch failed to decode) makes an
         idle step: a blank clip in eval mode (batch-norm statistics untouched), its loss times zero. The rank
         still joins the gradient all-reduce and the update, so the ranks stay in step and identical; the
         update is the other ranks' gradients averaged over all ranks."""
-        idle = "video" not in batch
+        idle = batch.video is None
         if idle:
-            batch = self.task.blank_batch(self.clip_shape)
+            batch = self.task.blank_batch()
             self.net.eval()
         try:
             with self._autocast():
@@ -365,7 +366,7 @@ class Trainer:
             return None
         return self._end_epoch(sums, time.perf_counter() - started)
 
-    def _train_epoch(self, batches: Iterator[dict[str, Any]], stop: StopRequest,
+    def _train_epoch(self, batches: Iterator[Batch], stop: StopRequest,
                      progress: EpochProgress) -> list[float] | None:
         """The training steps of the epoch: summed ``_counts`` of its batches, or None when a stop request
         (on any rank) ends it early."""
@@ -380,7 +381,7 @@ class Trainer:
                 if stop.requested is None:  # a loader worker killed by the same Ctrl-C is no bug
                     raise
                 return None
-            if "video" not in batch and not self.info.enabled:
+            if batch.video is None and not self.info.enabled:
                 state.batch_in_epoch += 1  # no video of the batch decoded: nothing to train on
                 continue
             out = self.train_step(batch)
