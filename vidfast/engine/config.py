@@ -1,9 +1,11 @@
 """Typed run configuration: defaults <- YAML/TOML file <- command-line overrides; saved as
 ``RUN/config.yaml``.
 
-The config is a tree of dataclasses (``TrainConfig`` with sections ``model``, ``data``, ``optim``, ``puzzle``,
-``runtime``, ``finetune``). Files and overrides are nested dicts of the same shape; values are checked and
-coerced against the field types, and an unknown key is an error naming it.
+The config is a tree of frozen dataclasses (``TrainConfig`` with sections ``model``, ``data``, ``optim``,
+``puzzle``, ``runtime``, ``finetune``): what the user asked for, read and never written back. What a run
+decides from it (the model a fine-tuning source holds, the measured precision, ...) is its
+:class:`~vidfast.engine.plan.RunPlan`. Files and overrides are nested dicts of the same shape; values are
+checked and coerced against the field types, and an unknown key is an error naming it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class ConfigError(VidfastError):
     """A config file or value that cannot be used."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Which network to build. ``kwargs`` go to ``create_model`` as they are (e.g. ``{"dropout": 0.5}``)."""
 
@@ -44,7 +46,7 @@ class ModelConfig:
         return extra
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Clip geometry and loading. ``loader`` holds :class:`vidfast.data.LoaderConfig` fields and clip options
     (:func:`vidfast.data.clip_policy`: sampling, clips, stride, spatial, scales, hflip, ...). ``convention``
@@ -70,7 +72,8 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     """Optimizer and schedule. Defaults are the CVPR 2018 setup (SGD, lr 0.1, momentum 0.9, weight decay 1e-3,
-    rate divided by 10 when the validation loss plateaus)."""
+    rate divided by 10 when the validation loss plateaus). Not frozen (the engine never writes it either):
+    ``vidfast.study`` sets ``warmup_epochs`` on a config it made."""
 
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -91,7 +94,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class PuzzleTaskConfig:
     """Cubic-puzzle pretext task: loss = ``permutation_weight`` * perm CE + ``rotation_weight`` * rotation CE
     (``permutation_weight`` 0: rotation prediction alone, 3DRotNet-style, on the same cubes). ``sampler``
@@ -104,7 +107,7 @@ class PuzzleTaskConfig:
     sampler: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Device, speed switches, reproducibility, and where the run writes."""
 
@@ -114,7 +117,8 @@ class RuntimeConfig:
     amp: bool | None = None
     #: the low precision autocast may use: auto (bf16 on CPU, bf16 or fp16 on CUDA), bf16 or fp16
     amp_dtype: str = "auto"
-    #: what the run trained in (fp32, bf16, fp16): written by the trainer, reused (not measured) when given
+    #: the precision to reuse (fp32, bf16, fp16) instead of measuring one (``RUN/plan.yaml`` records what a
+    #: run used)
     precision: str | None = None
     channels_last: bool = True
     compile: bool = False
@@ -123,6 +127,9 @@ class RuntimeConfig:
     seed: int = 0
     run_dir: str = "runs/run"
     resume: bool = False
+    #: a plan recorded by an earlier run (``RUN/plan.yaml`` or a checkpoint): this run reuses its decisions
+    #: (precision) and stops when its config would plan anything else (same model, clips, batch)
+    plan: str | None = None
     #: resume from the newest valid checkpoint of ``run_dir`` when it has one, else start fresh (one command
     #: line for the first start and every restart: torchrun --max-restarts, SLURM --requeue)
     auto_resume: bool = False
@@ -142,7 +149,7 @@ class RuntimeConfig:
     plots: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Start from ``checkpoint`` (a vidfast classifier/puzzle checkpoint, a 3D-ResNets-PyTorch 2018/2020 file
     or torchvision video weights) or from ``inflate_from`` (a torchvision-format 2D ResNet state dict,
@@ -155,7 +162,7 @@ class FinetuneConfig:
     force: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run."""
 
@@ -256,21 +263,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config field type {tp!r} for {key}")
 
 
-def _merge(target: Any, updates: dict[str, Any], prefix: str) -> None:
-    """Apply a nested dict of updates to a dataclass instance in place."""
-    hints = typing.get_type_hints(type(target))
-    names = {f.name for f in dataclasses.fields(target)}
+def _merged(current: Any, updates: dict[str, Any], prefix: str) -> Any:
+    """A copy of the dataclass instance ``current`` with a nested dict of ``updates`` applied."""
+    hints = typing.get_type_hints(type(current))
+    names = {f.name for f in dataclasses.fields(current)}
+    changes: dict[str, Any] = {}
     for name, value in updates.items():
         key = f"{prefix}{name}"
         if name not in names:
             raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(names))})")
-        current = getattr(target, name)
-        if dataclasses.is_dataclass(current):
+        section = getattr(current, name)
+        if dataclasses.is_dataclass(section):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {key}: expected a section (mapping), got {value!r}")
-            _merge(current, value, f"{key}.")
+            changes[name] = _merged(section, value, f"{key}.")
         else:
-            setattr(target, name, _coerce(value, hints[name], key))
+            changes[name] = _coerce(value, hints[name], key)
+    return dataclasses.replace(current, **changes)
 
 
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
@@ -358,23 +367,20 @@ def resolve_config(
 ) -> TrainConfig:
     """Defaults for ``task`` <- ``config_file`` <- ``overrides`` (nested dicts), checked; returns the
     config."""
-    cfg = TrainConfig(task=task)
-    if task == "puzzle":
-        cfg.data.size = PUZZLE_CUBE_SIZE
+    cfg = TrainConfig(task=task, data=DataConfig(size=PUZZLE_CUBE_SIZE) if task == "puzzle" else DataConfig())
     if config_file is not None:
         file_values = load_config_file(config_file)
         file_values.pop("task", None)  # the command decides the task
-        _merge(cfg, file_values, "")
+        cfg = _merged(cfg, file_values, "")
     if overrides:
-        _merge(cfg, overrides, "")
+        cfg = _merged(cfg, overrides, "")
     _validate(cfg)
     return cfg
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild a config saved with ``TrainConfig.to_dict`` (e.g. from a checkpoint)."""
-    cfg = TrainConfig()
-    _merge(cfg, values, "")
+    cfg = _merged(TrainConfig(), values, "")
     _validate(cfg)
     return cfg
 

@@ -120,14 +120,17 @@ class ClassifyTask:
             raise DataError(
                 f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
             )
+        arch, model_kwargs = cfg.model.arch, cfg.model.model_kwargs()
         if cfg.finetune.checkpoint is not None:
-            model, convention = finetune_source(cfg, num_classes)
+            source = finetune_source(cfg, num_classes)
+            model, convention = source.model, source.convention
+            arch, model_kwargs = source.arch, source.model_kwargs
         elif cfg.finetune.inflate_from is not None:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             inflate_from_2d(model, read_checkpoint(cfg.finetune.inflate_from))
             convention = run_convention(cfg, conventions.PRESETS["imagenet"])
         else:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             convention = run_convention(cfg)
         opt, begin = cfg.optim, cfg.finetune.begin_module
         groups = (
@@ -135,7 +138,8 @@ class ClassifyTask:
             if begin
             else [{"params": list(model.parameters())}]
         )
-        return Setup(model, class_names, num_classes, groups, convention)
+        return Setup(model, class_names, num_classes, groups, convention, arch=arch,
+                     model_kwargs=model_kwargs)
 
     def step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
@@ -170,8 +174,9 @@ class PuzzleTask:
         return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight)
 
     def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
-        """``(P, 3, t, s, s)``: ``P`` cubes of ``data.clip_len`` frames, ``data.size`` square."""
-        return (self.pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+        """``(P, 3, t, s, s)``: ``P`` cubes of the sampler's ``cube_len`` frames, ``out_size`` square."""
+        sampler = puzzle_config(cfg)
+        return (self.pieces, 3, sampler.cube_len, sampler.out_size, sampler.out_size)
 
     def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
                options: dict[str, Any]) -> ClipPolicy:
@@ -195,7 +200,8 @@ class PuzzleTask:
         model = PuzzleNet(backbone, **puzzle_kwargs)
         groups = [{"params": list(model.parameters())}]
         return Setup(model, [], backbone.num_classes, groups, run_convention(cfg),
-                     checkpoint_extra={"puzzle": puzzle_kwargs})
+                     checkpoint_extra={"puzzle": puzzle_kwargs}, arch=cfg.model.arch,
+                     model_kwargs=cfg.model.model_kwargs())
 
     def step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
