@@ -64,7 +64,7 @@ def tiny_config(manifest: Path, run_dir: Path, epochs: int = 2, **sections) -> T
             "size": 32,
             "batch_size": 8,
             "workers": 0,
-            "loader": {"hflip": False},
+            "clips": {"hflip": False},
         },
         "model": {"widen_factor": 0.25},
         "optim": {"optimizer": "adamw", "lr": 2e-3, "schedule": "cosine"},

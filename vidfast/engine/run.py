@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vidfast.data.loader import LoaderConfig
 from vidfast.data.manifest import read_manifest
 from vidfast.devices import resolve_device
 from vidfast.engine.build import Setup, apply_runtime_flags, puzzle_config
@@ -91,20 +90,18 @@ class RunParts:
 
 def sample_geometry(cfg: TrainConfig) -> tuple[int, int, int, dict[str, Any]]:
     """``(clip_len, size, frame_step, options)`` of the samples the task cuts: a classifier's clips from the
-    data section and ``data.loader``'s clip options; the puzzle's cubes from its sampler config
+    data section and ``data.clips``; the puzzle's cubes from its sampler config
     (:func:`~vidfast.engine.build.puzzle_config`, the one place that derives them)."""
     if cfg.task == "puzzle":
         sampler = puzzle_config(cfg)
         return sampler.cube_len, sampler.out_size, sampler.frame_step, dataclasses.asdict(sampler)
-    options = dict(cfg.data.loader)
-    LoaderConfig.take(options)
-    return cfg.data.clip_len, cfg.data.size, cfg.data.frame_step, options
+    return cfg.data.clip_len, cfg.data.size, cfg.data.frame_step, cfg.data.clips.policy_options()
 
 
 def _loader_plan(cfg: TrainConfig) -> dict[str, Any]:
-    """The loader settings that change the batches: batch size, backend, ``data.loader``'s loader fields."""
+    """The loader settings that change the batches: batch size, backend, ``data.loader``."""
     return {"batch_size": cfg.data.batch_size, "backend": cfg.data.backend,
-            **LoaderConfig.take(dict(cfg.data.loader))}
+            **dataclasses.asdict(cfg.data.loader)}
 
 
 def _checked(plan: RunPlan, recorded: RunPlan, source: str) -> None:
