@@ -75,7 +75,7 @@ def test_a_registered_policy_is_taken_by_train_eval_and_predict(tmp_path) -> Non
     overrides = {
         "epochs": 1,
         "data": {"manifest": str(manifest), "clip_len": 8, "size": 32, "batch_size": 4, "workers": 0,
-                 "loader": {"policy": "ends"}},
+                 "clips": {"policy": "ends"}},
         "model": {"arch": "resnet10", "widen_factor": 0.25},
         "runtime": {"run_dir": str(tmp_path / "run"), "tensorboard": False, "progress": "none",
                     "plots": False, "amp": False},
@@ -100,6 +100,6 @@ def test_a_registered_policy_is_taken_by_train_eval_and_predict(tmp_path) -> Non
         expected = loaded.model(clips).softmax(1).mean(0)
     assert [name for name, _ in prediction.top] == [names[i] for i in expected.argsort(descending=True)]
     assert prediction.top[0][1] == pytest.approx(float(expected.max()), abs=1e-5)
-    with pytest.raises(VidfastError, match="data.loader: unknown clip policy 'nope'"):
+    with pytest.raises(VidfastError, match="data.clips: unknown clip policy 'nope'"):
         fit(resolve_config("classify", None, {**overrides, "data": {**overrides["data"],
-                                                                      "loader": {"policy": "nope"}}}))
+                                                                      "clips": {"policy": "nope"}}}))

@@ -4,8 +4,8 @@ the clip policies its loaders cut samples with (the task owns them: its sample s
 maps ``TrainConfig.task`` to its class; a new task is one class here and one entry there.
 
 - ``ClassifyTask``: batch ``video`` ``Tensor[B, 3, T, H, W]``, ``label`` ``Tensor[B]``; loss =
-  (label-smoothed) CE. Training clips by the policy ``data.loader.policy`` names (default ``random``, with
-  the other clip options of ``data.loader``), validation by ``data.loader.val_policy`` (default ``center``).
+  (label-smoothed) CE. Training clips by the policy ``data.clips.policy`` names (default ``random``, with
+  the other clip options of ``data.clips``), validation by ``data.clips.val_policy`` (default ``center``).
 - ``PuzzleTask``: batch ``video`` ``Tensor[B, P, 3, t, h, w]``, targets ``perm_label`` ``Tensor[B]``,
   ``rot_label`` ``Tensor[B, P]``; loss = ``permutation_weight`` * permutation CE + ``rotation_weight`` *
   rotation CE (over all pieces). Cubic puzzles on both splits.
@@ -14,7 +14,7 @@ maps ``TrainConfig.task`` to its class; a new task is one class here and one ent
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from vidfast import conventions
 from vidfast.data.batch import Batch
-from vidfast.data.loader import LoaderConfig
 from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, create_policy
 from vidfast.engine.build import Setup, finetune_source, puzzle_config, run_convention
 from vidfast.engine.config import TrainConfig
@@ -67,10 +66,9 @@ def _scored(logits: Tensor, label: Tensor, label_smoothing: float) -> StepOutput
 
 
 def clip_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The entries of ``data.loader`` that are not :class:`~vidfast.data.LoaderConfig` fields: the clip
-    policies' (``policy``, ``val_policy`` and the training policy's options)."""
-    loader_fields = {f.name for f in fields(LoaderConfig)}
-    return {k: v for k, v in cfg.data.loader.items() if k not in loader_fields}
+    """The clip options of ``data.clips`` that are given: ``policy``, ``val_policy`` and the training
+    policy's options."""
+    return cfg.data.clips.policy_options()
 
 
 class Task(Protocol):
@@ -120,7 +118,7 @@ class ClassifyTask:
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> ClassifyTask:
-        """The task of ``cfg``; VidfastError naming ``data.loader`` for an unknown policy or option."""
+        """The task of ``cfg``; VidfastError naming ``data.clips`` for an unknown policy or option."""
         options = clip_options(cfg)
         data = cfg.data
         task = cls(cfg.optim.label_smoothing, data.clip_len, data.frame_step, data.size,
@@ -129,7 +127,7 @@ class ClassifyTask:
             for training in (True, False):
                 task.policy(training, ClipOutput())
         except (TypeError, ValueError) as exc:
-            raise VidfastError(f"data.loader: {exc}") from None
+            raise VidfastError(f"data.clips: {exc}") from None
         return task
 
     def policy(self, training: bool, output: ClipOutput) -> ClipPolicy:
@@ -149,14 +147,17 @@ class ClassifyTask:
             raise DataError(
                 f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
             )
+        arch, model_kwargs = cfg.model.arch, cfg.model.model_kwargs()
         if cfg.finetune.checkpoint is not None:
-            model, convention = finetune_source(cfg, num_classes)
+            source = finetune_source(cfg, num_classes)
+            model, convention = source.model, source.convention
+            arch, model_kwargs = source.arch, source.model_kwargs
         elif cfg.finetune.inflate_from is not None:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             inflate_from_2d(model, read_checkpoint(cfg.finetune.inflate_from))
             convention = run_convention(cfg, conventions.PRESETS["imagenet"])
         else:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             convention = run_convention(cfg)
         opt, begin = cfg.optim, cfg.finetune.begin_module
         groups = (
@@ -164,7 +165,8 @@ class ClassifyTask:
             if begin
             else [{"params": list(model.parameters())}]
         )
-        return Setup(model, class_names, num_classes, groups, convention)
+        return Setup(model, class_names, num_classes, groups, convention, arch=arch,
+                     model_kwargs=model_kwargs)
 
     def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
              channels_last: bool) -> StepOutput:
@@ -194,11 +196,11 @@ class PuzzleTask:
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> PuzzleTask:
-        """The task of ``cfg``: the puzzle geometry of ``puzzle.sampler`` (clip options in ``data.loader``
+        """The task of ``cfg``: the puzzle geometry of ``puzzle.sampler`` (clip options in ``data.clips``
         are a VidfastError: the puzzle takes none)."""
         options = clip_options(cfg)
         if options:
-            raise VidfastError(f"data.loader: unexpected options for the puzzle task: {', '.join(options)}")
+            raise VidfastError(f"data.clips: unexpected options for the puzzle task: {', '.join(options)}")
         return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight,
                    puzzle_config(cfg))
 
@@ -226,7 +228,8 @@ class PuzzleTask:
         model = PuzzleNet(backbone, **puzzle_kwargs)
         groups = [{"params": list(model.parameters())}]
         return Setup(model, [], backbone.num_classes, groups, run_convention(cfg),
-                     checkpoint_extra={"puzzle": puzzle_kwargs})
+                     checkpoint_extra={"puzzle": puzzle_kwargs}, arch=cfg.model.arch,
+                     model_kwargs=cfg.model.model_kwargs())
 
     def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
              channels_last: bool) -> StepOutput:

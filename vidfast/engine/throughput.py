@@ -8,6 +8,7 @@ import torch
 
 from vidfast.data.batch import Batch
 from vidfast.engine.config import TrainConfig
+from vidfast.engine.run import build_run
 from vidfast.engine.trainer import Trainer
 
 
@@ -19,7 +20,7 @@ def measure_training_throughput(
     ``in_memory=False``: the whole pipeline (loader + step, batches as they come); ``True``: the step alone,
     repeating the loader's first batch held in memory. ``warmup`` steps are not timed.
     """
-    trainer = Trainer(config)
+    trainer = Trainer(build_run(config))
     trainer.close()
     batches = trainer.batches(0)
     first = next(batches)

@@ -12,9 +12,9 @@ epoch; a checkpoint written mid-epoch (``checkpoint_every``, Ctrl-C, SIGTERM, th
 how many batches of the epoch were done and every rank's generator states, so ``--resume``/``--auto-resume``
 start the epoch's loader there and continue bit-for-bit (deterministic mode).
 
-The parts live next door: building (:mod:`~vidfast.engine.build`, :mod:`~vidfast.engine.tasks`), loaders
-(:mod:`~vidfast.engine.loaders`), precision (:mod:`~vidfast.engine.precision`), checkpoints
-(:mod:`~vidfast.engine.checkpoint`) and stop signals (:mod:`~vidfast.engine.signals`).
+The parts are built next door, once, by :func:`vidfast.engine.run.build_run` (task, model, the run's
+:class:`~vidfast.engine.plan.RunPlan`, loaders, optimizer, the state a checkpoint restores); checkpoints
+(:mod:`~vidfast.engine.checkpoint`) and stop signals (:mod:`~vidfast.engine.signals`) too.
 """
 
 from __future__ import annotations
@@ -29,25 +29,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from vidfast.data.batch import Batch
-from vidfast.data.manifest import read_manifest
 from vidfast.devices import resolve_device
-from vidfast.engine.build import apply_runtime_flags
 from vidfast.engine.checkpoint import (
     CheckpointWriteError,
-    LoopState,
-    RunCheckpoints,
     capture_rng_state,
     restore_rng_state,
-    restore_training,
     seed_everything,
     training_checkpoint,
 )
 from vidfast.engine.config import TrainConfig, checkpoint_interval, save_config
 from vidfast.engine.distributed import (
-    DistInfo,
     all_gather_object,
     all_reduce_sum,
     any_rank,
@@ -56,13 +49,11 @@ from vidfast.engine.distributed import (
     cleanup,
     init_distributed,
 )
-from vidfast.engine.loaders import run_loader
-from vidfast.engine.optim import Schedule, build_optimizer
-from vidfast.engine.precision import plan_run_precision
+from vidfast.engine.run import RunParts, build_run, epoch_seed
 from vidfast.engine.runlog import EpochProgress, RunLogger
 from vidfast.engine.signals import StopRequest
-from vidfast.engine.tasks import StepOutput, make_task
-from vidfast.errors import DataError, VidfastError
+from vidfast.engine.tasks import StepOutput
+from vidfast.errors import VidfastError
 
 
 class TrainingDiverged(VidfastError):
@@ -97,105 +88,41 @@ class RunResult:
     stopped_by: str | None = None
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + rank) % 2**63
-
-
 class Trainer:
-    """State of one training run (kept in one object so that checkpointing sees all of it).
+    """The loop of one training run over its built parts (:func:`vidfast.engine.run.build_run`):
+    ``Trainer(build_run(cfg)).run()``.
 
     ``run()`` trains to the end; ``batches(epoch)`` and ``train_step(batch)`` are the loop's two halves (used
     by :func:`vidfast.engine.throughput.measure_training_throughput`); ``close()`` ends the logging of a
     trainer that is not ``run()``.
     """
 
-    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = (),
-                 device: torch.device | None = None, info: DistInfo | None = None):
-        self.cfg = cfg
+    def __init__(self, parts: RunParts, callbacks: Sequence[Callable[[StepEvent], None]] = ()):
+        self.parts = parts
+        self.cfg, self.plan, self.precision = parts.cfg, parts.plan, parts.precision
         self.callbacks = list(callbacks)
-        rt = cfg.runtime
-        self.info = info = info or DistInfo()
-        device = device or resolve_device(rt.device)
-        if info.enabled and device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
-        self.device = device
+        self.info, self.device = parts.info, parts.device
+        self.task, self.setup, self.model, self.net = parts.task, parts.setup, parts.model, parts.net
+        self.clip_shape = tuple(parts.plan.sample_shape)
+        self.amp_dtype = parts.precision.dtype
+        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.has_val = parts.val_loader is not None
+        self.steps_per_epoch = len(parts.train_loader)
+        self.optimizer, self.schedule, self.scaler = parts.optimizer, parts.schedule, parts.scaler
+        self.checkpoints, self.stop, self.state = parts.checkpoints, parts.stop, parts.state
+        self.resumed_from, self.resume_notes = parts.resumed.path, parts.resumed.notes
+        self.resume_rng = parts.resumed.rng
+        rt = self.cfg.runtime
         self.run_dir = Path(rt.run_dir)
-        self.checkpoints = RunCheckpoints(self.run_dir, info, rt.keep_checkpoints)
-        self.stop = StopRequest(rt.preempt_signal)
         self.every_steps, self.every_seconds = checkpoint_interval(rt.checkpoint_every)
         self.write_failures = 0
-        apply_runtime_flags(cfg)
-        resume_ckpt, self.resumed_from, self.resume_notes = None, None, []
-        if rt.resume:
-            resume_ckpt, self.resumed_from = self.checkpoints.read_last(), self.checkpoints.last
-        elif rt.auto_resume:
-            resume_ckpt, self.resumed_from, self.resume_notes = self.checkpoints.find_newest()
-        self.checkpoints.remove_stale_temporaries()
-        seed_everything(_epoch_seed(rt.seed, -1, info.rank))
-
-        manifest = read_manifest(cfg.data.manifest)
-        if not manifest.select(split=cfg.data.train_split):
-            raise DataError(f"manifest {cfg.data.manifest} has no ok row in split {cfg.data.train_split!r}")
-        self.has_val = bool(manifest.select(split=cfg.data.val_split))
-        self.task = make_task(cfg)
-        self.setup = self.task.build(cfg, list(manifest.class_names))
-        self.model = self.setup.model.to(self.device)
-        if rt.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.clip_shape = self.task.sample_shape
-        recorded = rt.precision
-        if recorded is None and resume_ckpt is not None:
-            recorded = (resume_ckpt.get("config") or {}).get("runtime", {}).get("precision")
-        self.plan = plan_run_precision(cfg, self.model, self.task, self.clip_shape, device, info, recorded)
-        self.amp_dtype = self.plan.dtype
-        rt.precision = self.plan.name  # recorded in config.yaml and the checkpoints
-        self._make_loaders(manifest)
-        self.optimizer = build_optimizer(self.setup.param_groups, cfg.optim)
-        self.schedule = Schedule(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.state = LoopState()
-        self.resume_rng: dict[str, Any] | None = None
-        if resume_ckpt is not None:
-            self.resume_rng = restore_training(resume_ckpt, self.resumed_from, cfg, self.setup,
-                                               self._stateful(), self.state, info)
-        if rt.compile:
-            self.model.compile()
-        self.net: nn.Module = (
-            DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-            if info.enabled
-            else self.model
-        )
-        self.logger = RunLogger(self.run_dir, active=info.is_main, progress=rt.progress,
-                                tensorboard=rt.tensorboard, append=resume_ckpt is not None,
+        self.logger = RunLogger(self.run_dir, active=self.info.is_main, progress=rt.progress,
+                                tensorboard=rt.tensorboard, append=self.resumed_from is not None,
                                 log_every=rt.log_every)
         self.last_save_time = time.monotonic()
-        if info.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
-
-    def _make_loaders(self, manifest: Any) -> None:
-        """Train and (when the split has rows) validation loaders; clips leave the workers in the autocast
-        dtype: half the bytes to move, same values the model sees."""
-        cfg, conv = self.cfg, self.setup.convention
-        dtype = self.amp_dtype or torch.float32
-        task, device = self.task, self.device
-        quiet = self.stop.signals  # the workers leave stop signals to this process
-        self.train_loader = run_loader(manifest, cfg, task, cfg.data.train_split, True, device, dtype, conv,
-                                       quiet)
-        self.val_loader = (
-            run_loader(manifest, cfg, task, cfg.data.val_split, False, device, dtype, conv, quiet)
-            if self.has_val
-            else None
-        )
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise DataError(
-                f"split {cfg.data.train_split!r} has fewer clips than one batch ({cfg.data.batch_size})"
-            )
-
-    def _stateful(self) -> dict[str, Any]:
-        """What a checkpoint saves with ``state_dict()``, by checkpoint key."""
-        return {"state_dict": self.model, "optimizer": self.optimizer, "scheduler": self.schedule,
-                "scaler": self.scaler}
+        if self.info.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.plan.save(self.run_dir / "plan.yaml")
 
     def save_checkpoint(self, best: bool = False) -> None:
         """A checkpoint of the run as it stands (published as ``last.pt``, and ``best.pt`` when ``best``),
@@ -206,7 +133,8 @@ class Trainer:
         CheckpointWriteError stops the run on every rank (going on could lose unbounded work)."""
         rng = all_gather_object(capture_rng_state(), self.info) if self.info.enabled else None
         error = self.checkpoints.save(
-            lambda: training_checkpoint(self.cfg, self.setup, self._stateful(), self.state, rng),
+            lambda: training_checkpoint(self.cfg, self.plan, self.setup, self.parts.stateful(), self.state,
+                                        rng),
             self.state.step, best=best,
         )
         self.last_save_time = time.monotonic()
@@ -241,7 +169,7 @@ class Trainer:
     def batches(self, epoch: int) -> Iterator[Batch]:
         """The epoch's batches from the first one a mid-epoch checkpoint has not trained on (the sampler skips
         the others: they are not decoded again)."""
-        seed_everything(_epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
+        seed_everything(epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
         self.train_loader.set_epoch(epoch, start_batch=self.state.batch_in_epoch)
         batches = iter(self.train_loader)
         if self.resume_rng is not None:
@@ -303,14 +231,14 @@ class Trainer:
         history: list[dict[str, Any]] = []
         status = "completed"
         log.info(
-            f"{cfg.task} {cfg.model.arch} on {self.device} x{self.info.world_size}: "
-            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, precision {self.plan.name}, "
+            f"{cfg.task} {self.plan.arch} on {self.device} x{self.info.world_size}: "
+            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, precision {self.precision.name}, "
             f"channels_last={cfg.runtime.channels_last}, compile={cfg.runtime.compile}; "
             f"best.pt by {'val' if self.has_val else 'train'} {self.task.monitored}"
         )
-        log.info(self.plan.describe())
-        if self.plan.fp32_layers:
-            log.info(f"under {self.plan.name} autocast: {self.plan.describe_fp32_layers()}")
+        log.info(self.precision.describe())
+        if self.precision.fp32_layers:
+            log.info(f"under {self.precision.name} autocast: {self.precision.describe_fp32_layers()}")
         for note in self.resume_notes:
             log.info(note)
         if self.resumed_from is not None:
@@ -476,7 +404,7 @@ def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = 
     info = init_distributed(device.type)
     global_flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
-        return Trainer(config, callbacks, device, info).run()
+        return Trainer(build_run(config, device, info), callbacks).run()
     finally:
         torch.use_deterministic_algorithms(global_flags[0])
         torch.backends.cudnn.benchmark = global_flags[1]
