@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from vidfast.engine.checkpoint import (
 )
 from vidfast.engine.config import TrainConfig, checkpoint_interval, save_config
 from vidfast.engine.distributed import (
+    DistInfo,
     all_gather_object,
     all_reduce_sum,
     any_rank,
@@ -210,20 +211,20 @@ class Trainer:
         clip counts once) with the unwrapped model, which needs no collective call per batch."""
         assert self.val_loader is not None
         self.model.eval()
-        sums = [0.0] * 5  # loss*n, correct, n, rot_correct, rot_n
+        sums = EpochSums()
         try:
             with torch.no_grad(), self._autocast():
                 for batch in self.val_loader:
                     out = self.task.step(self.model, batch, self.device, self.cfg.runtime.channels_last)
-                    sums = [a + b for a, b in zip(sums, _counts(out), strict=True)]
+                    sums.add(EpochSums.of(out))
         finally:
             self.model.train()
-        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        total = sums.over_ranks(self.device, self.info)
         return {
-            "val_loss": loss_n / max(n, 1),
-            "val_acc": correct / max(n, 1),
-            "val_clips": int(n),
-            **({"val_rot_acc": rot_correct / rot_n} if rot_n else {}),
+            "val_loss": total.mean_loss,
+            "val_acc": total.accuracy,
+            "val_clips": int(total.count),
+            **({"val_rot_acc": total.rot_accuracy} if total.rot_count else {}),
         }
 
     def run(self) -> RunResult:
@@ -295,11 +296,11 @@ class Trainer:
         return self._end_epoch(sums, time.perf_counter() - started)
 
     def _train_epoch(self, batches: Iterator[Batch], stop: StopRequest,
-                     progress: EpochProgress) -> list[float] | None:
-        """The training steps of the epoch: summed ``_counts`` of its batches, or None when a stop request
-        (on any rank) ends it early."""
+                     progress: EpochProgress) -> EpochSums | None:
+        """The training steps of the epoch: the sums of its batches, or None when a stop request (on any
+        rank) ends it early."""
         state = self.state
-        sums = [0.0] * 5
+        sums = EpochSums()
         while True:
             try:
                 batch = next(batches)
@@ -315,10 +316,10 @@ class Trainer:
             out = self.train_step(batch)
             state.step += 1
             state.batch_in_epoch += 1
-            counts = _counts(out)
-            loss = counts[0] / max(out.count, 1)
-            sums = [a + b for a, b in zip(sums, counts, strict=True)]
-            progress.update(out.count, loss, counts[1] / max(out.count, 1))
+            counts = EpochSums.of(out)
+            loss = counts.mean_loss
+            sums.add(counts)
+            progress.update(out.count, loss, counts.accuracy)
             event = StepEvent(state.epoch, state.step, state.batch_in_epoch, loss, self.schedule.lr)
             for callback in self.callbacks:
                 callback(event)
@@ -347,19 +348,19 @@ class Trainer:
             )
         return stopping, due
 
-    def _end_epoch(self, sums: list[float], seconds: float) -> dict[str, Any]:
+    def _end_epoch(self, sums: EpochSums, seconds: float) -> dict[str, Any]:
         """Validation, schedule, checkpoints and the metrics row of a completed epoch."""
         state = self.state
         broadcast_buffers(self.model, self.info)  # same batch-norm statistics on every rank for eval, saving
-        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        total = sums.over_ranks(self.device, self.info)
         row: dict[str, Any] = {
             "epoch": state.epoch + 1,
             "step": state.step,
             "lr": self.schedule.lr,
-            "train_loss": loss_n / max(n, 1),
-            "train_acc": correct / max(n, 1),
-            "train_rot_acc": rot_correct / rot_n if rot_n else None,
-            "clips_per_s": n / seconds if seconds > 0 else None,
+            "train_loss": total.mean_loss,
+            "train_acc": total.accuracy,
+            "train_rot_acc": total.rot_accuracy if total.rot_count else None,
+            "clips_per_s": total.count / seconds if seconds > 0 else None,
             "seconds": seconds,
         }
         if self.val_loader is not None:
@@ -383,13 +384,47 @@ class Trainer:
         return row
 
 
-def _counts(out: StepOutput) -> list[float]:
-    """[loss * n, correct, n, rot_correct, rot_n] of one batch as Python numbers (one device sync)."""
-    rot_correct = out.rot_correct if out.rot_correct is not None else torch.zeros((), device=out.loss.device)
-    loss, correct, rot = torch.stack(
-        [out.loss.detach().float(), out.correct.float(), rot_correct.float()]
-    ).tolist()
-    return [loss * out.count, correct, float(out.count), rot, float(out.rot_count)]
+@dataclass
+class EpochSums:
+    """Sums over batches: ``loss`` (each batch's mean loss times its samples), ``correct`` and ``count``
+    samples, and the puzzle's ``rot_correct`` of ``rot_count`` pieces."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    rot_correct: float = 0.0
+    rot_count: float = 0.0
+
+    @classmethod
+    def of(cls, out: StepOutput) -> EpochSums:
+        """The sums of one batch as Python numbers (one device sync)."""
+        zero = torch.zeros((), device=out.loss.device)
+        rot_correct = out.rot_correct if out.rot_correct is not None else zero
+        loss, correct, rot = torch.stack(
+            [out.loss.detach().float(), out.correct.float(), rot_correct.float()]
+        ).tolist()
+        return cls(loss * out.count, correct, float(out.count), rot, float(out.rot_count))
+
+    def add(self, other: EpochSums) -> None:
+        """Add ``other``'s sums to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def over_ranks(self, device: torch.device, info: DistInfo) -> EpochSums:
+        """These sums added up over the ranks of a torchrun job (themselves in a single process)."""
+        return EpochSums(*all_reduce_sum([getattr(self, f.name) for f in fields(self)], device, info))
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.count, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+    @property
+    def rot_accuracy(self) -> float:
+        return self.rot_correct / max(self.rot_count, 1)
 
 
 def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = ()) -> RunResult:
