@@ -24,6 +24,7 @@ from vidfast.data.manifest import build_manifest
 from vidfast.data.synth import synthesize_dataset
 from vidfast.engine import resolve_config
 from vidfast.engine.config import RuntimeConfig, checkpoint_interval
+from vidfast.engine.run import build_run
 from vidfast.engine.trainer import Trainer
 
 STEPS = int(os.environ.get("VIDFAST_BENCH_STEPS", "20"))
@@ -46,7 +47,7 @@ def test_checkpoint_overhead(benchmark, manifest, tmp_path):
         "runtime": {"run_dir": str(tmp_path / "run"), "progress": "none", "tensorboard": False,
                     "plots": False},
     })
-    trainer = Trainer(cfg)
+    trainer = Trainer(build_run(cfg))
     batch = next(trainer.batches(0))
 
     def steps(n: int) -> None:

@@ -166,7 +166,7 @@ def _baseline_loader(paths: list[str], load) -> torch.utils.data.DataLoader:
 
 
 def _epoch_clips(loader: Iterable) -> int:
-    return sum(int(b["video"].shape[0] if isinstance(b, dict) else b.shape[0]) for b in loader)
+    return sum(len(b) for b in loader)
 
 
 def _interleaved_clips_per_second(loaders: dict[str, Iterable]) -> dict[str, float]:

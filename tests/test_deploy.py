@@ -204,12 +204,12 @@ def test_video_parity_with_the_torch_evaluation_path(model: nn.Module, float_mod
 def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> None:
     """Frame numbering, seeking and the clip plan of ``vidfast.deploy.video`` equal the training side's."""
     from vidfast.data.decoders import open_video
-    from vidfast.data.samplers import TemporalConfig, sample_temporal
+    from vidfast.data.policies import uniform_clips
     from vidfast.deploy.video import VideoFile, uniform_clip_indices
 
     plans = [(40, 3, 8, 2), (5, 4, 8, 1), (100, 10, 16, 1), (17, 1, 16, 3), (1, 2, 4, 1)]
     for n, clips, clip_len, step in plans:
-        want = sample_temporal(n, TemporalConfig("uniform", clip_len, step, clips=clips))
+        want = uniform_clips(clips, clip_len, step).plan(n, 8, 8).frame_idx[:, 0].numpy()
         np.testing.assert_array_equal(uniform_clip_indices(n, clips, clip_len, step), want)
     rng = np.random.default_rng(7)
     frames = rng.integers(0, 256, (60, 32, 48, 3), dtype=np.uint8)

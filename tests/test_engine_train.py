@@ -6,6 +6,7 @@ must use time to tell the classes apart; models are ``resnet18`` at ``widen_fact
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -22,6 +23,7 @@ from helpers import write_bar_videos
 from vidfast.data.manifest import build_manifest
 from vidfast.engine import TrainingDiverged, fit, resolve_config
 from vidfast.engine.config import TrainConfig
+from vidfast.engine.plan import PlanMismatch
 from vidfast.engine.tasks import ClassifyTask
 from vidfast.errors import DataError
 from vidfast.models import read_checkpoint
@@ -62,7 +64,7 @@ def tiny_config(manifest: Path, run_dir: Path, epochs: int = 2, **sections) -> T
             "size": 32,
             "batch_size": 8,
             "workers": 0,
-            "loader": {"hflip": False},
+            "clips": {"hflip": False},
         },
         "model": {"widen_factor": 0.25},
         "optim": {"optimizer": "adamw", "lr": 2e-3, "schedule": "cosine"},
@@ -99,10 +101,21 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["state_dict"]
 
 
-def test_resume_after_sigterm_matches_uninterrupted_run(manifest, tmp_path):
+def test_resume_and_a_fresh_run_from_the_plan_match_the_uninterrupted_run(manifest, tmp_path):
+    """Under --deterministic, a run stopped by SIGTERM and resumed, and a fresh run from the first run's
+    recorded plan (its measured precision reused, not measured again), end with the first run's weights."""
     det = {"deterministic": True}
     full = fit(tiny_config(manifest, tmp_path / "full", runtime=det))
     assert full.status == "completed"
+    recorded = yaml.safe_load((tmp_path / "full" / "plan.yaml").read_text())
+    assert recorded == read_checkpoint(tmp_path / "full" / "last.pt")["plan"]
+    assert (recorded["arch"], recorded["model_kwargs"], recorded["sample_shape"]) == (
+        "resnet18", {"widen_factor": 0.25}, [3, 8, 32, 32])
+    assert recorded["precision"] in ("fp32", "bf16")
+    from_plan = {**det, "plan": str(tmp_path / "full" / "plan.yaml")}
+    again = fit(tiny_config(manifest, tmp_path / "again", runtime=from_plan))
+    assert again.steps == full.steps
+    assert yaml.safe_load((tmp_path / "again" / "plan.yaml").read_text()) == recorded
 
     def stop_at_step_3(event):
         if event.step == 3:
@@ -115,12 +128,36 @@ def test_resume_after_sigterm_matches_uninterrupted_run(manifest, tmp_path):
     assert (saved["epoch"], saved["step"], saved["batch_in_epoch"]) == (0, 3, 3)
     resumed = fit(tiny_config(manifest, tmp_path / "split", runtime={**det, "resume": True}))
     assert resumed.status == "completed" and resumed.steps == full.steps
-    a, b = _state(tmp_path / "full" / "last.pt"), _state(tmp_path / "split" / "last.pt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    a = _state(tmp_path / "full" / "last.pt")
+    for other in ("split", "again"):
+        b = _state(tmp_path / other / "last.pt")
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (other, key)
     # the CSV of the resumed run holds every epoch once
     assert (tmp_path / "split" / "metrics.csv").read_text().count("\n") == 1 + 2
+
+
+def test_the_config_is_unchanged_by_a_run_and_the_plan_records_what_it_used(manifest, tmp_path):
+    """A run and a fine-tuning run leave their config objects as they were (the fine-tuning source's model
+    goes into the plan, not into ``model.*``); a recorded plan that the config would not make is refused,
+    naming what differs."""
+    cfg = tiny_config(manifest, tmp_path / "run", epochs=1)
+    before = copy.deepcopy(cfg)
+    fit(cfg)
+    assert cfg == before
+    tune = tiny_config(manifest, tmp_path / "tune", epochs=1, model={"widen_factor": None},
+                       finetune={"checkpoint": str(tmp_path / "run" / "last.pt")})
+    before = copy.deepcopy(tune)
+    fit(tune)
+    assert tune == before and tune.model.widen_factor is None
+    plan = yaml.safe_load((tmp_path / "tune" / "plan.yaml").read_text())
+    assert (plan["arch"], plan["model_kwargs"]) == ("resnet18", {"widen_factor": 0.25})
+    assert read_checkpoint(tmp_path / "tune" / "last.pt")["model_kwargs"] == {"widen_factor": 0.25}
+    other = tiny_config(manifest, tmp_path / "other", epochs=1, data={"clip_len": 4},
+                        runtime={"plan": str(tmp_path / "run" / "last.pt")})
+    with pytest.raises(PlanMismatch, match="has clip_len 8 but this run has 4"):
+        fit(other)
 
 
 def test_sigint_saves_a_checkpoint_and_resume_checks_the_run(manifest, tmp_path):
@@ -270,7 +307,7 @@ def test_ddp_validation_counts_every_video_exactly_once(manifest, tmp_path):
 def test_deterministic_default_runs_are_identical_and_record_their_precision(manifest, tmp_path):
     """The issue's reproduction (resnet10 x0.125 on 4x16x16 clips: stride-2 convolutions over 1x1 inputs,
     depth-2 inputs under 3-deep kernels), twice with the measured default and twice with bf16 forced: each
-    pair ends bit-identical and finite, and config.yaml records the precision."""
+    pair ends bit-identical and finite, and plan.yaml records the precision."""
     settings = {"model": {"arch": "resnet10", "widen_factor": 0.125},
                 "data": {"clip_len": 4, "size": 16, "batch_size": 2}}
     for amp in (None, True):
@@ -281,7 +318,7 @@ def test_deterministic_default_runs_are_identical_and_record_their_precision(man
                               **settings)
             fit(cfg)
             states.append(_state(run_dir / "last.pt"))
-            recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["runtime"]["precision"]
+            recorded = yaml.safe_load((run_dir / "plan.yaml").read_text())["precision"]
             assert recorded == "bf16" if amp else recorded in ("fp32", "bf16")
         for key, value in states[0].items():
             assert torch.equal(value, states[1][key]), key

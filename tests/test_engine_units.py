@@ -302,11 +302,16 @@ def test_blank_batches_fit_their_task_and_model():
     """The placeholder of a DDP idle step has the shapes and label keys its task's step needs."""
     from vidfast.engine.tasks import ClassifyTask, PuzzleTask
     from vidfast.models import PuzzleNet, create_model
+    from vidfast.puzzle import PuzzleConfig
 
     cpu = torch.device("cpu")
     classifier = create_model("resnet10", num_classes=3, widen_factor=0.25).eval()
-    out = ClassifyTask().step(classifier, ClassifyTask.blank_batch((3, 8, 32, 32)), cpu, True)
+    classify = ClassifyTask(clip_len=8, size=32)
+    assert classify.sample_shape == (3, 8, 32, 32)
+    out = classify.step(classifier, classify.blank_batch(), cpu, True)
     assert out.count == 1 and torch.isfinite(out.loss)
     puzzle = PuzzleNet(create_model("resnet10", widen_factor=0.25), hidden=16).eval()
-    out = PuzzleTask().step(puzzle, PuzzleTask.blank_batch((4, 3, 8, 32, 32)), cpu, True)
-    assert out.count == 1 and out.rot_count == 4 and torch.isfinite(out.loss)
+    task = PuzzleTask(puzzle=PuzzleConfig(cube_len=8, out_size=32))
+    assert task.sample_shape == (4, 3, 8, 32, 32)
+    out = task.step(puzzle, task.blank_batch(2), cpu, True)
+    assert out.count == 2 and out.rot_count == 8 and torch.isfinite(out.loss)

@@ -1,5 +1,6 @@
 """make_loader and load_clips: batches, skipping bad files, determinism, rank sharding, multi-clip samples,
-and the train / evaluation / prediction paths agreeing on the clips they take."""
+the per-video (evaluation) mode, frame-count mismatches, and the train / evaluation / prediction paths
+agreeing on the clips they take."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from vidfast.data.batch import Batch
 from vidfast.data.loader import EpochSampler, LoaderConfig, make_loader
 from vidfast.data.manifest import ManifestRow, read_manifest, write_manifest
 from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, clip_policy
-from vidfast.data.reader import load_clips
+from vidfast.data.reader import OpenSegment, load_clips, plan_read, read_clips
 from vidfast.data.video_io import write_video
 from vidfast.errors import DataError
 from vidfast.puzzle import PuzzleConfig
@@ -59,13 +61,13 @@ def _loader(manifest: Path, policy: ClipPolicy | None = None, split: str = "trai
     return make_loader(manifest, policy, config, split=split)
 
 
-def _epoch(loader, epoch: int) -> list[dict]:
+def _epoch(loader, epoch: int) -> list[Batch]:
     loader.set_epoch(epoch)
     return list(loader)
 
 
-def _cat(batches: list[dict], key: str) -> torch.Tensor:
-    return torch.cat([b[key] for b in batches])
+def _cat(batches: list[Batch], key: str) -> torch.Tensor:
+    return torch.cat([getattr(b, key) for b in batches])
 
 
 def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -74,9 +76,10 @@ def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="vidfast.data"):
         batches = _epoch(loader, 0) + _epoch(loader, 1)
     for b in batches:
-        assert b["video"].shape[1:] == (3, 8, 16, 16) and b["video"].dtype == torch.float32
-        assert b["label"].dtype == torch.long and b["video_index"].shape == b["clip_index"].shape
-    assert sum(b["skipped"] for b in batches) == loader.num_skipped == 4  # 2 bad files x 2 epochs
+        assert b.video.shape[1:] == (3, 8, 16, 16) and b.video.dtype == torch.float32
+        assert b.label.dtype == torch.long and b.video_index.shape == b.clip_index.shape == b.label.shape
+    assert sum(len(b.skipped) for b in batches) == loader.num_skipped == 4  # 2 bad files x 2 epochs
+    assert {s.path.rsplit("/", 1)[-1] for b in batches for s in b.skipped} == {"corrupt.mp4", "truncated.mp4"}
     assert sorted(_cat(batches[:2], "video_index").tolist()) == list(range(GOOD))
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2 and any("corrupt.mp4" in w for w in warnings)  # logged once per file
@@ -84,27 +87,28 @@ def test_classify_batches_and_skips(manifest: Path, caplog: pytest.LogCaptureFix
 
 def test_batch_of_only_bad_videos_is_dropped_or_kept_empty(manifest: Path) -> None:
     """Batch size 1 without shuffling: each bad file is a batch of its own; ``empty_batches`` keeps it (for
-    DDP ranks, which must all take every step) as ``{"skipped": 1}``."""
+    DDP ranks, which must all take every step) as a batch without videos and one skip."""
     dropped = _epoch(_loader(manifest, batch_size=1, workers=0, shuffle=False), 0)
-    assert len(dropped) == GOOD and all("video" in b and b["skipped"] == 0 for b in dropped)
+    assert len(dropped) == GOOD and all(b.video is not None and not b.skipped for b in dropped)
     keeping = _loader(
         manifest, batch_size=1, workers=0, shuffle=False, empty_batches=True
     )
     kept = _epoch(keeping, 0)
-    assert len(kept) == GOOD + 2 and kept[GOOD:] == [{"skipped": 1}, {"skipped": 1}]
+    assert len(kept) == GOOD + 2
+    assert [(b.video, len(b), len(b.skipped)) for b in kept[GOOD:]] == [(None, 0, 1), (None, 0, 1)]
 
 
 def test_deterministic_per_seed_and_epoch(manifest: Path) -> None:
-    def run(workers: int, epoch: int, seed: int = 0) -> list[dict]:
+    def run(workers: int, epoch: int, seed: int = 0) -> list[Batch]:
         return _epoch(
             _loader(manifest, batch_size=3, workers=workers, seed=seed), epoch
         )
 
     first, again, two_workers = run(0, 1), run(0, 1), run(2, 1)
     for a, b, c in zip(first, again, two_workers, strict=True):
-        torch.testing.assert_close(a["video"], b["video"])
-        torch.testing.assert_close(a["video"], c["video"])
-        assert torch.equal(a["video_index"], c["video_index"])
+        torch.testing.assert_close(a.video, b.video)
+        torch.testing.assert_close(a.video, c.video)
+        assert torch.equal(a.video_index, c.video_index)
     other_epoch, other_seed = run(0, 2), run(0, 1, seed=5)
     assert not torch.equal(_cat(first, "video_index"), _cat(other_epoch, "video_index"))
     assert not torch.allclose(_cat(first, "video")[:1], _cat(other_seed, "video")[:1])
@@ -120,12 +124,13 @@ def test_epoch_started_at_a_later_batch_gives_the_rest_of_the_same_epoch(manifes
     rest = list(loader)
     assert len(rest) == 2
     for a, b in zip(full[2:], rest, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
-    skipped_before = sum(b["skipped"] for b in full[:2])
+        assert a.skipped == b.skipped and len(a.videos) == len(b.videos)
+        for key in ("label", "video_index", "clip_index"):
+            assert torch.equal(getattr(a, key), getattr(b, key)), key
+        assert all(torch.equal(x, y) for x, y in zip(a.videos, b.videos, strict=True))
+    skipped_before = sum(len(b.skipped) for b in full[:2])
     assert loader.num_skipped - opened == 2 - skipped_before  # the two bad files, minus those not reached
-    assert _epoch(loader, 3)[0]["video_index"].tolist() == full[0]["video_index"].tolist()  # start resets
+    assert _epoch(loader, 3)[0].video_index.tolist() == full[0].video_index.tolist()  # start resets
 
 
 def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
@@ -133,9 +138,9 @@ def test_crop_in_main_equals_crop_in_worker(manifest: Path) -> None:
     worker = _epoch(_loader(manifest, crop_in="worker", **kwargs), 3)
     main = _epoch(_loader(manifest, crop_in="main", **kwargs), 3)
     for a, b in zip(worker, main, strict=True):
-        torch.testing.assert_close(a["video"], b["video"])
-        assert a["video"].is_contiguous(memory_format=torch.channels_last_3d)
-        assert b["video"].is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(a.video, b.video)
+        assert a.video.is_contiguous(memory_format=torch.channels_last_3d)
+        assert b.video.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def test_rank_sharding() -> None:
@@ -177,21 +182,21 @@ def test_multi_clip_evaluation(manifest: Path) -> None:
         ),
         0,
     )
-    assert val[0]["video"].shape == (1, 3, 4, 16, 16) and val[0]["label"].tolist() == [1]
+    assert val[0].video.shape == (1, 3, 4, 16, 16) and val[0].label.tolist() == [1]
 
 
 def test_puzzle_batches(manifest: Path) -> None:
     cfg = PuzzleConfig(cube_len=4, out_size=8)
     loader = _loader(manifest, CubicPuzzle(cfg, ClipOutput(channels_last=True)), batch_size=4, workers=0)
     batches = _epoch(loader, 0)
-    assert sum(len(x["video"]) for x in batches) == GOOD and sum(x["skipped"] for x in batches) == 2
+    assert sum(len(x.video) for x in batches) == GOOD and sum(len(x.skipped) for x in batches) == 2
     b = batches[0]
-    n = len(b["video"])
-    assert b["video"].shape == (n, 4, 3, 4, 8, 8)
-    assert b["video"].permute(0, 1, 3, 4, 5, 2).is_contiguous()  # channels-last
-    assert b["perm_label"].shape == (n,) and b["perm_label"].max() < 48
-    assert b["rot_label"].shape == (n, 4) and b["kind"].shape == (n,)
-    assert b["perm_label"].dtype == b["rot_label"].dtype == b["kind"].dtype == torch.long
+    n = len(b.video)
+    assert b.video.shape == (n, 4, 3, 4, 8, 8)
+    assert b.video.permute(0, 1, 3, 4, 5, 2).is_contiguous()  # channels-last
+    perm, rot, kind = b.targets["perm_label"], b.targets["rot_label"], b.targets["kind"]
+    assert perm.shape == (n,) and perm.max() < 48 and rot.shape == (n, 4) and kind.shape == (n,)
+    assert perm.dtype == rot.dtype == kind.dtype == torch.long
 
 
 def test_load_clips(manifest: Path) -> None:
@@ -215,7 +220,6 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
     """For one trimmed row and the same settings, the loader (ClipDataset), the reader, evaluation
     (decode_clips) and prediction (load_clips: the ONNX path) take the same frames and boxes and give the
     same tensors."""
-    from vidfast.data.reader import OpenSegment, read_clips
     from vidfast.scoring import ClipSpec, decode_clips
 
     rows = read_manifest(manifest)
@@ -224,20 +228,24 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
     if sampling == "center":
         policy = clip_policy("center", 4, step, 16, output=ClipOutput(spec.mean, spec.std))
     else:
-        policy = spec.policy(None if sampling == "sliding" else clips)
+        policy = spec.policy("sliding") if sampling == "sliding" else spec.policy("uniform", clips=clips)
     with OpenSegment(row) as segment:
         assert (segment.lo, segment.num_frames) == (5, 10)
-        wanted, params = segment.plan(policy)
-    taken = torch.from_numpy(wanted)[params.frame_idx[:, 0]]  # source frame numbers [k, t]
+        planned = plan_read(segment, [policy])
+    params = planned.params[0]
+    taken = torch.from_numpy(planned.wanted)[params.frame_idx[:, 0]]  # source frame numbers [k, t]
     expected = {"center": [[8, 9, 10, 11]], "uniform": [[5, 7, 9, 11], [7, 9, 11, 13], [8, 10, 12, 14]],
                 "sliding": [[5, 6, 7, 8], [9, 10, 11, 12], [11, 12, 13, 14]]}[sampling]
     assert taken.tolist() == expected
     assert params.boxes[:, 0].tolist() == [[0, 4, 32, 32]] * len(expected)  # central square of 40x32
 
     batch = _epoch(make_loader(rows, policy, LoaderConfig(batch_size=8, workers=0), split="val"), 0)[0]
-    assert batch["clip_index"].tolist() == list(range(len(expected)))
+    assert batch.clip_index.tolist() == list(range(len(expected)))
     (read,) = read_clips(row, policy)
-    assert read.shape == (len(expected), 3, 4, 16, 16) and torch.equal(read, batch["video"])
+    assert read.shape == (len(expected), 3, 4, 16, 16) and torch.equal(read, batch.video)
+    per_video = LoaderConfig(batch_size=1, workers=0, per_video=True)
+    (whole,) = _epoch(make_loader(rows, policy, per_video, split="val"), 0)  # the evaluation path
+    assert torch.equal(whole.video, read) and whole.clip_index.tolist() == list(range(len(expected)))
     if sampling != "center":  # evaluation and prediction read uniform clips or sliding windows
         (evaluated,) = decode_clips(row, [spec], clips=clips, sliding=sampling == "sliding")
         assert torch.equal(evaluated, read)
@@ -250,8 +258,6 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
 def test_keyframe_snapped_training_clips_start_on_keyframes(manifest: Path) -> None:
     """With ``keyframe_snap`` the loader's clips start on the decoder's keyframes (a GOP of 4 here) or at
     the segment's first or last start, also inside a trimmed segment; without it they start anywhere."""
-    from vidfast.data.reader import OpenSegment
-
     rows = read_manifest(manifest).select()
     starts: dict[int, set[int]] = {0: set(), 4: set()}
     for snap in starts:
@@ -260,10 +266,49 @@ def test_keyframe_snapped_training_clips_start_on_keyframes(manifest: Path) -> N
             with OpenSegment(row) as segment:
                 anchors = {*segment.key_frames.tolist(), 0, segment.num_frames - 8}
                 for seed in range(20):
-                    wanted, _ = segment.plan(policy, np.random.default_rng(seed))
+                    wanted = plan_read(segment, [policy], np.random.default_rng(seed)).wanted
                     starts[snap].add(int(wanted[0]) - segment.lo)
                     if snap:
                         assert int(wanted[0]) - segment.lo in anchors, (row.path, wanted)
     assert len(starts[4]) < len(starts[0])
     snapped = _loader(manifest, clip_len=8, keyframe_snap=4, workers=0, batch_size=3)
-    assert sum(len(b["label"]) for b in _epoch(snapped, 0)) == GOOD
+    assert sum(len(b) for b in _epoch(snapped, 0)) == GOOD
+
+
+def test_per_video_mode_reads_each_video_once_with_all_its_clips(manifest: Path) -> None:
+    """Evaluation's mode: an item is a whole video, every sample of each policy from one decode (as
+    ``read_clips`` gives them); bad videos come as skips with their reason; under DDP every video goes to
+    exactly one rank and no rank is padded."""
+    rows = read_manifest(manifest)
+    policies = [clip_policy("uniform", 4, 1, 16, clips=3), clip_policy("uniform", 8, 2, 8, clips=3)]
+    loader = make_loader(rows, policies, LoaderConfig(batch_size=2, workers=0, per_video=True, shuffle=False,
+                                                      empty_batches=True))
+    assert loader.num_samples == GOOD + 2 and len(loader) == 4
+    batches = _epoch(loader, 0)
+    assert sum(len(b.skipped) for b in batches) == 2 and all(s.reason for b in batches for s in b.skipped)
+    assert _cat(batches, "video_index").tolist() == [v for v in range(GOOD) for _ in range(3)]
+    assert _cat(batches, "clip_index").tolist() == [0, 1, 2] * GOOD
+    first = batches[0]
+    assert [tuple(v.shape) for v in first.videos] == [(6, 3, 4, 16, 16), (6, 3, 8, 8, 8)]
+    expected = read_clips(rows.table("train")[1], policies)
+    assert all(torch.equal(v[3:], e) for v, e in zip(first.videos, expected, strict=True))
+    shards = [list(EpochSampler(7, shuffle=False, shard=Rank(r, 3), pad=False)) for r in range(3)]
+    assert sorted(i for s in shards for _, i in s) == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
+
+
+def test_frame_count_mismatch_is_logged_counted_and_read_as_the_decoder_counts(
+        tmp_path: Path, manifest: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A manifest that lists more frames than the video has (re-encoded after indexing): the loader reads the
+    decoder's frames, warns once per video and counts it in ``mismatched`` (no silent clamping)."""
+    row = read_manifest(manifest).rows[0]
+    listed = ManifestRow(row.path, 0, "class0", "val", None, None, 2 * T, 25.0, W, H, "ok", "")
+    path = write_manifest(tmp_path / "stale.csv", [listed])
+    policy = clip_policy("sliding", 8, 1, 16)  # 40 listed frames: 5 windows; 20 decoded: 3
+    loader = make_loader(path, policy, LoaderConfig(batch_size=8, workers=0), split="val")
+    assert loader.num_samples == 5
+    with caplog.at_level(logging.WARNING, logger="vidfast.data"):
+        batches = _epoch(loader, 0) + _epoch(loader, 1)
+    assert loader.mismatched == {row.path: (2 * T, T)} and len(batches) == 2
+    assert sum("manifest counts 40 frames, the decoder 20" in r.getMessage() for r in caplog.records) == 1
+    (read,) = read_clips(row, policy)
+    assert torch.equal(batches[0].video[:3], read) and torch.equal(batches[0].video[3], read[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vidfast.data.policies import ClipSampling
 from vidfast.data.samplers import (
     SpatialConfig,
     TemporalConfig,
@@ -13,8 +14,14 @@ from vidfast.data.samplers import (
     loop_pad,
     num_clips,
     sample_box,
-    sample_temporal,
 )
+
+
+def sample_temporal(num_frames: int, cfg: TemporalConfig,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """Frame indices ``[k, clip_len]`` of the clips a policy of ``cfg`` takes (central crop: no draws)."""
+    policy = ClipSampling(cfg, SpatialConfig(mode="center", hflip=False))
+    return policy.plan(num_frames, 8, 8, rng).frame_idx[:, 0].numpy()
 
 
 def test_random_crop_stays_inside_and_steps() -> None:

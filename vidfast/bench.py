@@ -162,7 +162,7 @@ def bench_loader(cfg: BenchConfig, workdir: Path) -> list[BenchResult]:
     policies = {"classify": training_clips(g.clip_len, size=g.size), "puzzle": CubicPuzzle()}
     for task, policy in policies.items():
         loader = make_loader(manifest, policy, LoaderConfig(batch_size=g.batch_size, workers=g.workers))
-        clips = sum(len(batch["video"]) for batch in loader)
+        clips = sum(len(batch) for batch in loader)
 
         def epoch(loader=loader) -> None:
             for _ in loader:
@@ -196,6 +196,7 @@ def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int, channel
 def _step(model: nn.Module, clips: torch.Tensor, precision: str, train: bool) -> Callable[[], None]:
     """One training step (the engine's classification step, backward, SGD update) or one forward pass of
     ``model`` on ``clips`` under ``precision`` autocast; waits for the device."""
+    from vidfast.data.batch import Batch
     from vidfast.engine.tasks import ClassifyTask
     from vidfast.runtime import PRECISIONS
 
@@ -213,7 +214,7 @@ def _step(model: nn.Module, clips: torch.Tensor, precision: str, train: bool) ->
 
         return forward
     task = ClassifyTask()
-    batch = {"video": clips, "label": torch.arange(len(clips)) % 10}
+    batch = Batch((clips,), torch.arange(len(clips)) % 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step() -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vidfast.conventions import Override
-from vidfast.data.policies import ClipOutput, ClipSampling, sliding_windows, uniform_clips
-from vidfast.data.reader import OpenSegment, Segment, SegmentLike, read_clips
+from vidfast.data.policies import ClipOutput, ClipParams, ClipPolicy, ClipSampling, create_policy
+from vidfast.data.reader import Segment, SegmentLike, read_clips
 from vidfast.devices import resolve_device
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.runtime import PRECISIONS, PrecisionPlan, plan_precision
@@ -48,12 +49,46 @@ class ClipSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def policy(self, clips: int | None) -> ClipSampling:
-        """``clips`` evenly spaced clips of this spec (None: the sliding windows covering the video)."""
-        output = ClipOutput(self.mean, self.std)
-        if clips is None:
-            return sliding_windows(self.clip_len, self.frame_step, self.size, output=output)
-        return uniform_clips(clips, self.clip_len, self.frame_step, self.size, output)
+    def policy(self, name: str = "uniform", **options: Any) -> ClipPolicy:
+        """The clip policy called ``name`` (:func:`~vidfast.data.policies.create_policy`, with its
+        ``options``) in this spec's geometry and normalisation."""
+        return create_policy(name, self.clip_len, self.frame_step, self.size, ClipOutput(self.mean, self.std),
+                             **options)
+
+
+@dataclass(frozen=True)
+class MatchedClips(ClipSampling):
+    """As many evenly spaced clips (of its own geometry) as ``leader`` takes from the same video: the other
+    members of a score ensemble, whose scores are averaged clip by clip with the first member's."""
+
+    leader: ClipPolicy | None = None
+
+    def num_samples(self, num_frames: int) -> int:
+        assert self.leader is not None
+        return self.leader.num_samples(num_frames)
+
+    def plan(self, num_frames: int, height: int, width: int, rng: np.random.Generator | None = None,
+             key_frames: np.ndarray | None = None) -> ClipParams:
+        temporal = replace(self.temporal, mode="uniform", clips=self.num_samples(num_frames))
+        own = ClipSampling(temporal, self.spatial, self.output)
+        return own.plan(num_frames, height, width, rng, key_frames)
+
+
+def ensemble_policies(specs: Sequence[ClipSpec], clips: int = 10, sliding: bool = False,
+                      policy: str | None = None) -> list[ClipPolicy]:
+    """The clip policy of each spec of an ensemble: the first spec's by name (``policy``), else its sliding
+    windows (``sliding``) or ``clips`` evenly spaced clips; the other specs take as many evenly spaced clips
+    (:class:`MatchedClips`)."""
+    if clips < 1:
+        raise ValueError(f"--clips must be at least 1, got {clips}")
+    first = specs[0].policy(policy) if policy else specs[0].policy("sliding" if sliding else "uniform",
+                                                                    **({} if sliding else {"clips": clips}))
+    matched = []
+    for spec in specs[1:]:
+        own = spec.policy("uniform", clips=1)
+        assert isinstance(own, ClipSampling)
+        matched.append(MatchedClips(own.temporal, own.spatial, own.output, leader=first))
+    return [first, *matched]
 
 
 @dataclass
@@ -197,24 +232,19 @@ class ScoreEnsemble:
         return ensemble_scores(per_model)
 
     def video_probs(self, path: str | Path, clips: int = 10, sliding: bool = False, backend: str = "auto",
-                    batch_size: int = 16) -> Tensor:
-        """Video-level probabilities ``Tensor[C]``: the ensemble's clip probabilities averaged over clips."""
-        decoded = decode_clips(path, self.specs, clips, sliding, backend=backend)
+                    batch_size: int = 16, policy: str | None = None) -> Tensor:
+        """Video-level probabilities ``Tensor[C]``: the ensemble's clip probabilities averaged over clips
+        (see :func:`ensemble_policies` for ``clips``, ``sliding`` and ``policy``)."""
+        decoded = decode_clips(path, self.specs, clips, sliding, backend=backend, policy=policy)
         return self.clip_probs(decoded, batch_size).mean(dim=0)
 
 
 def decode_clips(path: str | Path | SegmentLike, specs: Sequence[ClipSpec], clips: int = 10,
                  sliding: bool = False, start: float | None = None, end: float | None = None,
-                 backend: str = "auto") -> list[Tensor]:
-    """Read ``path`` (or a manifest row) once for all clip specs: ``clips`` evenly spaced clips, or with
-    ``sliding`` the first spec's windows (the other specs take as many evenly spaced clips).
+                 backend: str = "auto", policy: str | None = None) -> list[Tensor]:
+    """Read ``path`` (or a manifest row) once for all clip specs, with :func:`ensemble_policies`.
 
     Returns one ``Tensor[k, 3, T, S, S]`` per spec (the same ``k`` for all); raises DataError for a bad video.
     """
-    if clips < 1:
-        raise ValueError(f"--clips must be at least 1, got {clips}")
     segment = Segment(str(path), start, end) if isinstance(path, str | Path) else path
-    with OpenSegment(segment, backend) as opened:
-        first = specs[0].policy(None if sliding else clips)
-        k = first.num_samples(opened.num_frames)
-        return read_clips(opened, [first, *(s.policy(k) for s in specs[1:])])
+    return read_clips(segment, ensemble_policies(specs, clips, sliding, policy), backend)

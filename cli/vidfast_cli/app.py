@@ -10,6 +10,7 @@ import typer
 
 from vidfast_cli.commands import bench, data, demo, evaluate, export, info, models, predict, study, train
 from vidfast_cli.errors import ErrorReportingGroup
+from vidfast_cli.options import paragraphs
 
 app = typer.Typer(
     cls=ErrorReportingGroup,
@@ -21,16 +22,13 @@ app = typer.Typer(
 
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
-app.command("pretrain")(train.pretrain)
-app.command("train")(train.train)
-app.command("finetune")(train.finetune)
-app.command("eval")(evaluate.evaluate)
-app.command("predict")(predict.predict)
-app.command("export")(export.export)
-app.command("bench")(bench.bench)
-app.command("info")(info.info)
-app.command("demo")(demo.demo)
-app.command("study")(study.study)
+COMMANDS = {
+    "pretrain": train.pretrain, "train": train.train, "finetune": train.finetune, "eval": evaluate.evaluate,
+    "predict": predict.predict, "export": export.export, "bench": bench.bench, "info": info.info,
+    "demo": demo.demo, "study": study.study,
+}
+for name, command in COMMANDS.items():
+    app.command(name, help=paragraphs(command.__doc__ or ""))(command)
 
 
 def main() -> None:

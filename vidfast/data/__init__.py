@@ -7,6 +7,7 @@ turns into clips; ``read_clips`` reads one video through policies (evaluation, p
 and ``make_loader`` batches a manifest through one (training, validation).
 """
 
+from vidfast.data.batch import Batch, Skip
 from vidfast.data.dataset import ClipDataset
 from vidfast.data.decoders import (
     DaliVideo,
@@ -36,15 +37,16 @@ from vidfast.data.policies import (
     ClipPolicy,
     ClipSampling,
     CubicPuzzle,
-    center_clip,
     clip_policy,
+    create_policy,
+    register_policy,
     sliding_windows,
     training_clips,
     uniform_clips,
 )
 from vidfast.data.probe import ProbeResult, probe_path
 from vidfast.data.reader import Segment, load_clips, read_clips
-from vidfast.data.samplers import SpatialConfig, TemporalConfig, sample_box, sample_temporal
+from vidfast.data.samplers import SpatialConfig, TemporalConfig, sample_box
 from vidfast.data.sources import SOURCES, list_source
 from vidfast.data.synth import MOTIONS, synthesize_dataset
 from vidfast.data.transcode import transcode_manifest
@@ -55,6 +57,7 @@ __all__ = [
     "MOTIONS",
     "SOURCES",
     "SPLITS",
+    "Batch",
     "ClipDataset",
     "ClipOutput",
     "ClipPolicy",
@@ -70,6 +73,7 @@ __all__ = [
     "ProbeResult",
     "PyAVVideo",
     "Segment",
+    "Skip",
     "SpatialConfig",
     "TemporalConfig",
     "TorchCodecVideo",
@@ -77,8 +81,8 @@ __all__ = [
     "VideoLoader",
     "VideoWriter",
     "build_manifest",
-    "center_clip",
     "clip_policy",
+    "create_policy",
     "list_source",
     "load_clips",
     "make_loader",
@@ -86,8 +90,8 @@ __all__ = [
     "probe_path",
     "read_clips",
     "read_manifest",
+    "register_policy",
     "sample_box",
-    "sample_temporal",
     "select_backend",
     "skipped_by_reason",
     "sliding_windows",

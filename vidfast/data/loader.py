@@ -1,4 +1,6 @@
-"""``make_loader``: manifest + clip policy -> batches of network-ready samples (clips, cubic puzzles).
+"""``make_loader``: manifest + clip policy -> batches (:class:`~vidfast.data.batch.Batch`) of network-ready
+samples (clips, cubic puzzles), for training and validation (a sample per item) and evaluation (a video per
+item).
 
 Decoding runs in DataLoader worker processes and yields uint8 frames; the policy's ``cube_crop`` (crop,
 resize, flip, rotate, channel replication, normalise, written in the policy's layout) then runs in the same
@@ -20,15 +22,17 @@ import functools
 import logging
 import math
 import signal
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 
-from vidfast.data.dataset import ClipDataset
+from vidfast.data.batch import Batch, Skip
+from vidfast.data.dataset import ClipDataset, Item
 from vidfast.data.decoders import Deferred, decode_deferred, defers
-from vidfast.data.policies import ClipParams, ClipPolicy
+from vidfast.data.policies import ClipPolicy
+from vidfast.data.reader import cut_clips
 from vidfast.errors import DataError
 from vidfast.ranks import Rank, current_rank
 
@@ -70,39 +74,67 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(self.epoch, i) for i in mine])
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group worker items into a batch: the loaded ones stacked, the skipped ones as (path, reason) pairs.
-    Cut clips keep the layout the policy wrote; params travel only with frames that still need cutting."""
-    good = [it for it in items if "skipped" not in it]
-    batch: dict[str, Any] = {"skipped": [(it["path"], it["skipped"]) for it in items if "skipped" in it]}
+@dataclass
+class Collated:
+    """What a worker hands over: the ``batch`` (without ``videos`` while ``uncut`` items wait to be cut in
+    this process), and the ``(path, manifest frames, decoder frames)`` of its videos whose counts differ."""
+
+    batch: Batch
+    uncut: list[Item]
+    mismatched: list[tuple[str, int, int]]
+
+    def pin_memory(self) -> Collated:
+        """Page-locked copies of the tensors bound for the device (``DataLoader(pin_memory=True)``)."""
+        batch = replace(self.batch, videos=tuple(v.pin_memory() for v in self.batch.videos))
+        for item in self.uncut:
+            if isinstance(item.frames, torch.Tensor):
+                item.frames = item.frames.pin_memory()
+        return Collated(batch, self.uncut, self.mismatched)
+
+
+def collate(items: list[Item]) -> Collated:
+    """Group worker items into a batch: the read ones stacked (in the layout the policy wrote), the others as
+    :class:`Skip`; items still to be cut travel as they are."""
+    good = [it for it in items if it.skipped is None]
+    skipped = tuple(Skip(it.path, it.skipped) for it in items if it.skipped is not None)
+    mismatched = [(it.path, *it.mismatch) for it in items if it.mismatch is not None]
     if not good:
-        return batch
-    for name in good[0]["labels"]:
-        batch[name] = torch.stack([it["labels"][name] for it in good]).long()
-    batch["video_index"] = torch.tensor([it["video_index"] for it in good])
-    batch["clip_index"] = torch.tensor([it["clip_index"] for it in good])
-    if "video" in good[0]:
-        batch["video"] = _stack([it["video"] for it in good])
-    else:
-        batch["frames"] = [it["frames"] for it in good]
-        batch["params"] = ClipParams.stack([it["params"] for it in good])
-    return batch
+        return Collated(Batch.empty(skipped), [], mismatched)
+    uncut = [] if good[0].videos is not None else good
+    return Collated(assemble(good, skipped), uncut, mismatched)
 
 
-def _stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack`` that keeps the items' memory layout (a channels-last clip stays channels-last)."""
+def assemble(items: list[Item], skipped: tuple[Skip, ...], videos: Sequence[torch.Tensor] = ()) -> Batch:
+    """The batch of read ``items`` (their own ``videos`` when cut, else ``videos``)."""
+    if items[0].videos is not None:
+        videos = [_concat([it.videos[j] for it in items]) for j in range(len(items[0].videos))]  # type: ignore[index]
+    return Batch(
+        videos=tuple(videos),
+        label=torch.tensor([it.label for it in items for _ in range(it.samples)], dtype=torch.long),
+        targets={name: torch.cat([it.targets[name] for it in items]).long() for name in items[0].targets},
+        video_index=torch.tensor([it.video_index for it in items for _ in range(it.samples)]).long(),
+        clip_index=torch.cat([torch.arange(it.samples) + it.clip_index for it in items]),
+        skipped=skipped,
+    )
+
+
+def _concat(values: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat`` along dim 0 that keeps the items' memory layout (channels-last clips stay so)."""
     first = values[0]
-    order = sorted(range(first.dim()), key=first.stride, reverse=True)
-    out = first.new_empty((len(values), *(first.shape[d] for d in order)))
-    out = out.permute(0, *(1 + order.index(d) for d in range(first.dim())))
-    for target, value in zip(out, values, strict=True):
-        target.copy_(value)
+    order = sorted(range(1, first.dim()), key=first.stride, reverse=True)
+    out = first.new_empty((sum(len(v) for v in values), *(first.shape[d] for d in order)))
+    out = out.permute(0, *(order.index(d) + 1 for d in range(1, first.dim())))
+    at = 0
+    for value in values:
+        out[at:at + len(value)].copy_(value)
+        at += len(value)
     return out
 
 
 class VideoLoader:
-    """Iterable of batches (see ``make_loader``); ``set_epoch(e)`` before each epoch reshuffles and
-    reseeds."""
+    """Iterable of :class:`Batch` (see ``make_loader``); ``set_epoch(e)`` before each epoch reshuffles and
+    reseeds. ``num_skipped`` counts the videos that could not be read (a warning for each the first time);
+    ``mismatched`` the videos whose decoder counts other frames than the manifest (a warning each)."""
 
     def __init__(
         self,
@@ -120,7 +152,14 @@ class VideoLoader:
         self.device = device
         self.empty_batches = empty_batches
         self.num_skipped = 0
+        #: path -> (manifest frames, decoder frames)
+        self.mismatched: dict[str, tuple[int, int]] = {}
         self._logged: set[str] = set()
+
+    @property
+    def rows(self) -> Sequence[Any]:
+        """The manifest rows this loader reads (``Batch.video_index`` indexes them), over all ranks."""
+        return self.dataset.rows
 
     @property
     def num_videos(self) -> int:
@@ -129,7 +168,7 @@ class VideoLoader:
 
     @property
     def num_samples(self) -> int:
-        """(video, clip) samples over all ranks."""
+        """Items over all ranks: (video, clip) samples, or videos in per-video mode."""
         return len(self.dataset)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -141,61 +180,53 @@ class VideoLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for batch in self.loader:
-            skipped = self._count_skips(batch.pop("skipped"))
-            if any(isinstance(f, Deferred) for f in batch.get("frames", ())):
-                self._decode_deferred(batch)
-            if "video" in batch or "params" in batch:
-                yield self._finish(batch, skipped)
-            elif self.empty_batches:
-                yield {"skipped": skipped}
+    def __iter__(self) -> Iterator[Batch]:
+        for collated in self.loader:
+            self._report(collated)
+            batch = self._cut(collated.batch, collated.uncut) if collated.uncut else collated.batch
+            if batch.videos or self.empty_batches:
+                yield batch
 
-    def _count_skips(self, skipped: list[tuple[str, str]]) -> int:
-        for path, reason in skipped:
+    def _report(self, collated: Collated) -> None:
+        for skip in collated.batch.skipped:
             self.num_skipped += 1
-            if path not in self._logged:
-                self._logged.add(path)
-                log.warning("skipping undecodable video %s: %s", path, reason)
-        return len(skipped)
+            if skip.path not in self._logged:
+                self._logged.add(skip.path)
+                log.warning("skipping undecodable video %s: %s", skip.path, skip.reason)
+        for path, listed, decoded in collated.mismatched:
+            if path not in self.mismatched:
+                self.mismatched[path] = (listed, decoded)
+                log.warning("%s: the manifest counts %d frames, the decoder %d; read as the decoder counts "
+                            "(index the dataset again to update the manifest)", path, listed, decoded)
 
-    def _decode_deferred(self, batch: dict[str, Any]) -> None:
-        """Decode the batch's deferred samples on the device (their backend's batched decode); a batch that
-        fails is retried one video at a time so that only the bad ones are skipped."""
-        frames = batch["frames"]
+    def _cut(self, batch: Batch, items: list[Item]) -> Batch:
+        """Cut the items that came uncut (``crop_in="main"`` or a deferred decode) on the device. A deferred
+        batch that fails to decode is retried one video at a time so that only the bad ones are skipped."""
+        frames = [it.frames for it in items]
         pending = [i for i, f in enumerate(frames) if isinstance(f, Deferred)]
-        try:
-            decoded = decode_deferred([frames[i] for i in pending], self.device)
-            for i, value in zip(pending, decoded, strict=True):
-                frames[i] = value
-            return
-        except DataError:
-            pass
-        keep = [i for i, f in enumerate(frames) if not isinstance(f, Deferred)]
-        for i in pending:
+        failed: list[Skip] = []
+        if pending:
             try:
-                (frames[i],) = decode_deferred([frames[i]], self.device)
-                keep.append(i)
-            except DataError as exc:
-                self._count_skips([(f"video {int(batch['video_index'][i])}", str(exc))])
-        if not keep:
-            batch.pop("params"), batch.pop("frames")
-            return
-        keep.sort()
-        index = torch.tensor(keep)
-        for name in [k for k, v in batch.items() if isinstance(v, torch.Tensor)]:
-            batch[name] = batch[name][index]
-        batch["params"] = {k: v[index] for k, v in batch["params"].items()}
-        batch["frames"] = [frames[i] for i in keep]
-
-    def _finish(self, batch: dict[str, Any], skipped: int) -> dict[str, torch.Tensor]:
-        """Cut the frames of a batch that came uncut (``crop_in="main"`` or deferred), on the device."""
-        if "frames" in batch:
-            frames = [f.to(self.device, non_blocking=True) for f in batch.pop("frames")]
-            params = {k: v.to(self.device, non_blocking=True) for k, v in batch.pop("params").items()}
-            batch["video"] = self.dataset.policy.crop(frames, params)
-        batch["skipped"] = skipped
-        return batch
+                for i, value in zip(pending, decode_deferred([frames[i] for i in pending], self.device),
+                                    strict=True):
+                    frames[i] = value
+            except DataError:
+                for i in pending:
+                    try:
+                        (frames[i],) = decode_deferred([frames[i]], self.device)
+                    except DataError as exc:
+                        failed.append(Skip(items[i].path, str(exc)))
+                        frames[i] = None
+        if failed:
+            self._report(Collated(Batch.empty(tuple(failed)), [], []))
+            keep = [i for i, f in enumerate(frames) if f is not None]
+            if not keep:
+                return Batch.empty(batch.skipped + tuple(failed))
+            items, frames = [items[i] for i in keep], [frames[i] for i in keep]
+            batch = assemble(items, batch.skipped + tuple(failed))
+        on_device = [f.to(self.device, non_blocking=True) for f in frames]  # type: ignore[union-attr]
+        videos = cut_clips(self.dataset.policies, on_device, [it.plan.params for it in items])  # type: ignore[union-attr]
+        return replace(batch, videos=tuple(videos))
 
 
 @dataclass(frozen=True)
@@ -206,7 +237,9 @@ class LoaderConfig:
     ``"worker"`` cuts clips in the DataLoader workers, ``"main"`` batches ``cube_crop`` in the main process.
     ``empty_batches``: a batch whose videos all failed comes as ``{"skipped": n}`` (so that a DDP rank still
     takes its step) instead of being dropped. ``pad_shards``: under DDP repeat samples so that every rank gets
-    as many (training); False gives every sample to exactly one rank (evaluation). ``device="cuda"`` with a
+    as many (training); False gives every sample to exactly one rank (validation). ``per_video``: an item is
+    a whole video, every sample of each policy (``batch_size`` then counts videos), and every video goes to
+    exactly one rank, unpadded (evaluation). ``device="cuda"`` with a
     backend that defers there (DALI) decodes on the GPU and returns CUDA batches. ``distributed``: None
     follows ``torch.distributed``. ``ignore_signals``: signal numbers the workers ignore (a training loop's
     stop signals: sent to the whole process group, they must reach the main process only, which ends the
@@ -225,6 +258,7 @@ class LoaderConfig:
     prefetch_factor: int = 2
     empty_batches: bool = False
     pad_shards: bool = True
+    per_video: bool = False
     distributed: bool | None = None
     ignore_signals: tuple[int, ...] = ()
 
@@ -234,16 +268,17 @@ class LoaderConfig:
         return {f.name: options.pop(f.name) for f in fields(cls) if f.name in options}
 
 
-def make_loader(manifest: Any, policy: ClipPolicy, config: LoaderConfig = LoaderConfig(),
-                split: str = "train") -> VideoLoader:
-    """Batches of ``manifest``'s ``split`` rows (``status == ok``) sampled and cut by ``policy``.
+def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
+                config: LoaderConfig = LoaderConfig(), split: str = "train") -> VideoLoader:
+    """Batches (:class:`Batch`) of ``manifest``'s ``split`` rows (``status == ok``) sampled and cut by
+    ``policy`` (in per-video mode one or more policies, read together in one decode of each video).
 
-    Every batch has ``video`` ``[B, *policy.sample_shape]`` in the policy's dtype and layout, ``label``
-    (the rows' classes) and the policy's labels (the puzzle's ``perm_label`` ``[B]``, ``rot_label``
-    ``[B, 4]``, ``kind`` ``[B]``), ``video_index``, ``clip_index`` (the sample of its video: every (video,
-    sample) of the policy is one sample of the loader), and ``skipped`` (videos of this batch that failed to
-    decode; ``loader.num_skipped`` counts them all; a batch may then be smaller than ``batch_size``; see
-    :class:`LoaderConfig` for a batch where all failed).
+    A batch's ``videos`` hold ``[N, *policy.sample_shape]`` per policy in the policy's dtype and layout, its
+    ``label`` the rows' classes, ``targets`` the policy's labels (the puzzle's ``perm_label`` ``[N]``,
+    ``rot_label`` ``[N, 4]``, ``kind`` ``[N]``), ``video_index``/``clip_index`` which sample of which row each
+    is (every (video, sample) of the policy is one sample of the loader), and ``skipped`` the videos of the
+    batch that failed to decode (``loader.num_skipped`` counts them all; a batch may then be smaller than
+    ``batch_size``; see :class:`LoaderConfig` for a batch where all failed).
     """
     from vidfast.data.manifest import Manifest, read_manifest
 
@@ -254,10 +289,11 @@ def make_loader(manifest: Any, policy: ClipPolicy, config: LoaderConfig = Loader
         raise DataError(f"no usable '{split}' rows in the manifest ({manifest.root})")
     device = torch.device(config.device)
     dataset = ClipDataset(rows, policy, backend=config.backend, crop_in=config.crop_in, device=device,
-                          deferred=defers(config.backend, device), seed=config.seed)
+                          deferred=defers(config.backend, device), seed=config.seed,
+                          per_video=config.per_video)
     shuffle = split == "train" if config.shuffle is None else config.shuffle
     sampler = EpochSampler(len(dataset), shuffle, config.seed, current_rank(config.distributed),
-                           pad=config.pad_shards)
+                           pad=config.pad_shards and not config.per_video)
     workers = config.workers
     loader = torch.utils.data.DataLoader(
         dataset,

@@ -2,14 +2,16 @@
 
 A :class:`Segment` (a manifest row, or a path with optional start/end seconds) is opened once
 (:class:`OpenSegment`); each :class:`~vidfast.data.policies.ClipPolicy` plans its samples over the segment's
-frames, the distinct frames of all of them are decoded once, and the policy cuts them with ``cube_crop``
-(directly in its output layout).
+frames (:func:`plan_read`), the distinct frames of all of them are decoded once, and the policy cuts them
+with ``cube_crop`` (:func:`cut_clips`, directly in its output layout). The loader's workers take the same
+two steps (and, when the decode is deferred to a GPU, the loader cuts the batch there with the same
+:func:`cut_clips`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,15 +86,6 @@ class OpenSegment:
         #: keyframe positions inside the segment (None: the decoder does not know them)
         self.key_frames = None if keys is None else keys[(keys >= self.lo) & (keys < hi)] - self.lo
 
-    def plan(self, policy: ClipPolicy, rng: np.random.Generator | None = None,
-             sample: int | None = None) -> tuple[np.ndarray, ClipParams]:
-        """``policy``'s samples (only ``sample`` when given) of this segment: the distinct video frames to
-        decode and the params indexing into them."""
-        params = policy.plan(self.num_frames, self.height, self.width, rng, self.key_frames)
-        if sample is not None:
-            params = params.select(min(sample, params.num_samples - 1))
-        return params.localize(self.lo)
-
     def close(self) -> None:
         self.video.close()
 
@@ -103,30 +96,70 @@ class OpenSegment:
         self.close()
 
 
+@dataclass(frozen=True)
+class PlannedRead:
+    """What to decode from one opened segment for some policies, and how to cut it: ``wanted`` the distinct
+    video frames (sorted ``[u]``), ``params`` per policy with ``frame_idx`` indexing into them; ``samples``
+    how many samples each policy takes from the segment (before ``sample`` picked one)."""
+
+    wanted: np.ndarray
+    params: tuple[ClipParams, ...]
+    samples: tuple[int, ...]
+
+
+def plan_read(opened: OpenSegment, policies: Sequence[ClipPolicy], rng: np.random.Generator | None = None,
+              sample: int | None = None) -> PlannedRead:
+    """Every sample of each policy over the segment's frames (only sample ``sample`` of each when given; one
+    past the last is an IndexError) and the distinct frames they take together."""
+    planned = [p.plan(opened.num_frames, opened.height, opened.width, rng, opened.key_frames)
+               for p in policies]
+    counts = tuple(p.num_samples for p in planned)
+    if sample is not None:
+        if any(sample >= n for n in counts):
+            raise IndexError(f"sample {sample} of {opened.segment.path}: the policy takes {min(counts)}")
+        planned = [p.select(sample) for p in planned]
+    wanted, inverse = np.unique(np.concatenate([p.frame_idx.numpy().ravel() + opened.lo for p in planned]),
+                                return_inverse=True)
+    params, used = [], 0
+    for p in planned:
+        size = p.frame_idx.numel()
+        local = torch.from_numpy(inverse[used:used + size].reshape(p.frame_idx.shape).astype(np.int64))
+        params.append(replace(p, frame_idx=local))
+        used += size
+    return PlannedRead(wanted, tuple(params), counts)
+
+
+def cut_clips(policies: Sequence[ClipPolicy], frames: Sequence[torch.Tensor],
+              params: Sequence[Sequence[ClipParams]]) -> list[torch.Tensor]:
+    """The samples of ``N`` videos, one tensor per policy ``Tensor[S, *policy.sample_shape]`` (``S`` the
+    videos' samples in order): ``frames[n]`` uint8 ``[u_n, H_n, W_n, 3]`` decoded for a :class:`PlannedRead`
+    and ``params[n]`` its params (one per policy). Runs where the frames are (a worker, or the device)."""
+    out = []
+    for j, policy in enumerate(policies):
+        mine = [p[j] for p in params]
+        sources = [f for f, p in zip(frames, mine, strict=True) for _ in range(p.num_samples)]
+        args = {k: v.to(sources[0].device, non_blocking=True) for k, v in ClipParams.stack(mine).items()}
+        out.append(policy.crop(sources, args))
+    return out
+
+
 def read_clips(segment: SegmentLike | OpenSegment, policies: ClipPolicy | Sequence[ClipPolicy],
-               backend: str = "auto", rng: np.random.Generator | None = None) -> list[torch.Tensor]:
-    """Every sample of each policy, ``Tensor[S, *policy.sample_shape]``, from one decode of the distinct
-    frames they all take. ``segment`` may be already open. Raises DataError for a missing or undecodable
-    video (BackendUnavailable when no backend can read it)."""
+               backend: str = "auto", rng: np.random.Generator | None = None,
+               sample: int | None = None) -> list[torch.Tensor]:
+    """Every sample of each policy (only sample ``sample`` when given), ``Tensor[S, *policy.sample_shape]``,
+    from one decode of the distinct frames they all take. ``segment`` may be already open. Raises DataError
+    for a missing or undecodable video (BackendUnavailable when no backend can read it)."""
     policies = [policies] if isinstance(policies, ClipPolicy) else list(policies)
     opened = segment if isinstance(segment, OpenSegment) else OpenSegment(segment, backend)
     try:
-        plans = [opened.plan(p, rng) for p in policies]
-        wanted, inverse = np.unique(np.concatenate([w for w, _ in plans]), return_inverse=True)
-        frames = opened.video.get_frames(wanted)
+        planned = plan_read(opened, policies, rng, sample)
+        frames = opened.video.get_frames(planned.wanted)
     except OSError as exc:
         raise DataError(f"cannot decode {opened.segment.path}: {exc}") from None
     finally:
         if opened is not segment:
             opened.close()
-    out, used = [], 0
-    for policy, (own, params) in zip(policies, plans, strict=True):
-        remap = torch.from_numpy(inverse[used:used + len(own)].astype(np.int64))
-        used += len(own)
-        args = params.crop_args()
-        args["frame_idx"] = remap[params.frame_idx]
-        out.append(policy.crop([frames] * params.num_samples, args))
-    return out
+    return cut_clips(policies, [frames], [planned.params])
 
 
 def load_clips(

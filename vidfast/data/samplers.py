@@ -148,15 +148,8 @@ def clip_starts(num_frames: int, cfg: TemporalConfig, rng: np.random.Generator |
 
 
 def num_clips(num_frames: int, cfg: TemporalConfig) -> int:
-    """How many clips ``sample_temporal`` returns for a ``num_frames`` video."""
+    """How many clips the temporal mode takes from a ``num_frames`` video."""
     return 1 if cfg.mode == "random" else len(clip_starts(num_frames, cfg))
-
-
-def sample_temporal(
-    num_frames: int, cfg: TemporalConfig, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """Frame indices ``[k, clip_len]`` (int64) of the ``k`` clips of ``cfg.mode``."""
-    return np.stack([clip_at(int(s), num_frames, cfg) for s in clip_starts(num_frames, cfg, rng)])
 
 
 def _corner_box(height: int, width: int, side_h: int, side_w: int, corner: str) -> tuple[int, int, int, int]:

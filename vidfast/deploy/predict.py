@@ -25,9 +25,9 @@ class VideoScorer(Protocol):
 
     class_names: list[str]
 
-    def video_probs(self, path: str | Path, clips: int = 10) -> Any:
+    def video_probs(self, path: str | Path, clips: int = 10, policy: str | None = None) -> Any:
         """Probabilities ``[C]`` (a numpy array or CPU tensor) of ``path`` averaged over ``clips`` evenly
-        spaced clips."""
+        spaced clips, or over the samples of the registered clip policy ``policy``."""
         ...
 
 
@@ -57,7 +57,10 @@ class OnnxScorer:
         self.classifier = OnnxClassifier(model_path, providers=providers)
         self.class_names = list(self.classifier.class_names)
 
-    def video_probs(self, path: str | Path, clips: int = 10) -> np.ndarray:
+    def video_probs(self, path: str | Path, clips: int = 10, policy: str | None = None) -> np.ndarray:
+        if policy is not None:
+            raise VidfastError("an --onnx model reads evenly spaced clips (--clips); a clip policy needs the "
+                               "--checkpoint it was trained as")
         return self.classifier.predict_video(path, clips=clips).astype(np.float32).reshape(-1)
 
 
@@ -143,9 +146,11 @@ def top_classes(probs: Any, class_names: Sequence[str], k: int) -> list[tuple[st
 
 
 def predict_videos(
-    scorer: VideoScorer, paths: Sequence[str | Path], topk: int = 5, clips: int = 10
+    scorer: VideoScorer, paths: Sequence[str | Path], topk: int = 5, clips: int = 10,
+    policy: str | None = None,
 ) -> list[VideoPrediction]:
-    """Predict every file of ``paths``; a file that cannot be used gets ``error`` set (the run goes on)."""
+    """Predict every file of ``paths`` from ``clips`` evenly spaced clips (or the samples of the registered
+    clip policy ``policy``); a file that cannot be used gets ``error`` set (the run goes on)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")
     if clips < 1:
@@ -153,7 +158,7 @@ def predict_videos(
     results = []
     for path in paths:
         try:
-            probs = scorer.video_probs(path, clips=clips)
+            probs = scorer.video_probs(path, clips=clips, policy=policy)
         except VidfastError as exc:
             results.append(VideoPrediction(path=str(path), top=[], error=" ".join(str(exc).split())))
             continue

@@ -1,27 +1,39 @@
-"""Training (``fit``), evaluation (``evaluate``) and their typed configs."""
+"""Training (``fit``), evaluation (:func:`vidfast.engine.evaluate.evaluate`) and their typed configs.
 
-from vidfast.engine.config import TrainConfig, config_from_dict, load_config_file, resolve_config, save_config
-from vidfast.engine.evaluate import EvalConfig, evaluate
-from vidfast.engine.metrics import ClassificationReport, classification_report
-from vidfast.engine.throughput import measure_training_throughput
-from vidfast.engine.trainer import RunResult, StepEvent, TrainingDiverged, fit
-from vidfast.scoring import ScoreEnsemble, load_classifier
+The names below load their modules when first used, so that importing ``vidfast.engine.config`` (the CLI
+does, for its options, also in the deployment install) loads neither torch nor the rest of the engine.
+"""
 
-__all__ = [
-    "ClassificationReport",
-    "EvalConfig",
-    "RunResult",
-    "ScoreEnsemble",
-    "StepEvent",
-    "TrainConfig",
-    "TrainingDiverged",
-    "classification_report",
-    "config_from_dict",
-    "evaluate",
-    "fit",
-    "load_classifier",
-    "load_config_file",
-    "measure_training_throughput",
-    "resolve_config",
-    "save_config",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES = {
+    "ClassificationReport": "vidfast.engine.metrics",
+    "EvalConfig": "vidfast.engine.evaluate",
+    "RunParts": "vidfast.engine.run",
+    "RunPlan": "vidfast.engine.plan",
+    "RunResult": "vidfast.engine.trainer",
+    "ScoreEnsemble": "vidfast.scoring",
+    "StepEvent": "vidfast.engine.trainer",
+    "TrainConfig": "vidfast.engine.config",
+    "TrainingDiverged": "vidfast.engine.trainer",
+    "build_run": "vidfast.engine.run",
+    "classification_report": "vidfast.engine.metrics",
+    "config_from_dict": "vidfast.engine.config",
+    "fit": "vidfast.engine.trainer",
+    "load_classifier": "vidfast.scoring",
+    "load_config_file": "vidfast.engine.config",
+    "measure_training_throughput": "vidfast.engine.throughput",
+    "resolve_config": "vidfast.engine.config",
+    "save_config": "vidfast.engine.config",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module 'vidfast.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[name]), name)

@@ -1,8 +1,9 @@
-"""What ``fit`` builds before the first step, apart from the task's model: the input convention, a fine-tune
-source, the puzzle sampler's config and the runtime flags.
+"""The helpers the tasks build their model with: the input convention, a fine-tune source, the puzzle
+sampler's config, and the runtime flags.
 
 The task-specific parts (which model, which classes) are the task objects' (:mod:`vidfast.engine.tasks`);
-they assemble a :class:`Setup` from the helpers here.
+they assemble a :class:`Setup` from the helpers here. The whole run is put together by
+:func:`vidfast.engine.run.build_run`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from vidfast.puzzle import PuzzleConfig
 
 @dataclass
 class Setup:
-    """A task's model and what the checkpoints record about it."""
+    """A task's model and what the checkpoints record about it: ``arch`` and ``model_kwargs`` built it (the
+    config's, or a fine-tuning source's own)."""
 
     model: nn.Module  # unwrapped
     class_names: list[str]
@@ -33,6 +35,18 @@ class Setup:
     param_groups: list[dict[str, Any]]
     convention: Convention
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # task entries of the checkpoint
+    arch: str = ""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """The network of a fine-tuning source, with the source's weights, and what built it."""
+
+    model: nn.Module
+    arch: str
+    model_kwargs: dict[str, Any]
+    convention: Convention
 
 
 def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
@@ -65,14 +79,14 @@ def run_convention(cfg: TrainConfig, source: FileIdentity | Convention = convent
         raise VidfastError(f"data: {exc}") from None
 
 
-def finetune_source(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Convention]:
+def finetune_source(cfg: TrainConfig, num_classes: int) -> SourceModel:
     """The model of ``finetune.checkpoint`` (any layout :func:`identify` knows) with a ``num_classes``
-    classifier, and the run's convention; records the source's arch/options in cfg."""
+    classifier, its arch and options (``model.*`` of the config does not apply), and the run's convention."""
     source = read_checkpoint(cfg.finetune.checkpoint)
     found = identify(source)
-    cfg.model.arch, cfg.model.widen_factor, cfg.model.kwargs = found.arch, None, dict(found.model_kwargs)
     model = create_model(found.arch, num_classes=num_classes, **found.model_kwargs)
-    return load_checkpoint(model, source, num_classes=num_classes), run_convention(cfg, found)
+    return SourceModel(load_checkpoint(model, source, num_classes=num_classes), found.arch,
+                       dict(found.model_kwargs), run_convention(cfg, found))
 
 
 def apply_runtime_flags(cfg: TrainConfig) -> None:

@@ -26,6 +26,7 @@ import torch
 from vidfast.engine.build import Setup
 from vidfast.engine.config import TrainConfig
 from vidfast.engine.distributed import DistInfo, broadcast_object
+from vidfast.engine.plan import RunPlan
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.models import read_checkpoint
 
@@ -143,30 +144,27 @@ class LoopState:
     best_metric: float | None = None
 
 
-def training_checkpoint(cfg: TrainConfig, setup: Setup, parts: Mapping[str, Any], state: LoopState,
-                        rng_by_rank: list[dict[str, Any]] | None = None) -> dict:
-    """The content of ``last.pt``: model, class names, clip geometry and convention (what inference needs),
-    and ``parts`` (``{"state_dict": model, "optimizer": ..., "scheduler": ..., "scaler": ...}``, each saved
-    with its ``state_dict()``), counters, generator states (this process's; under DDP every rank's in
-    ``rng_by_rank``) and the config (what ``--resume`` needs)."""
+def training_checkpoint(cfg: TrainConfig, plan: RunPlan, setup: Setup, parts: Mapping[str, Any],
+                        state: LoopState, rng_by_rank: list[dict[str, Any]] | None = None) -> dict:
+    """The content of ``last.pt``: model, class names, clip geometry and convention as ``plan`` has them (what
+    inference needs), and ``parts`` (``{"state_dict": model, "optimizer": ..., "scheduler": ...,
+    "scaler": ...}``, each saved with its ``state_dict()``), counters, generator states (this process's; under
+    DDP every rank's in ``rng_by_rank``), the config and the plan (what ``--resume`` needs)."""
     ckpt: dict[str, Any] = {
-        "arch": cfg.model.arch,
-        "model_kwargs": cfg.model.model_kwargs(),
-        "task": cfg.task,
-        "num_classes": setup.num_classes,
-        "class_names": list(setup.class_names),
-        "data": {
-            "clip_len": cfg.data.clip_len,
-            "size": cfg.data.size,
-            "frame_step": cfg.data.frame_step,
-            **setup.convention.to_data(),
-        },
+        "arch": plan.arch,
+        "model_kwargs": dict(plan.model_kwargs),
+        "task": plan.task,
+        "num_classes": plan.num_classes,
+        "class_names": list(plan.class_names),
+        "data": {"clip_len": plan.clip_len, "size": plan.size, "frame_step": plan.frame_step,
+                 **plan.convention},
         **{key: part.state_dict() for key, part in parts.items()},
         "epoch": state.epoch,
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
         "rng": capture_rng_state(),
         "config": cfg.to_dict(),
+        "plan": plan.to_dict(),
         "best_metric": state.best_metric,
     }
     if rng_by_rank is not None and len(rng_by_rank) > 1:
@@ -175,13 +173,25 @@ def training_checkpoint(cfg: TrainConfig, setup: Setup, parts: Mapping[str, Any]
     return ckpt
 
 
-def restore_training(ckpt: dict[str, Any], path: Path, cfg: TrainConfig, setup: Setup,
-                     parts: Mapping[str, Any], state: LoopState,
-                     info: DistInfo = DistInfo()) -> dict[str, Any] | None:
+def recorded_plan(ckpt: dict[str, Any], path: Path) -> RunPlan | None:
+    """The plan a training checkpoint records (None in one written before plans were)."""
+    return None if "plan" not in ckpt else RunPlan.from_dict(ckpt["plan"], str(path))
+
+
+def recorded_precision(ckpt: dict[str, Any]) -> str | None:
+    """The precision a training checkpoint's run used: its plan's, else (older checkpoints) its config's."""
+    if "plan" in ckpt:
+        return ckpt["plan"].get("precision")
+    return (ckpt.get("config") or {}).get("runtime", {}).get("precision")
+
+
+def restore_training(ckpt: dict[str, Any], path: Path, plan: RunPlan, parts: Mapping[str, Any],
+                     state: LoopState, info: DistInfo = DistInfo()) -> dict[str, Any] | None:
     """Load a ``training_checkpoint`` into ``parts`` and ``state``; CheckpointError when it belongs to another
-    run. Returns the generator states to restore at the resumed batch (None at an epoch boundary): this
-    rank's when the checkpoint has every rank's of a job of the same size, else the saving rank's."""
-    mine = {"task": cfg.task, "arch": cfg.model.arch, "num_classes": setup.num_classes}
+    run than ``plan``'s. Returns the generator states to restore at the resumed batch (None at an epoch
+    boundary): this rank's when the checkpoint has every rank's of a job of the same size, else the saving
+    rank's."""
+    mine = {"task": plan.task, "arch": plan.arch, "num_classes": plan.num_classes}
     for key, value in mine.items():
         if ckpt.get(key) != value:
             raise CheckpointError(f"--resume: {path} has {key} {ckpt.get(key)!r} but this run has {value!r}")

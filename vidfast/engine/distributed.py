@@ -100,7 +100,7 @@ def broadcast_object(obj: T, info: DistInfo) -> T:
     return box[0]
 
 
-def all_gather_object(obj: T, info: DistInfo) -> list[T]:
+def all_gather_object(obj: T, info: Rank) -> list[T]:
     """Every rank's ``obj`` (picklable), by rank, on every rank (``[obj]`` on one process)."""
     if not info.enabled:
         return [obj]

@@ -1,7 +1,8 @@
 """Clip- and video-level evaluation of one classifier or a score ensemble of several.
 
 Each video of the split is read into ``k`` evenly spaced clips (or the sliding windows that cover it with
-``sliding=True``) through the data layer's clip policies (:func:`vidfast.data.read_clips`); each model's
+``sliding=True``, or the samples of a clip policy named by ``policy``) by the data layer's loader in its
+per-video mode (every video read once, for all members, by exactly one rank); each model's
 softmax scores are averaged over the models (Kim et al.'s score ensemble) and over the clips of a video (Hara
 et al.'s video-level accuracy). The report and a confusion-matrix PNG go into the run directory.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,48 +20,29 @@ import torch
 from torch import Tensor
 
 from vidfast.conventions import Override
+from vidfast.data.loader import LoaderConfig, make_loader
+from vidfast.engine.distributed import all_gather_object
 from vidfast.engine.metrics import ClassificationReport, classification_report, plot_confusion, video_scores
 from vidfast.errors import DataError
 from vidfast.progress import Progress
 from vidfast.ranks import current_rank
-from vidfast.scoring import ClipSpec, ScoreEnsemble, decode_clips
+from vidfast.scoring import ScoreEnsemble, ensemble_policies
 
 log = logging.getLogger(__name__)
-
-
-class _DecodedVideos(torch.utils.data.Dataset):
-    """Item ``i``: ``(i, clips per spec or None, reason)`` for the ``i``-th row; decoding errors are data."""
-
-    def __init__(self, specs: Sequence[ClipSpec], rows: Sequence, clips: int, sliding: bool,
-                 backend: str) -> None:
-        self.specs, self.rows, self.clips, self.sliding, self.backend = specs, rows, clips, sliding, backend
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[int, list[Tensor] | None, str]:
-        try:
-            decoded = decode_clips(self.rows[index], self.specs, self.clips, self.sliding,
-                                   backend=self.backend)
-        except DataError as exc:
-            return index, None, str(exc)
-        return index, decoded, ""
-
-
-def _first(batch: list) -> object:
-    return batch[0]
 
 
 @dataclass
 class EvalConfig:
     """Options of ``vidfast eval``; ``clip_len``, ``size``, ``frame_step`` and ``convention`` override the
-    checkpoint's."""
+    checkpoint's. ``policy``: a registered clip policy (:func:`vidfast.data.policies.create_policy`) taking
+    the clips instead of ``clips`` evenly spaced ones or the ``sliding`` windows."""
 
     manifest: str
     checkpoints: list[str]
     split: str = "test"
     clips: int = 10
     sliding: bool = False
+    policy: str | None = None
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
@@ -89,29 +71,6 @@ def _select_rows(manifest, split: str) -> tuple[list, list]:
     return rows, [r for r in everything if r.status != "ok"]
 
 
-def _shard(rows: list) -> list:
-    """This rank's share of ``rows`` under torch.distributed (all rows otherwise)."""
-    rank = current_rank()
-    return rows[rank.rank::rank.world_size]
-
-
-def _gather(items: list) -> list:
-    """Concatenate every rank's ``items`` (identity without torch.distributed)."""
-    rank = current_rank()
-    if not rank.enabled:
-        return items
-    gathered: list[list] = [[] for _ in range(rank.world_size)]
-    torch.distributed.all_gather_object(gathered, items)
-    return [item for part in gathered for item in part]
-
-
-def _iterate(dataset: _DecodedVideos, workers: int) -> Iterator[tuple[int, list[Tensor] | None, str]]:
-    if workers <= 0:
-        return iter(dataset[i] for i in range(len(dataset)))
-    return iter(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=_first,
-                                            prefetch_factor=2, persistent_workers=False))
-
-
 def evaluate(config: EvalConfig, progress: bool = False, ensemble: ScoreEnsemble | None = None
              ) -> ClassificationReport:
     """Evaluate the checkpoint(s) of ``config`` on a manifest split; write the report files into ``run_dir``.
@@ -133,23 +92,23 @@ def evaluate(config: EvalConfig, progress: bool = False, ensemble: ScoreEnsemble
     if manifest.class_names:  # a split without any label (a test set) takes the checkpoint's names
         ensemble.check_classes(manifest.class_names)
     class_names = list(manifest.class_names) or ensemble.class_names
-    mine = _shard(list(range(len(rows))))
-    dataset = _DecodedVideos(ensemble.specs, [rows[i] for i in mine], config.clips, config.sliding,
-                             config.backend)
-    results: list[tuple[int, Tensor | None, str]] = []
-    with Progress("eval", len(mine), "auto" if progress else "none", transient=True) as bar:
-        for index, decoded, reason in _iterate(dataset, min(config.workers, len(mine))):
-            row_id = mine[index]
-            if decoded is None:
-                log.warning("skipping %s: %s", rows[row_id].path, reason)
-                results.append((row_id, None, reason))
-            else:
-                results.append((row_id, ensemble.clip_probs(decoded, config.batch_size), ""))
+    policies = ensemble_policies(ensemble.specs, config.clips, config.sliding, config.policy)
+    loader = make_loader(manifest, policies, LoaderConfig(
+        backend=config.backend, batch_size=1, workers=min(config.workers, len(rows)), shuffle=False,
+        per_video=True, empty_batches=True), split=config.split)
+    scored: list[tuple[int, Tensor]] = []
+    failed: list[dict[str, str]] = []
+    with Progress("eval", len(loader), "auto" if progress else "none", transient=True) as bar:
+        for batch in loader:
+            failed += [{"path": skip.path, "reason": skip.reason} for skip in batch.skipped]
+            if batch.videos:
+                probs = ensemble.clip_probs(batch.videos, config.batch_size)
+                scored.append((int(batch.video_index[0]), probs))
             bar.advance()
-    results = _gather(results)
+    rank = current_rank()
+    scored = [pair for part in all_gather_object(scored, rank) for pair in part]
+    failed = [skip for part in all_gather_object(failed, rank) for skip in part]
 
-    scored = [(i, probs) for i, probs, _ in results if probs is not None]
-    failed = [{"path": rows[i].path, "reason": reason} for i, probs, reason in results if probs is None]
     failed += [{"path": r.path, "reason": r.reason or r.status} for r in unusable]
     if not scored:
         raise DataError(f"none of the {len(rows)} videos of split {config.split!r} could be decoded "
@@ -167,7 +126,7 @@ def evaluate(config: EvalConfig, progress: bool = False, ensemble: ScoreEnsemble
         "onnx": config.onnx,
         "manifest": str(config.manifest),
         "split": config.split,
-        "clips": "sliding" if config.sliding else config.clips,
+        "clips": config.policy or ("sliding" if config.sliding else config.clips),
         "precision": ensemble.plan.name if ensemble.plan is not None else None,
         "labels": _labels_note(report, config.split),
         "skipped_videos": failed,
@@ -236,7 +195,6 @@ def evaluate_puzzle(config: PuzzleEvalConfig) -> dict[str, float]:
     from dataclasses import replace
 
     from vidfast.data import read_manifest
-    from vidfast.data.loader import LoaderConfig, make_loader
     from vidfast.data.policies import ClipOutput, CubicPuzzle
     from vidfast.devices import resolve_device
     from vidfast.engine.build import puzzle_config, run_convention
@@ -266,14 +224,13 @@ def evaluate_puzzle(config: PuzzleEvalConfig) -> dict[str, float]:
                                                                 shuffle=False), split=config.split)
             with torch.no_grad():
                 for batch in loader:
-                    if "video" not in batch:
-                        continue
-                    out = model(batch["video"].to(device))
-                    correct += int((out.perm.argmax(1).cpu() == batch["perm_label"]).sum())
-                    count += len(batch["perm_label"])
+                    out = model(batch.video.to(device))
+                    perm_label, rot_label = batch.targets["perm_label"], batch.targets["rot_label"]
+                    correct += int((out.perm.argmax(1).cpu() == perm_label).sum())
+                    count += len(perm_label)
                     if out.rot.shape[-1] > 0:
-                        rot_correct += int((out.rot.argmax(-1).cpu() == batch["rot_label"]).sum())
-                        rot_count += batch["rot_label"].numel()
+                        rot_correct += int((out.rot.argmax(-1).cpu() == rot_label).sum())
+                        rot_count += rot_label.numel()
         if count:
             accuracy[f"{config.split}_{kind}_acc"] = correct / count
         if rot_count:

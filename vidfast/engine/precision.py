@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -37,9 +38,8 @@ def plan_run_precision(cfg: TrainConfig, model: nn.Module, task: Task, clip_shap
         for group in optimizer.param_groups:
             group["lr"] = 0.0
         dtype, size = PRECISIONS[name], cfg.data.batch_size
-        batch = {k: v.expand(size, *v.shape[1:]).clone() for k, v in task.blank_batch(clip_shape).items()}
-        noise = torch.randn(batch["video"].shape, generator=torch.Generator().manual_seed(0))
-        batch["video"] = noise.to(dtype)
+        noise = torch.randn(size, *clip_shape, generator=torch.Generator().manual_seed(0))
+        batch = replace(task.blank_batch(size), videos=(noise.to(dtype),))
 
         def step() -> float:
             with torch.autocast(device.type, dtype=dtype, enabled=name != "fp32"):

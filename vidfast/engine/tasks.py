@@ -1,16 +1,19 @@
 """The training tasks: what each builds (model, classes, checkpoint entries) and what one training step
-computes (inputs from a loader batch, forward, loss and accuracy counts). ``TASKS`` maps ``TrainConfig.task``
-to its class; a new task is one class here and one entry there.
+computes (inputs from a loader :class:`~vidfast.data.batch.Batch`, forward, loss and accuracy counts), and
+the clip policies its loaders cut samples with (the task owns them: its sample shape is theirs). ``TASKS``
+maps ``TrainConfig.task`` to its class; a new task is one class here and one entry there.
 
 - ``ClassifyTask``: batch ``video`` ``Tensor[B, 3, T, H, W]``, ``label`` ``Tensor[B]``; loss =
-(label-smoothed) CE.
-- ``PuzzleTask``: batch ``video`` ``Tensor[B, P, 3, t, h, w]``, ``perm_label`` ``Tensor[B]``, ``rot_label``
-  ``Tensor[B, P]``; loss = ``permutation_weight`` * permutation CE + ``rotation_weight`` * rotation CE (over
-  all pieces).
+  (label-smoothed) CE. Training clips by the policy ``data.clips.policy`` names (default ``random``, with
+  the other clip options of ``data.clips``), validation by ``data.clips.val_policy`` (default ``center``).
+- ``PuzzleTask``: batch ``video`` ``Tensor[B, P, 3, t, h, w]``, targets ``perm_label`` ``Tensor[B]``,
+  ``rot_label`` ``Tensor[B, P]``; loss = ``permutation_weight`` * permutation CE + ``rotation_weight`` *
+  rotation CE (over all pieces). Cubic puzzles on both splits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,11 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidfast import conventions
-from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, clip_policy
+from vidfast.data.batch import Batch
+from vidfast.data.policies import ClipOutput, ClipPolicy, CubicPuzzle, create_policy
 from vidfast.engine.build import Setup, finetune_source, puzzle_config, run_convention
 from vidfast.engine.config import TrainConfig
 from vidfast.errors import DataError, VidfastError
 from vidfast.models import PuzzleNet, create_model, finetune_param_groups, inflate_from_2d, read_checkpoint
+from vidfast.puzzle import PuzzleConfig
 
 
 @dataclass
@@ -60,6 +65,12 @@ def _scored(logits: Tensor, label: Tensor, label_smoothing: float) -> StepOutput
     return StepOutput(loss=loss, correct=correct, count=label.numel())
 
 
+def clip_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The clip options of ``data.clips`` that are given: ``policy``, ``val_policy`` and the training
+    policy's options."""
+    return cfg.data.clips.policy_options()
+
+
 class Task(Protocol):
     """A training task: ``monitored`` names the accuracy ``best.pt`` is chosen by."""
 
@@ -69,48 +80,64 @@ class Task(Protocol):
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> Task: ...
 
-    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
-        """Shape of one sample's ``video`` (without the batch dimension)."""
+    def policy(self, training: bool, output: ClipOutput) -> ClipPolicy:
+        """How the loaders cut this task's samples (training or validation), written as ``output`` says."""
+        ...
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's ``video`` (without the batch dimension): the training policy's."""
         ...
 
     def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
         """The model to train (on the CPU), its classes, parameter groups and input convention."""
         ...
 
-    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
-               options: dict[str, Any]) -> ClipPolicy:
-        """How the loader cuts this task's samples, with ``data.loader``'s clip ``options``."""
-        ...
-
-    def step(self, model: nn.Module, batch: dict[str, Any], device: torch.device,
+    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
              channels_last: bool) -> StepOutput: ...
 
-    @staticmethod
-    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]: ...
+    def blank_batch(self, size: int = 1) -> Batch:
+        """A batch of ``size`` zero samples with every label the step reads (a DDP idle step, precision
+        probes)."""
+        ...
 
 
 class ClassifyTask:
-    """Supervised clip classification."""
+    """Supervised clip classification of ``clip_len`` frames ``step`` apart, ``size`` square: training clips
+    by the clip policy ``policy`` (with ``options``), validation clips by ``val_policy``."""
 
     name = "classify"
     monitored = "clip accuracy"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, clip_len: int = 16, step: int = 1, size: int = 112,
+                 policy: str = "random", val_policy: str = "center",
+                 options: Mapping[str, Any] | None = None):
         self.label_smoothing = label_smoothing
+        self.geometry = {"clip_len": clip_len, "step": step, "size": size}
+        self.policies = {True: (policy, dict(options or {})), False: (val_policy, {})}
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> ClassifyTask:
-        return cls(cfg.optim.label_smoothing)
+        """The task of ``cfg``; VidfastError naming ``data.clips`` for an unknown policy or option."""
+        options = clip_options(cfg)
+        data = cfg.data
+        task = cls(cfg.optim.label_smoothing, data.clip_len, data.frame_step, data.size,
+                   options.pop("policy", "random"), options.pop("val_policy", "center"), options)
+        try:
+            for training in (True, False):
+                task.policy(training, ClipOutput())
+        except (TypeError, ValueError) as exc:
+            raise VidfastError(f"data.clips: {exc}") from None
+        return task
 
-    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
-        """``(3, T, S, S)``."""
-        return (3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+    def policy(self, training: bool, output: ClipOutput) -> ClipPolicy:
+        name, options = self.policies[training]
+        return create_policy(name, output=output, **self.geometry, **options)
 
-    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
-               options: dict[str, Any]) -> ClipPolicy:
-        """Random clips, multi-scale crops and flips for training; the center clip and crop for validation."""
-        return clip_policy(clip_len=cfg.data.clip_len, step=cfg.data.frame_step, size=cfg.data.size,
-                           output=output, **{"sampling": "random" if training else "center", **options})
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(3, T, S, S)`` for the built-in policies."""
+        return self.policy(True, ClipOutput()).sample_shape
 
     def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
         """A classifier over the manifest's classes: from scratch, from ``finetune.checkpoint`` or inflated
@@ -120,14 +147,17 @@ class ClassifyTask:
             raise DataError(
                 f"manifest {cfg.data.manifest} has {num_classes} class(es); classification needs >= 2"
             )
+        arch, model_kwargs = cfg.model.arch, cfg.model.model_kwargs()
         if cfg.finetune.checkpoint is not None:
-            model, convention = finetune_source(cfg, num_classes)
+            source = finetune_source(cfg, num_classes)
+            model, convention = source.model, source.convention
+            arch, model_kwargs = source.arch, source.model_kwargs
         elif cfg.finetune.inflate_from is not None:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             inflate_from_2d(model, read_checkpoint(cfg.finetune.inflate_from))
             convention = run_convention(cfg, conventions.PRESETS["imagenet"])
         else:
-            model = create_model(cfg.model.arch, num_classes=num_classes, **cfg.model.model_kwargs())
+            model = create_model(arch, num_classes=num_classes, **model_kwargs)
             convention = run_convention(cfg)
         opt, begin = cfg.optim, cfg.finetune.begin_module
         groups = (
@@ -135,21 +165,20 @@ class ClassifyTask:
             if begin
             else [{"params": list(model.parameters())}]
         )
-        return Setup(model, class_names, num_classes, groups, convention)
+        return Setup(model, class_names, num_classes, groups, convention, arch=arch,
+                     model_kwargs=model_kwargs)
 
-    def step(
-        self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
-    ) -> StepOutput:
+    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
+             channels_last: bool) -> StepOutput:
         """Forward + loss of one batch (call under autocast)."""
-        video = to_device(batch["video"], device, channels_last)
-        label = batch["label"].to(device, non_blocking=True)
+        batch = Batch.of(batch)
+        video = to_device(batch.video, device, channels_last)
+        label = batch.label.to(device, non_blocking=True)
         return _scored(model(video), label, self.label_smoothing)
 
-    @staticmethod
-    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
-        """A one-clip batch of zeros: ``video`` ``Tensor[1, C, T, H, W]`` for ``clip_shape``
-        ``(C, T, H, W)``."""
-        return {"video": torch.zeros(1, *clip_shape), "label": torch.zeros(1, dtype=torch.long)}
+    def blank_batch(self, size: int = 1) -> Batch:
+        """``video`` ``Tensor[size, C, T, H, W]`` of zeros, ``label`` 0."""
+        return Batch((torch.zeros(size, *self.sample_shape),), torch.zeros(size, dtype=torch.long))
 
 
 class PuzzleTask:
@@ -157,36 +186,40 @@ class PuzzleTask:
 
     name = "puzzle"
     monitored = "puzzle (permutation) accuracy"
-    pieces = 4
 
     def __init__(self, rotation_weight: float = 1.0, label_smoothing: float = 0.0,
-                 permutation_weight: float = 1.0):
+                 permutation_weight: float = 1.0, puzzle: PuzzleConfig = PuzzleConfig()):
         self.rotation_weight = rotation_weight
         self.label_smoothing = label_smoothing
         self.permutation_weight = permutation_weight
+        self.puzzle = puzzle
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> PuzzleTask:
-        return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight)
-
-    def clip_shape(self, cfg: TrainConfig) -> tuple[int, ...]:
-        """``(P, 3, t, s, s)``: ``P`` cubes of ``data.clip_len`` frames, ``data.size`` square."""
-        return (self.pieces, 3, cfg.data.clip_len, cfg.data.size, cfg.data.size)
-
-    def policy(self, cfg: TrainConfig, output: ClipOutput, training: bool,
-               options: dict[str, Any]) -> ClipPolicy:
-        """Cubic puzzles on both splits (their options live in ``puzzle.sampler``, not ``data.loader``)."""
+        """The task of ``cfg``: the puzzle geometry of ``puzzle.sampler`` (clip options in ``data.clips``
+        are a VidfastError: the puzzle takes none)."""
+        options = clip_options(cfg)
         if options:
-            raise TypeError(f"unexpected options for the puzzle task: {', '.join(options)}")
-        return CubicPuzzle(puzzle_config(cfg), output)
+            raise VidfastError(f"data.clips: unexpected options for the puzzle task: {', '.join(options)}")
+        return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight,
+                   puzzle_config(cfg))
+
+    def policy(self, training: bool, output: ClipOutput) -> ClipPolicy:
+        """Cubic puzzles on both splits."""
+        return CubicPuzzle(self.puzzle, output)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(P, 3, t, s, s)``: ``P`` cubes of ``cube_len`` frames, ``out_size`` square."""
+        return self.policy(True, ClipOutput()).sample_shape
 
     def build(self, cfg: TrainConfig, class_names: list[str]) -> Setup:
         """A ``PuzzleNet`` on a headless backbone (the manifest's classes are not used); the checkpoint
         records its head options under ``puzzle``."""
-        sampler = puzzle_config(cfg)
+        sampler = self.puzzle
         backbone = create_model(cfg.model.arch, num_classes=0, **cfg.model.model_kwargs())
         puzzle_kwargs: dict[str, Any] = {
-            "num_pieces": self.pieces,
+            "num_pieces": self.policy(True, ClipOutput()).pieces,
             "num_perm_classes": sampler.num_perm_classes,
             "rotation_classes": sampler.rotation_classes,
         }
@@ -195,35 +228,32 @@ class PuzzleTask:
         model = PuzzleNet(backbone, **puzzle_kwargs)
         groups = [{"params": list(model.parameters())}]
         return Setup(model, [], backbone.num_classes, groups, run_convention(cfg),
-                     checkpoint_extra={"puzzle": puzzle_kwargs})
+                     checkpoint_extra={"puzzle": puzzle_kwargs}, arch=cfg.model.arch,
+                     model_kwargs=cfg.model.model_kwargs())
 
-    def step(
-        self, model: nn.Module, batch: dict[str, Any], device: torch.device, channels_last: bool
-    ) -> StepOutput:
+    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
+             channels_last: bool) -> StepOutput:
         """Forward + loss of one puzzle batch (call under autocast)."""
-        video = to_device(batch["video"], device, channels_last)
-        perm_label = batch["perm_label"].to(device, non_blocking=True)
+        batch = Batch.of(batch)
+        video = to_device(batch.video, device, channels_last)
+        perm_label = batch.targets["perm_label"].to(device, non_blocking=True)
         out = model(video)
         result = _scored(out.perm, perm_label, self.label_smoothing)
         result.loss = self.permutation_weight * result.loss
         if out.rot.shape[-1] > 0:
-            rot_label = batch["rot_label"].to(device, non_blocking=True).flatten()
+            rot_label = batch.targets["rot_label"].to(device, non_blocking=True).flatten()
             rot_logits = out.rot.float().flatten(0, 1)
             result.loss = result.loss + self.rotation_weight * F.cross_entropy(rot_logits, rot_label)
             result.rot_correct = (rot_logits.detach().argmax(1) == rot_label).sum()
             result.rot_count = rot_label.numel()
         return result
 
-    @staticmethod
-    def blank_batch(clip_shape: tuple[int, ...]) -> dict[str, Tensor]:
-        """A one-puzzle batch of zeros (``video`` ``Tensor[1, P, C, t, h, w]`` for ``clip_shape``
-        ``(P, C, t, h, w)``)."""
-        pieces = clip_shape[0]
-        return {
-            "video": torch.zeros(1, *clip_shape),
-            "perm_label": torch.zeros(1, dtype=torch.long),
-            "rot_label": torch.zeros(1, pieces, dtype=torch.long),
-        }
+    def blank_batch(self, size: int = 1) -> Batch:
+        """``video`` ``Tensor[size, P, C, t, h, w]`` of zeros, every label 0."""
+        shape = self.sample_shape
+        targets = {"perm_label": torch.zeros(size, dtype=torch.long),
+                   "rot_label": torch.zeros(size, shape[0], dtype=torch.long)}
+        return Batch((torch.zeros(size, *shape),), torch.zeros(size, dtype=torch.long), targets)
 
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, PuzzleTask)}

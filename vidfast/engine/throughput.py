@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 
+from vidfast.data.batch import Batch
 from vidfast.engine.config import TrainConfig
+from vidfast.engine.run import build_run
 from vidfast.engine.trainer import Trainer
 
 
@@ -19,12 +20,12 @@ def measure_training_throughput(
     ``in_memory=False``: the whole pipeline (loader + step, batches as they come); ``True``: the step alone,
     repeating the loader's first batch held in memory. ``warmup`` steps are not timed.
     """
-    trainer = Trainer(config)
+    trainer = Trainer(build_run(config))
     trainer.close()
     batches = trainer.batches(0)
     first = next(batches)
 
-    def next_batch() -> dict[str, Any]:
+    def next_batch() -> Batch:
         if in_memory:
             return first
         try:

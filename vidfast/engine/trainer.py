@@ -12,9 +12,9 @@ epoch; a checkpoint written mid-epoch (``checkpoint_every``, Ctrl-C, SIGTERM, th
 how many batches of the epoch were done and every rank's generator states, so ``--resume``/``--auto-resume``
 start the epoch's loader there and continue bit-for-bit (deterministic mode).
 
-The parts live next door: building (:mod:`~vidfast.engine.build`, :mod:`~vidfast.engine.tasks`), loaders
-(:mod:`~vidfast.engine.loaders`), precision (:mod:`~vidfast.engine.precision`), checkpoints
-(:mod:`~vidfast.engine.checkpoint`) and stop signals (:mod:`~vidfast.engine.signals`).
+The parts are built next door, once, by :func:`vidfast.engine.run.build_run` (task, model, the run's
+:class:`~vidfast.engine.plan.RunPlan`, loaders, optimizer, the state a checkpoint restores); checkpoints
+(:mod:`~vidfast.engine.checkpoint`) and stop signals (:mod:`~vidfast.engine.signals`) too.
 """
 
 from __future__ import annotations
@@ -23,24 +23,19 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from vidfast.data.manifest import read_manifest
+from vidfast.data.batch import Batch
 from vidfast.devices import resolve_device
-from vidfast.engine.build import apply_runtime_flags
 from vidfast.engine.checkpoint import (
     CheckpointWriteError,
-    LoopState,
-    RunCheckpoints,
     capture_rng_state,
     restore_rng_state,
-    restore_training,
     seed_everything,
     training_checkpoint,
 )
@@ -55,13 +50,11 @@ from vidfast.engine.distributed import (
     cleanup,
     init_distributed,
 )
-from vidfast.engine.loaders import run_loader
-from vidfast.engine.optim import Schedule, build_optimizer
-from vidfast.engine.precision import plan_run_precision
+from vidfast.engine.run import RunParts, build_run, epoch_seed
 from vidfast.engine.runlog import EpochProgress, RunLogger
 from vidfast.engine.signals import StopRequest
-from vidfast.engine.tasks import StepOutput, make_task
-from vidfast.errors import DataError, VidfastError
+from vidfast.engine.tasks import StepOutput
+from vidfast.errors import VidfastError
 
 
 class TrainingDiverged(VidfastError):
@@ -96,105 +89,41 @@ class RunResult:
     stopped_by: str | None = None
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + rank) % 2**63
-
-
 class Trainer:
-    """State of one training run (kept in one object so that checkpointing sees all of it).
+    """The loop of one training run over its built parts (:func:`vidfast.engine.run.build_run`):
+    ``Trainer(build_run(cfg)).run()``.
 
     ``run()`` trains to the end; ``batches(epoch)`` and ``train_step(batch)`` are the loop's two halves (used
     by :func:`vidfast.engine.throughput.measure_training_throughput`); ``close()`` ends the logging of a
     trainer that is not ``run()``.
     """
 
-    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = (),
-                 device: torch.device | None = None, info: DistInfo | None = None):
-        self.cfg = cfg
+    def __init__(self, parts: RunParts, callbacks: Sequence[Callable[[StepEvent], None]] = ()):
+        self.parts = parts
+        self.cfg, self.plan, self.precision = parts.cfg, parts.plan, parts.precision
         self.callbacks = list(callbacks)
-        rt = cfg.runtime
-        self.info = info = info or DistInfo()
-        device = device or resolve_device(rt.device)
-        if info.enabled and device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
-        self.device = device
+        self.info, self.device = parts.info, parts.device
+        self.task, self.setup, self.model, self.net = parts.task, parts.setup, parts.model, parts.net
+        self.clip_shape = tuple(parts.plan.sample_shape)
+        self.amp_dtype = parts.precision.dtype
+        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.has_val = parts.val_loader is not None
+        self.steps_per_epoch = len(parts.train_loader)
+        self.optimizer, self.schedule, self.scaler = parts.optimizer, parts.schedule, parts.scaler
+        self.checkpoints, self.stop, self.state = parts.checkpoints, parts.stop, parts.state
+        self.resumed_from, self.resume_notes = parts.resumed.path, parts.resumed.notes
+        self.resume_rng = parts.resumed.rng
+        rt = self.cfg.runtime
         self.run_dir = Path(rt.run_dir)
-        self.checkpoints = RunCheckpoints(self.run_dir, info, rt.keep_checkpoints)
-        self.stop = StopRequest(rt.preempt_signal)
         self.every_steps, self.every_seconds = checkpoint_interval(rt.checkpoint_every)
         self.write_failures = 0
-        apply_runtime_flags(cfg)
-        resume_ckpt, self.resumed_from, self.resume_notes = None, None, []
-        if rt.resume:
-            resume_ckpt, self.resumed_from = self.checkpoints.read_last(), self.checkpoints.last
-        elif rt.auto_resume:
-            resume_ckpt, self.resumed_from, self.resume_notes = self.checkpoints.find_newest()
-        self.checkpoints.remove_stale_temporaries()
-        seed_everything(_epoch_seed(rt.seed, -1, info.rank))
-
-        manifest = read_manifest(cfg.data.manifest)
-        if not manifest.select(split=cfg.data.train_split):
-            raise DataError(f"manifest {cfg.data.manifest} has no ok row in split {cfg.data.train_split!r}")
-        self.has_val = bool(manifest.select(split=cfg.data.val_split))
-        self.task = make_task(cfg)
-        self.setup = self.task.build(cfg, list(manifest.class_names))
-        self.model = self.setup.model.to(self.device)
-        if rt.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.clip_shape = self.task.clip_shape(cfg)
-        recorded = rt.precision
-        if recorded is None and resume_ckpt is not None:
-            recorded = (resume_ckpt.get("config") or {}).get("runtime", {}).get("precision")
-        self.plan = plan_run_precision(cfg, self.model, self.task, self.clip_shape, device, info, recorded)
-        self.amp_dtype = self.plan.dtype
-        rt.precision = self.plan.name  # recorded in config.yaml and the checkpoints
-        self._make_loaders(manifest)
-        self.optimizer = build_optimizer(self.setup.param_groups, cfg.optim)
-        self.schedule = Schedule(self.optimizer, cfg.optim, self.steps_per_epoch, cfg.epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.state = LoopState()
-        self.resume_rng: dict[str, Any] | None = None
-        if resume_ckpt is not None:
-            self.resume_rng = restore_training(resume_ckpt, self.resumed_from, cfg, self.setup,
-                                               self._stateful(), self.state, info)
-        if rt.compile:
-            self.model.compile()
-        self.net: nn.Module = (
-            DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-            if info.enabled
-            else self.model
-        )
-        self.logger = RunLogger(self.run_dir, active=info.is_main, progress=rt.progress,
-                                tensorboard=rt.tensorboard, append=resume_ckpt is not None,
+        self.logger = RunLogger(self.run_dir, active=self.info.is_main, progress=rt.progress,
+                                tensorboard=rt.tensorboard, append=self.resumed_from is not None,
                                 log_every=rt.log_every)
         self.last_save_time = time.monotonic()
-        if info.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
-
-    def _make_loaders(self, manifest: Any) -> None:
-        """Train and (when the split has rows) validation loaders; clips leave the workers in the autocast
-        dtype: half the bytes to move, same values the model sees."""
-        cfg, conv = self.cfg, self.setup.convention
-        dtype = self.amp_dtype or torch.float32
-        task, device = self.task, self.device
-        quiet = self.stop.signals  # the workers leave stop signals to this process
-        self.train_loader = run_loader(manifest, cfg, task, cfg.data.train_split, True, device, dtype, conv,
-                                       quiet)
-        self.val_loader = (
-            run_loader(manifest, cfg, task, cfg.data.val_split, False, device, dtype, conv, quiet)
-            if self.has_val
-            else None
-        )
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise DataError(
-                f"split {cfg.data.train_split!r} has fewer clips than one batch ({cfg.data.batch_size})"
-            )
-
-    def _stateful(self) -> dict[str, Any]:
-        """What a checkpoint saves with ``state_dict()``, by checkpoint key."""
-        return {"state_dict": self.model, "optimizer": self.optimizer, "scheduler": self.schedule,
-                "scaler": self.scaler}
+        if self.info.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.plan.save(self.run_dir / "plan.yaml")
 
     def save_checkpoint(self, best: bool = False) -> None:
         """A checkpoint of the run as it stands (published as ``last.pt``, and ``best.pt`` when ``best``),
@@ -205,7 +134,8 @@ class Trainer:
         CheckpointWriteError stops the run on every rank (going on could lose unbounded work)."""
         rng = all_gather_object(capture_rng_state(), self.info) if self.info.enabled else None
         error = self.checkpoints.save(
-            lambda: training_checkpoint(self.cfg, self.setup, self._stateful(), self.state, rng),
+            lambda: training_checkpoint(self.cfg, self.plan, self.setup, self.parts.stateful(), self.state,
+                                        rng),
             self.state.step, best=best,
         )
         self.last_save_time = time.monotonic()
@@ -237,10 +167,10 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+    def batches(self, epoch: int) -> Iterator[Batch]:
         """The epoch's batches from the first one a mid-epoch checkpoint has not trained on (the sampler skips
         the others: they are not decoded again)."""
-        seed_everything(_epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
+        seed_everything(epoch_seed(self.cfg.runtime.seed, epoch, self.info.rank))
         self.train_loader.set_epoch(epoch, start_batch=self.state.batch_in_epoch)
         batches = iter(self.train_loader)
         if self.resume_rng is not None:
@@ -248,16 +178,16 @@ class Trainer:
             self.resume_rng = None
         return batches
 
-    def train_step(self, batch: dict[str, Any]) -> StepOutput:
+    def train_step(self, batch: Batch) -> StepOutput:
         """Forward, backward and update of one batch (a NaN loss is caught by the caller before any save).
 
-        A batch without ``video`` (under DDP: every video of this rank's batch failed to decode) makes an
+        A batch without videos (under DDP: every video of this rank's batch failed to decode) makes an
         idle step: a blank clip in eval mode (batch-norm statistics untouched), its loss times zero. The rank
         still joins the gradient all-reduce and the update, so the ranks stay in step and identical; the
         update is the other ranks' gradients averaged over all ranks."""
-        idle = "video" not in batch
+        idle = batch.video is None
         if idle:
-            batch = self.task.blank_batch(self.clip_shape)
+            batch = self.task.blank_batch()
             self.net.eval()
         try:
             with self._autocast():
@@ -281,20 +211,20 @@ class Trainer:
         clip counts once) with the unwrapped model, which needs no collective call per batch."""
         assert self.val_loader is not None
         self.model.eval()
-        sums = [0.0] * 5  # loss*n, correct, n, rot_correct, rot_n
+        sums = EpochSums()
         try:
             with torch.no_grad(), self._autocast():
                 for batch in self.val_loader:
                     out = self.task.step(self.model, batch, self.device, self.cfg.runtime.channels_last)
-                    sums = [a + b for a, b in zip(sums, _counts(out), strict=True)]
+                    sums.add(EpochSums.of(out))
         finally:
             self.model.train()
-        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        total = sums.over_ranks(self.device, self.info)
         return {
-            "val_loss": loss_n / max(n, 1),
-            "val_acc": correct / max(n, 1),
-            "val_clips": int(n),
-            **({"val_rot_acc": rot_correct / rot_n} if rot_n else {}),
+            "val_loss": total.mean_loss,
+            "val_acc": total.accuracy,
+            "val_clips": int(total.count),
+            **({"val_rot_acc": total.rot_accuracy} if total.rot_count else {}),
         }
 
     def run(self) -> RunResult:
@@ -302,14 +232,14 @@ class Trainer:
         history: list[dict[str, Any]] = []
         status = "completed"
         log.info(
-            f"{cfg.task} {cfg.model.arch} on {self.device} x{self.info.world_size}: "
-            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, precision {self.plan.name}, "
+            f"{cfg.task} {self.plan.arch} on {self.device} x{self.info.world_size}: "
+            f"{self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, precision {self.precision.name}, "
             f"channels_last={cfg.runtime.channels_last}, compile={cfg.runtime.compile}; "
             f"best.pt by {'val' if self.has_val else 'train'} {self.task.monitored}"
         )
-        log.info(self.plan.describe())
-        if self.plan.fp32_layers:
-            log.info(f"under {self.plan.name} autocast: {self.plan.describe_fp32_layers()}")
+        log.info(self.precision.describe())
+        if self.precision.fp32_layers:
+            log.info(f"under {self.precision.name} autocast: {self.precision.describe_fp32_layers()}")
         for note in self.resume_notes:
             log.info(note)
         if self.resumed_from is not None:
@@ -365,12 +295,12 @@ class Trainer:
             return None
         return self._end_epoch(sums, time.perf_counter() - started)
 
-    def _train_epoch(self, batches: Iterator[dict[str, Any]], stop: StopRequest,
-                     progress: EpochProgress) -> list[float] | None:
-        """The training steps of the epoch: summed ``_counts`` of its batches, or None when a stop request
-        (on any rank) ends it early."""
+    def _train_epoch(self, batches: Iterator[Batch], stop: StopRequest,
+                     progress: EpochProgress) -> EpochSums | None:
+        """The training steps of the epoch: the sums of its batches, or None when a stop request (on any
+        rank) ends it early."""
         state = self.state
-        sums = [0.0] * 5
+        sums = EpochSums()
         while True:
             try:
                 batch = next(batches)
@@ -380,16 +310,16 @@ class Trainer:
                 if stop.requested is None:  # a loader worker killed by the same Ctrl-C is no bug
                     raise
                 return None
-            if "video" not in batch and not self.info.enabled:
+            if batch.video is None and not self.info.enabled:
                 state.batch_in_epoch += 1  # no video of the batch decoded: nothing to train on
                 continue
             out = self.train_step(batch)
             state.step += 1
             state.batch_in_epoch += 1
-            counts = _counts(out)
-            loss = counts[0] / max(out.count, 1)
-            sums = [a + b for a, b in zip(sums, counts, strict=True)]
-            progress.update(out.count, loss, counts[1] / max(out.count, 1))
+            counts = EpochSums.of(out)
+            loss = counts.mean_loss
+            sums.add(counts)
+            progress.update(out.count, loss, counts.accuracy)
             event = StepEvent(state.epoch, state.step, state.batch_in_epoch, loss, self.schedule.lr)
             for callback in self.callbacks:
                 callback(event)
@@ -418,19 +348,19 @@ class Trainer:
             )
         return stopping, due
 
-    def _end_epoch(self, sums: list[float], seconds: float) -> dict[str, Any]:
+    def _end_epoch(self, sums: EpochSums, seconds: float) -> dict[str, Any]:
         """Validation, schedule, checkpoints and the metrics row of a completed epoch."""
         state = self.state
         broadcast_buffers(self.model, self.info)  # same batch-norm statistics on every rank for eval, saving
-        loss_n, correct, n, rot_correct, rot_n = all_reduce_sum(sums, self.device, self.info)
+        total = sums.over_ranks(self.device, self.info)
         row: dict[str, Any] = {
             "epoch": state.epoch + 1,
             "step": state.step,
             "lr": self.schedule.lr,
-            "train_loss": loss_n / max(n, 1),
-            "train_acc": correct / max(n, 1),
-            "train_rot_acc": rot_correct / rot_n if rot_n else None,
-            "clips_per_s": n / seconds if seconds > 0 else None,
+            "train_loss": total.mean_loss,
+            "train_acc": total.accuracy,
+            "train_rot_acc": total.rot_accuracy if total.rot_count else None,
+            "clips_per_s": total.count / seconds if seconds > 0 else None,
             "seconds": seconds,
         }
         if self.val_loader is not None:
@@ -454,13 +384,47 @@ class Trainer:
         return row
 
 
-def _counts(out: StepOutput) -> list[float]:
-    """[loss * n, correct, n, rot_correct, rot_n] of one batch as Python numbers (one device sync)."""
-    rot_correct = out.rot_correct if out.rot_correct is not None else torch.zeros((), device=out.loss.device)
-    loss, correct, rot = torch.stack(
-        [out.loss.detach().float(), out.correct.float(), rot_correct.float()]
-    ).tolist()
-    return [loss * out.count, correct, float(out.count), rot, float(out.rot_count)]
+@dataclass
+class EpochSums:
+    """Sums over batches: ``loss`` (each batch's mean loss times its samples), ``correct`` and ``count``
+    samples, and the puzzle's ``rot_correct`` of ``rot_count`` pieces."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    rot_correct: float = 0.0
+    rot_count: float = 0.0
+
+    @classmethod
+    def of(cls, out: StepOutput) -> EpochSums:
+        """The sums of one batch as Python numbers (one device sync)."""
+        zero = torch.zeros((), device=out.loss.device)
+        rot_correct = out.rot_correct if out.rot_correct is not None else zero
+        loss, correct, rot = torch.stack(
+            [out.loss.detach().float(), out.correct.float(), rot_correct.float()]
+        ).tolist()
+        return cls(loss * out.count, correct, float(out.count), rot, float(out.rot_count))
+
+    def add(self, other: EpochSums) -> None:
+        """Add ``other``'s sums to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def over_ranks(self, device: torch.device, info: DistInfo) -> EpochSums:
+        """These sums added up over the ranks of a torchrun job (themselves in a single process)."""
+        return EpochSums(*all_reduce_sum([getattr(self, f.name) for f in fields(self)], device, info))
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.count, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+    @property
+    def rot_accuracy(self) -> float:
+        return self.rot_correct / max(self.rot_count, 1)
 
 
 def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = ()) -> RunResult:
@@ -475,7 +439,7 @@ def fit(config: TrainConfig, callbacks: Sequence[Callable[[StepEvent], None]] = 
     info = init_distributed(device.type)
     global_flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
-        return Trainer(config, callbacks, device, info).run()
+        return Trainer(build_run(config, device, info), callbacks).run()
     finally:
         torch.use_deterministic_algorithms(global_flags[0])
         torch.backends.cudnn.benchmark = global_flags[1]

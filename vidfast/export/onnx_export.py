@@ -5,8 +5,9 @@ Exporters (torch 2.13): the ``dynamo`` exporter (``torch.export`` + onnxscript) 
 older opsets go to the legacy ``torchscript`` exporter (deprecated by PyTorch, still exact here), and the
 opset of the written graph is always verified. The dynamo exporter specialises a batch of 1, so the example
 input has a batch of 2 when the batch axis is dynamic (``torch.export.Dim``); the legacy exporter takes
-``dynamic_axes`` instead. Neither translates ``adaptive_avg_pool3d`` to a non-global size that does not divide
-the input (C3D's pool5 at small clips), so such pools are rewritten for the fixed clip size before export.
+``dynamic_axes`` instead. Neither translates ``adaptive_avg_pool3d`` to a size other than 1, so the one model
+that needs such a pool (C3D before ``fc6``) writes it as a mean and two matrix products
+(:func:`vidfast.models.c3d.pool5_to_fc6_grid`), which both export as they are.
 """
 
 from __future__ import annotations

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from vidfast.engine.config import TrainConfig
 from vidfast_cli.options import (
-    TRAINING_OPTIONS,
-    Force,
-    FromCheckpoint,
-    FtBeginModule,
-    InflateFrom,
     ManifestArg,
-    RotationWeight,
     overrides_from_options,
+    training_options,
     with_options,
 )
 
@@ -25,17 +22,16 @@ EXIT_PREEMPTED = 75  # SIGTERM or --preempt-signal: checkpoint saved, requeue (s
 EXIT_CHECKPOINT_WRITES = 74  # --checkpoint-failures writes failed in a row: stopped (sysexits EX_IOERR)
 
 
-def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) -> None:
+def _run(task: str, manifest: Path, config_file: Path | None, given: dict[str, Any],
+         config_type: type[TrainConfig] = TrainConfig) -> None:
     """Resolve defaults <- --config <- options, train, print where the results are."""
     from vidfast.engine import fit, resolve_config
     from vidfast.engine.checkpoint import CheckpointWriteError
     from vidfast.ranks import launched_rank
 
-    given = dict(given)
-    config_file = given.pop("config")
-    overrides = overrides_from_options(**given, **task_options)
+    overrides = overrides_from_options(given)
     overrides.setdefault("data", {})["manifest"] = str(manifest)
-    cfg = resolve_config(task, config_file, overrides)  # type: ignore[arg-type]
+    cfg = resolve_config(task, config_file, overrides, config_type=config_type)  # type: ignore[arg-type]
     try:
         result = fit(cfg)
     except CheckpointWriteError as exc:
@@ -59,37 +55,35 @@ def _run(task: str, manifest: Path, given: dict[str, Any], **task_options: Any) 
     )
 
 
-@with_options(TRAINING_OPTIONS)
-def pretrain(manifest: ManifestArg, given: dict[str, Any], rotation_weight: RotationWeight = None) -> None:
-    """Self-supervised Space-Time Cubic Puzzle pretraining (Kim et al., AAAI 2019) -> RUN/last.pt,
-    RUN/best.pt.
+def training_command(command: str, task: str, doc: str,
+                     config_type: type[TrainConfig] = TrainConfig) -> Callable[..., None]:
+    """The Typer command ``command`` (pretrain, train or finetune): task ``task``, help ``doc``, an option for
+    every field of ``config_type`` it takes (:func:`vidfast_cli.options.training_options`)."""
 
-    Labels are not used; the network learns to order four shuffled spatio-temporal cubes (and their rotation).
-    """
-    _run("puzzle", manifest, given, rotation_weight=rotation_weight)
+    def run(manifest: ManifestArg, given: dict[str, Any]) -> None:
+        given = dict(given)
+        config_file = given.pop("config")
+        if command == "finetune" and (given["finetune__checkpoint"] is None) == (
+                given["finetune__inflate_from"] is None):
+            raise typer.BadParameter("give one of --from CHECKPOINT or --inflate-from 2D_WEIGHTS")
+        _run(task, manifest, config_file, given, config_type)
+
+    run.__doc__, run.__name__ = doc, command
+    return with_options(training_options(command, config_type))(run)
 
 
-@with_options(TRAINING_OPTIONS)
-def train(manifest: ManifestArg, given: dict[str, Any]) -> None:
-    """Supervised training from scratch; the number of classes comes from the manifest."""
-    _run("classify", manifest, given)
+pretrain = training_command("pretrain", "puzzle", """Self-supervised Space-Time Cubic Puzzle pretraining
+    (Kim et al., AAAI 2019) -> RUN/last.pt, RUN/best.pt.
 
+    Labels are not used; the network learns to order four shuffled spatio-temporal cubes (and their
+    rotation).""")
 
-@with_options(TRAINING_OPTIONS)
-def finetune(
-    manifest: ManifestArg,
-    given: dict[str, Any],
-    from_checkpoint: FromCheckpoint = None,
-    inflate_from: InflateFrom = None,
-    ft_begin_module: FtBeginModule = None,
-    force: Force = False,
-) -> None:
-    """Fine-tune a pretrained network (vidfast puzzle or classifier checkpoint, 3D-ResNets 2018/2020 file,
-    torchvision video weights, or a 2D ResNet inflated with --inflate-from) on the manifest's classes.
+train = training_command("train", "classify", """Supervised training from scratch; the number of classes
+    comes from the manifest.""")
+
+finetune = training_command("finetune", "classify", """Fine-tune a pretrained network (vidfast puzzle or
+    classifier checkpoint, 3D-ResNets 2018/2020 file, torchvision video weights, or a 2D ResNet inflated with
+    --inflate-from) on the manifest's classes.
 
     The source's input convention is kept (fine-tuning 2018 weights on 0-1 input ruins them); a --preset,
-    --mean, --std or --value-scale that contradicts it is refused unless --force."""
-    if (from_checkpoint is None) == (inflate_from is None):
-        raise typer.BadParameter("give one of --from CHECKPOINT or --inflate-from 2D_WEIGHTS")
-    _run("classify", manifest, given, from_checkpoint=from_checkpoint, inflate_from=inflate_from,
-         ft_begin_module=ft_begin_module, force=force or None)
+    --mean, --std or --value-scale that contradicts it is refused unless --force.""")

@@ -2,14 +2,15 @@
 
 A :class:`Video` exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``get_frames(indices)``, which
 returns uint8 ``Tensor[t, H, W, 3]`` (RGB, frames in the requested order, repeats allowed). Each backend
-module registers a :class:`Backend` (its refusal reasons, its ``auto`` priority on the CPU and on a GPU, and
-optionally a deferred batch decode); when none can serve an input, :class:`BackendUnavailable` lists every
-reason. Adding a backend: a new module here calling ``register(Backend(...))`` and its import line below.
+module registers a :class:`DecoderBackend` (its refusal reasons, its ``auto`` priority on the CPU and on a
+GPU, and optionally a deferred batch decode); when none can serve an input, :class:`BackendUnavailable` lists
+every reason. Adding a backend: a new module here calling ``register(DecoderBackend(...))`` and its import
+line below.
 """
 
 from vidfast.data.decoders.base import (
     BACKENDS,
-    Backend,
+    DecoderBackend,
     Deferred,
     Video,
     backend_priority,
@@ -27,7 +28,7 @@ from vidfast.data.decoders.pyav import PyAVVideo, open_container, probe_codec, s
 from vidfast.data.decoders.torchcodec import TorchCodecVideo, torchcodec_import_error
 
 __all__ = [
-    "BACKENDS", "Backend", "DaliVideo", "Decord2Video", "Deferred", "FramesVideo", "PyAVVideo",
+    "BACKENDS", "DecoderBackend", "DaliVideo", "Decord2Video", "Deferred", "FramesVideo", "PyAVVideo",
     "TorchCodecVideo", "Video", "backend_priority", "dali_decoder", "dali_import_error", "decode_deferred",
     "decord2_import_error",
     "defers", "list_frames", "open_container", "open_video", "probe_codec", "read_frames", "register",

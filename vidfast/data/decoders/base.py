@@ -1,10 +1,11 @@
-"""The decoder interface and registry: :class:`Video`, :class:`Backend`, ``register``, ``open_video``.
+"""The decoder interface and registry: :class:`Video`, :class:`DecoderBackend`, ``register``, ``open_video``.
 
 A backend module (``pyav.py``, ``frames.py``, ``dali.py``) defines its :class:`Video` class and calls
-``register(Backend(...))`` once; ``vidfast/data/decoders/__init__.py`` imports it (one line). A backend may
-*defer* decoding: in a DataLoader worker its video returns a :class:`Deferred` (a picklable request) instead
-of frames, and the loader hands the batch's requests to ``Backend.decode_deferred`` in the main process
-(DALI's NVDEC decode on the GPU works so).
+``register(DecoderBackend(...))`` once; ``vidfast/data/decoders/__init__.py`` imports it (one line). A
+backend may *defer* decoding: in a DataLoader worker its video returns a :class:`Deferred` (a picklable
+request) instead of frames, and the loader hands the batch's requests to ``DecoderBackend.decode_deferred``
+in the main process (DALI's NVDEC decode on the GPU works so). (``vidfast.deploy.Backend`` is another thing:
+the inference runtime, onnxruntime or PyTorch.)
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def check_indices(indices: Sequence[int], num_frames: int, path: str | Path) -> 
 
 
 @dataclass(frozen=True)
-class Backend:
+class DecoderBackend:
     """One decoding backend.
 
     ``refusal(path, device, deferred)``: why it cannot serve ``path`` on ``device`` (None: it can);
@@ -120,11 +121,11 @@ class Backend:
         return self.decode_deferred is not None and device.type == "cuda" and self.unavailable(device) is None
 
 
-#: backend name -> Backend, filled by the backend modules
-BACKENDS: dict[str, Backend] = {}
+#: backend name -> DecoderBackend, filled by the backend modules
+BACKENDS: dict[str, DecoderBackend] = {}
 
 
-def register(backend: Backend) -> Backend:
+def register(backend: DecoderBackend) -> DecoderBackend:
     """Add ``backend`` to :data:`BACKENDS` (a backend module calls this once)."""
     BACKENDS[backend.name] = backend
     return backend

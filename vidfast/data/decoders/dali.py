@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidfast.data.decoders.base import Backend, ClosingVideo, Deferred, check_indices, register
+from vidfast.data.decoders.base import ClosingVideo, DecoderBackend, Deferred, check_indices, register
 from vidfast.data.decoders.pyav import PyAVVideo, probe_codec
 from vidfast.errors import DataError
 
@@ -176,7 +176,7 @@ def _decode_deferred(requests: list[Any], device: torch.device) -> list[torch.Te
     return dali_decoder(str(device)).decode(list(encoded), list(indices))
 
 
-register(Backend(
+register(DecoderBackend(
     "dali", dali_refusal, lambda path, device, deferred: DaliVideo(path, str(device), deferred),
     priority=(2, 0), unavailable=lambda device: dali_import_error(), decode_deferred=_decode_deferred,
 ))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidfast.data.decoders.base import Backend, ClosingVideo, check_indices, register
+from vidfast.data.decoders.base import ClosingVideo, DecoderBackend, check_indices, register
 from vidfast.data.decoders.pyav import PyAVVideo, _open, default_threads
 from vidfast.errors import DataError
 
@@ -105,5 +105,6 @@ def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     return decord2_import_error()
 
 
-register(Backend("decord2", _refusal, lambda path, device, deferred: open_decord2(path), priority=(0, 1),
-                 unavailable=lambda device: decord2_import_error(), threaded=open_decord2))
+register(DecoderBackend("decord2", _refusal, lambda path, device, deferred: open_decord2(path),
+                        priority=(0, 1), unavailable=lambda device: decord2_import_error(),
+                        threaded=open_decord2))

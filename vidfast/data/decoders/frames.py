@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidfast.data.decoders.base import Backend, ClosingVideo, check_indices, register
+from vidfast.data.decoders.base import ClosingVideo, DecoderBackend, check_indices, register
 from vidfast.errors import DataError
 
 #: image suffixes accepted in a frame folder
@@ -86,4 +86,5 @@ def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     return None
 
 
-register(Backend("frames", _refusal, lambda path, device, deferred: FramesVideo(path), priority=(1, 2)))
+register(DecoderBackend("frames", _refusal, lambda path, device, deferred: FramesVideo(path),
+                        priority=(1, 2)))

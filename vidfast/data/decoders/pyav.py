@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidfast.data.decoders.base import Backend, ClosingVideo, check_indices, register
+from vidfast.data.decoders.base import ClosingVideo, DecoderBackend, check_indices, register
 from vidfast.errors import DataError
 from vidfast.video_index import StreamIndex, build_stream_index, stream_rate
 
@@ -233,5 +233,5 @@ def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     return None
 
 
-register(Backend("pyav", _refusal, lambda path, device, deferred: PyAVVideo(path), priority=(0, 1),
-                 threaded=lambda path, threads: PyAVVideo(path, threads)))
+register(DecoderBackend("pyav", _refusal, lambda path, device, deferred: PyAVVideo(path), priority=(0, 1),
+                        threaded=lambda path, threads: PyAVVideo(path, threads)))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidfast.data.decoders.base import Backend, ClosingVideo, check_indices, register
+from vidfast.data.decoders.base import ClosingVideo, DecoderBackend, check_indices, register
 from vidfast.data.decoders.pyav import default_threads
 from vidfast.errors import DataError
 
@@ -73,6 +73,6 @@ def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     return torchcodec_import_error()
 
 
-register(Backend("torchcodec", _refusal, lambda path, device, deferred: TorchCodecVideo(path),
-                 priority=(0, 1), unavailable=lambda device: torchcodec_import_error(),
-                 threaded=lambda path, threads: TorchCodecVideo(path, threads)))
+register(DecoderBackend("torchcodec", _refusal, lambda path, device, deferred: TorchCodecVideo(path),
+                        priority=(0, 1), unavailable=lambda device: torchcodec_import_error(),
+                        threaded=lambda path, threads: TorchCodecVideo(path, threads)))

@@ -3,9 +3,12 @@
 A :class:`ClipPolicy` plans the ``S`` samples of a ``num_frames x height x width`` video, each made of ``P``
 pieces (1 for a clip, 4 for a cubic puzzle), as :func:`vidfast.ops.cube_crop` arguments, and carries the
 output's size, normalisation, dtype and memory layout (:class:`ClipOutput`); :meth:`ClipPolicy.crop` cuts
-them. Training, evaluation and prediction all read clips through a policy (:func:`vidfast.data.read_clips`).
-Adding a policy: a new module in this package with a :class:`ClipPolicy` subclass (and one line in
-``__init__.py`` to export it).
+them. Training, evaluation and prediction all read clips through a policy (:func:`vidfast.data.read_clips`;
+the loader's items through the same plan and cut).
+
+Adding a policy: a module with a :class:`ClipPolicy` subclass and a factory registered by name
+(:func:`~vidfast.data.policies.register_policy`); a run config (``data.loader.policy``), evaluation
+(``EvalConfig.policy``) and prediction then take it by that name.
 """
 
 from __future__ import annotations

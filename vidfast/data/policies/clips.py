@@ -2,19 +2,30 @@
 ``size x size`` square.
 
 One class, :class:`ClipSampling`, covers the four temporal modes; the constructors name the usual ones:
-:func:`training_clips` (a random clip, multiscale corner or random-resized crop, flip), :func:`center_clip`,
-:func:`uniform_clips` (``k`` evenly spaced clips) and :func:`sliding_windows` (windows covering the video),
-the last three with the central square crop.
+:func:`training_clips` (a random clip, multiscale corner or random-resized crop, flip), :func:`uniform_clips`
+(``k`` evenly spaced clips) and :func:`sliding_windows` (windows covering the video), the last two with the
+central square crop. The four modes are registered as the clip policies ``random``, ``center``, ``uniform``
+and ``sliding`` (:func:`clip_policy` options).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vidfast.data.policies.base import ClipOutput, ClipParams, ClipPolicy
-from vidfast.data.samplers import SpatialConfig, TemporalConfig, clip_at, clip_starts, num_clips, sample_box
+from vidfast.data.policies.registry import register_policy
+from vidfast.data.samplers import (
+    TEMPORAL_MODES,
+    SpatialConfig,
+    TemporalConfig,
+    clip_at,
+    clip_starts,
+    num_clips,
+    sample_box,
+)
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,6 @@ def _evaluation(temporal: TemporalConfig, size: int, output: ClipOutput) -> Clip
     return ClipSampling(temporal, SpatialConfig(mode="center", size=size, hflip=False), output)
 
 
-def center_clip(clip_len: int = 16, step: int = 1, size: int = 112,
-                output: ClipOutput = ClipOutput()) -> ClipSampling:
-    """The central clip, central square crop."""
-    return _evaluation(TemporalConfig("center", clip_len, step), size, output)
-
-
 def uniform_clips(clips: int, clip_len: int = 16, step: int = 1, size: int = 112,
                   output: ClipOutput = ClipOutput()) -> ClipSampling:
     """``clips`` evenly spaced clips, central square crop."""
@@ -76,10 +81,10 @@ def clip_policy(sampling: str = "random", clip_len: int = 16, step: int = 1, siz
                 clips: int = 1, stride: int | None = None, spatial: str | None = None,
                 output: ClipOutput = ClipOutput(), keyframe_snap: int = 0,
                 **spatial_options: object) -> ClipSampling:
-    """A :class:`ClipSampling` from option names (a run config's ``data.loader``): temporal mode
-    ``sampling`` (``keyframe_snap``: see :mod:`vidfast.data.samplers`), spatial mode ``spatial`` (default:
-    multiscale for random clips, else center), ``spatial_options`` any other :class:`SpatialConfig` field
-    (``scales``, ``hflip``, ...)."""
+    """A :class:`ClipSampling` from option names (a run config's ``data.loader``; registered by mode name):
+    temporal mode ``sampling`` (``keyframe_snap``: see :mod:`vidfast.data.samplers`), spatial mode
+    ``spatial`` (default: multiscale for random clips, else center), ``spatial_options`` any other
+    :class:`SpatialConfig` field (``scales``, ``hflip``, ...)."""
     spatial = spatial or ("multiscale" if sampling == "random" else "center")
     if spatial == "center":
         spatial_options.setdefault("hflip", False)
@@ -87,3 +92,7 @@ def clip_policy(sampling: str = "random", clip_len: int = 16, step: int = 1, siz
         spatial_options["scales"] = tuple(spatial_options["scales"])  # type: ignore[arg-type]
     return ClipSampling(TemporalConfig(sampling, clip_len, step, clips, stride, keyframe_snap),
                         SpatialConfig(mode=spatial, size=size, **spatial_options), output)  # type: ignore[arg-type]
+
+
+for _mode in TEMPORAL_MODES:
+    register_policy(_mode, functools.partial(clip_policy, _mode))
