@@ -130,11 +130,10 @@ class DataConfig:
                                        "1 (0-1) or 255 (0-255).")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimizer and schedule. Defaults are the CVPR 2018 setup (SGD, lr 0.1, momentum 0.9, weight decay 1e-3,
-    rate divided by 10 when the validation loss plateaus). Not frozen (the engine never writes it either):
-    ``vidfast.study`` sets ``warmup_epochs`` on a config it made."""
+    rate divided by 10 when the validation loss plateaus)."""
 
     optimizer: Literal["sgd", "adamw"] = option("sgd", help="sgd (momentum, optional Nesterov) or adamw.")
     lr: float = option(0.1, min=0.0, help="Base learning rate (after warmup, before decay).")

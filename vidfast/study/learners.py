@@ -16,7 +16,7 @@ network (a linear probe).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -134,9 +134,8 @@ class NetworkLearner:
             seed=seed,
             init=self.checkpoint,
         )
-        cfg.optim.warmup_epochs = float(
-            self.selection.warmup
-        )  # epochs of one step: the schedule counts steps
+        # warmup in epochs of one step: the schedule counts steps
+        cfg = replace(cfg, optim=replace(cfg.optim, warmup_epochs=float(self.selection.warmup)))
         torch.manual_seed(seed)
         task = ClassifyTask.from_config(cfg)
         setup = task.build(cfg, self.class_names)
