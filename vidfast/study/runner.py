@@ -173,7 +173,8 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")  # no forked copy of this process's torch threads
         with ProcessPoolExecutor(jobs, context, torch.set_num_threads, (threads,)) as workers:
-            done = list(workers.map(_timed_catalogue, [cfg] * len(catalogues), catalogues, [out] * jobs))
+            runs = [workers.submit(_timed_catalogue, cfg, c, out) for c in catalogues]
+            done = [run.result() for run in runs]
     else:
         done = [_timed_catalogue(cfg, c, out, say) for c in catalogues]
     results: dict[str, Any] = {"config": asdict(cfg), "catalogues": {}}
