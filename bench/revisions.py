@@ -5,7 +5,8 @@ Each tree gets one long-lived worker process (``PYTHONPATH`` = that tree, the in
 this checkout); the parent asks the workers in turn for one measurement at a time, alternating which tree goes
 first, so that load from other processes hits both alike. Round 0 of every measurement is a warm-up (worker
 start-up, first decode, the precision decision) and is not counted; the table gives the median of the other
-rounds, in clips/s, and after/before.
+rounds in clips/s, their after/before, and the median [min, max] of the rounds' own after/before (each round
+measures both trees back to back, so its ratio shares that moment's load).
 
 Measurements (same data, same settings in both trees):
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -50,6 +52,9 @@ def _serve(data: Path) -> None:
     from vidfast.data.loader import LoaderConfig, make_loader
     from vidfast.data.policies import training_clips
     from vidfast.engine import measure_training_throughput, resolve_config
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("vidfast.runtime").setLevel(logging.INFO)  # the precision each tree's run takes
 
     loaders: dict[str, object] = {}
     epochs: dict[str, int] = {}
@@ -181,12 +186,16 @@ def main() -> None:
             for worker in workers.values():
                 worker.close()
     table = {n: {t: statistics.median(r[t]) for t in r} for n, r in rates.items()}
+    paired = {n: sorted(a / b for a, b in zip(r["after"], r["before"], strict=True))
+              for n, r in rates.items()}
     report = {"before": str(before), "after": str(after), "compiled_op_of_before": op, "rounds": args.rounds,
               "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
-              "load_average": os.getloadavg(), "median_clips_per_s": table, "all_rounds": rates}
-    print(f"{'median clips/s':28s} {'before':>9s} {'after':>9s}  after/before  ({args.rounds} rounds)")
+              "load_average": os.getloadavg(), "median_clips_per_s": table, "all_rounds": rates,
+              "paired_ratios": paired}
+    print(f"{'median clips/s':28s} {'before':>9s} {'after':>9s}  ratio  by round ({args.rounds} rounds)")
     for name, m in table.items():
-        print(f"{name:28s} {m['before']:9.2f} {m['after']:9.2f}  {m['after'] / m['before']:.3f}")
+        by_round = f"{statistics.median(paired[name]):.3f} [{paired[name][0]:.3f}, {paired[name][-1]:.3f}]"
+        print(f"{name:28s} {m['before']:9.2f} {m['after']:9.2f}  {m['after'] / m['before']:.3f}  {by_round}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
 
