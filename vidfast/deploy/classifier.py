@@ -189,7 +189,7 @@ def _clip_frames(path: str | Path, clip_len: int, step: int, clips: int) -> tupl
             from vidfast.data.decoders import open_video
         except ImportError as exc:
             raise DataError(f"{path}: frame folders are read by the training install ({exc})") from None
-        with open_video(str(path), "frames") as video:
+        with open_video(str(path), "frame_folder") as video:
             wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, step))
             return video.get_frames(wanted).numpy(), inverse
     with VideoFile(path) as video:
