@@ -223,8 +223,9 @@ def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> Non
 
 
 def _fixed_size_frames_graph(float_model: Path, out: Path) -> Path:
-    """A frames graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the clip
-    size, normalised in-graph, no ``vidfast.crop`` key."""
+    """A preprocessing graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the
+    clip size, normalised in-graph, no ``vidfast.crop`` key, and the input and ``vidfast.input`` still named
+    "frames" (now "rgb_uint8")."""
     from onnx import TensorProto, helper, numpy_helper
 
     from vidfast.conventions import normalising_affine
