@@ -179,7 +179,8 @@ class OnnxClassifier:
         return self._crop
 
 
-def _clip_frames(path: str | Path, clip_len: int, step: int, clips: int) -> tuple[np.ndarray, np.ndarray]:
+def _clip_frames(path: str | Path, clip_len: int, frame_step: int,
+                 clips: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct frames ``uint8 [K, H, W, 3]`` of ``clips`` evenly spaced clips of ``path`` and each
     clip's rows into them, ``int [clips, clip_len]``."""
     from vidfast.deploy.video import VideoFile, uniform_clip_indices
@@ -192,10 +193,10 @@ def _clip_frames(path: str | Path, clip_len: int, step: int, clips: int) -> tupl
         except ImportError as exc:
             raise DataError(f"{path}: frame folders are read by the training install ({exc})") from None
         with open_video(str(path), "frame_folder") as video:
-            wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, step))
+            wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, frame_step))
             return video.get_frames(wanted).numpy(), inverse
     with VideoFile(path) as video:
-        wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, step))
+        wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, frame_step))
         return video.frames(wanted), inverse
 
 
