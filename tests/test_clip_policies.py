@@ -21,10 +21,11 @@ PLANNED: list[int] = []
 
 @dataclass(frozen=True)
 class EndClips(ClipPolicy):
-    """Two clips of a video, its first and its last ``clip_len`` frames (``step`` apart), central square."""
+    """Two clips of a video, its first and its last ``clip_len`` frames (``frame_step`` apart), central
+    square."""
 
     clip_len: int = 16
-    step: int = 1
+    frame_step: int = 1
     size: int = 112
     output: ClipOutput = field(default_factory=ClipOutput)
 
@@ -38,7 +39,7 @@ class EndClips(ClipPolicy):
     def plan(self, num_frames: int, height: int, width: int, rng: np.random.Generator | None = None,
              key_frames: np.ndarray | None = None) -> ClipParams:
         PLANNED.append(num_frames)
-        temporal = TemporalConfig("center", self.clip_len, self.step)
+        temporal = TemporalConfig("center", self.clip_len, self.frame_step)
         starts = (0, max(num_frames - temporal.span, 0))
         frames = np.stack([clip_at(s, num_frames, temporal) for s in starts])
         return ClipParams.plain(frames, np.asarray([center_box(height, width)] * 2), np.zeros(2, bool))

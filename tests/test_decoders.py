@@ -168,12 +168,12 @@ def test_index_for_shifted_and_timestampless_streams(videos: dict[str, Path]) ->
         assert not video.index.seekable  # no timestamps: frames are counted from the start
 
 
-def test_frames_backend(tmp_path: Path) -> None:
+def test_frame_folder_backend(tmp_path: Path) -> None:
     frames = moving_pattern(frames=6)
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"image_{i + 1:05d}.jpg", quality=90)
     (tmp_path / "n_frames").write_text("6")  # the CVPR 2018 layout also holds this file
-    assert select_backend(tmp_path) == "frames"
+    assert select_backend(tmp_path) == "frame_folder"
     video = open_video(tmp_path)
     assert (video.num_frames, video.height, video.width) == (6, H, W)
     expected = np.stack(
@@ -185,7 +185,8 @@ def test_frames_backend(tmp_path: Path) -> None:
 def test_errors_are_clear(videos: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         open_video(tmp_path / "missing.mp4")
-    with pytest.raises(BackendUnavailable, match=r"pyav: .*folder.*frames: .*no .jpg/.jpeg/.png frames"):
+    no_frames = r"pyav: .*folder.*frame_folder: .*no .jpg/.jpeg/.png frames"
+    with pytest.raises(BackendUnavailable, match=no_frames):
         open_video(tmp_path, backend="auto")  # an empty folder: no backend can read it
     with pytest.raises(ValueError, match="backend"):
         open_video(videos["vp9"], backend="ffmpeg")

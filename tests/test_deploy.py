@@ -208,9 +208,9 @@ def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> Non
     from vidfast.deploy.video import VideoFile, uniform_clip_indices
 
     plans = [(40, 3, 8, 2), (5, 4, 8, 1), (100, 10, 16, 1), (17, 1, 16, 3), (1, 2, 4, 1)]
-    for n, clips, clip_len, step in plans:
-        want = uniform_clips(clips, clip_len, step).plan(n, 8, 8).frame_idx[:, 0].numpy()
-        np.testing.assert_array_equal(uniform_clip_indices(n, clips, clip_len, step), want)
+    for n, clips, clip_len, frame_step in plans:
+        want = uniform_clips(clips, clip_len, frame_step).plan(n, 8, 8).frame_idx[:, 0].numpy()
+        np.testing.assert_array_equal(uniform_clip_indices(n, clips, clip_len, frame_step), want)
     rng = np.random.default_rng(7)
     frames = rng.integers(0, 256, (60, 32, 48, 3), dtype=np.uint8)
     path = write_video(workdir / "gop.mp4", frames, fps=30, codec="h264", gop=12)
@@ -223,8 +223,9 @@ def test_deploy_frame_reading_matches_the_training_decoder(workdir: Path) -> Non
 
 
 def _fixed_size_frames_graph(float_model: Path, out: Path) -> Path:
-    """A frames graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the clip
-    size, normalised in-graph, no ``vidfast.crop`` key."""
+    """A preprocessing graph as exports before the any-size one were: uint8 ``[N, T, h, w, 3]`` of exactly the
+    clip size, normalised in-graph, no ``vidfast.crop`` key, and the input and ``vidfast.input`` still named
+    "frames" (now "rgb_uint8")."""
     from onnx import TensorProto, helper, numpy_helper
 
     from vidfast.conventions import normalising_affine

@@ -17,7 +17,7 @@ from vidfast_cli.app import app
 
 from vidfast.data.samplers import center_box
 from vidfast.deploy import read_metadata
-from vidfast.deploy.preprocess import frames_graph
+from vidfast.deploy.preprocess import preprocess_graph
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export import ExportResult, export_onnx, parse_batch, parse_clip
 from vidfast.models import PuzzleNet, create_model
@@ -199,26 +199,27 @@ def evaluation_crop(frames: torch.Tensor) -> torch.Tensor:
 FRAME_SIZES = [(32, 32), (20, 20), (48, 64), (90, 40), (33, 97), (240, 320), (720, 1280)]
 
 
-def test_frames_graph_is_the_evaluation_crop() -> None:
+def test_preprocess_graph_is_the_evaluation_crop() -> None:
     """The in-graph crop and resize against ``cube_crop``: equal up to the float rounding of the bilinear
     weights (onnxruntime derives them from out/in, cube_crop from in/out), at most 1e-4 of a normalised
     value, i.e. 0.007 of a uint8 level at std 0.27."""
-    session = ort.InferenceSession(frames_graph(CLIP, MEAN, STD).SerializeToString(),
+    session = ort.InferenceSession(preprocess_graph(CLIP, MEAN, STD).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     for i, size in enumerate(FRAME_SIZES):
         frames = random_frames(2, seed=20 + i, size=size)
-        (got,) = session.run(None, {"frames": frames.numpy()})
+        (got,) = session.run(None, {"rgb_uint8": frames.numpy()})
         np.testing.assert_allclose(got, evaluation_crop(frames).numpy(), rtol=0, atol=1e-4, err_msg=str(size))
 
 
 def test_with_preprocess_takes_frames_of_any_size(resnet, workdir: Path) -> None:
     model, ckpt = resnet
     result = export_onnx(ckpt, workdir / "resnet18_frames.onnx", with_preprocess=True)
-    assert result.input_name == "frames" and result.input_shape[1] == CLIP[0] and result.input_shape[4] == 3
+    assert result.input_name == "rgb_uint8"
+    assert result.input_shape[1] == CLIP[0] and result.input_shape[4] == 3
     assert all(isinstance(d, str) for d in (result.input_shape[0], *result.input_shape[2:4]))  # N, H, W
     assert result.parity is not None and result.parity.frame_sizes == ("8x32x32", "8x69x98")
     meta = read_metadata(result.path)
-    assert meta.input_format == "frames" and meta.crop == "center" and meta.any_frame_size
+    assert meta.input_format == "rgb_uint8" and meta.crop == "center" and meta.any_frame_size
     props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert "every 2-th frame" in props["vidfast.sampling"] and "any H, W" in props["vidfast.sampling"]
     proto = onnx.load(str(result.path))

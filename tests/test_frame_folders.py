@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vidfast.data import build_manifest, open_video, probe_path, read_manifest
-from vidfast.data.decoders import list_frames
+from vidfast.data.decoders import list_frame_images
 
 FRAMES, SIDE = 12, 32
 
@@ -39,7 +39,7 @@ def test_one_frame_rule_natural_order(tmp_path: Path) -> None:
     _write_folder(tmp_path / "mixed", 0, suffix=".jpeg")
     (tmp_path / "mixed" / "notes.txt").write_text("not a frame")
     (tmp_path / "mixed" / ".hidden.png").write_bytes(b"")
-    names = [p.name for p in list_frames(tmp_path / "mixed")]
+    names = [p.name for p in list_frame_images(tmp_path / "mixed")]
     assert names == [f"frame_{i}.jpeg" for i in range(1, FRAMES + 1)]
     with open_video(tmp_path / "mixed") as video:
         values = video.get_frames([0, 1, 9, 11]).float().mean(dim=(1, 2, 3))

@@ -214,9 +214,10 @@ def test_load_clips(manifest: Path) -> None:
         load_clips(Path(path).with_name("corrupt.mp4"))
 
 
-@pytest.mark.parametrize("sampling,clips,step", [("center", 1, 1), ("uniform", 3, 2), ("sliding", 1, 1)])
+@pytest.mark.parametrize("sampling,clips,frame_step",
+                         [("center", 1, 1), ("uniform", 3, 2), ("sliding", 1, 1)])
 def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: str, clips: int,
-                                                    step: int) -> None:
+                                                    frame_step: int) -> None:
     """For one trimmed row and the same settings, the loader (ClipDataset), the reader, evaluation
     (decode_clips) and prediction (load_clips: the ONNX path) take the same frames and boxes and give the
     same tensors."""
@@ -224,9 +225,9 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
 
     rows = read_manifest(manifest)
     row = next(r for r in rows.rows if r.split == "val")  # v1.mp4, 0.2-0.6 s at 25 fps: frames 5..14
-    spec = ClipSpec(clip_len=4, size=16, frame_step=step, mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
+    spec = ClipSpec(clip_len=4, size=16, frame_step=frame_step, mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
     if sampling == "center":
-        policy = clip_policy("center", 4, step, 16, output=ClipOutput(spec.mean, spec.std))
+        policy = clip_policy("center", 4, frame_step, 16, output=ClipOutput(spec.mean, spec.std))
     else:
         policy = spec.policy("sliding") if sampling == "sliding" else spec.policy("uniform", clips=clips)
     with OpenSegment(row) as segment:
@@ -250,8 +251,8 @@ def test_train_eval_and_predict_take_the_same_clips(manifest: Path, sampling: st
         (evaluated,) = decode_clips(row, [spec], clips=clips, sliding=sampling == "sliding")
         assert torch.equal(evaluated, read)
     if sampling == "uniform":
-        predicted = load_clips(row.path, clip_len=4, frame_step=step, size=16, clips=clips, start=row.start,
-                               end=row.end, mean=spec.mean, std=spec.std)
+        predicted = load_clips(row.path, clip_len=4, frame_step=frame_step, size=16, clips=clips,
+                               start=row.start, end=row.end, mean=spec.mean, std=spec.std)
         assert torch.equal(predicted, read)
 
 

@@ -213,7 +213,7 @@ def test_2018_release_export_with_preprocess_takes_raw_frames(release_2018, tmp_
                                                                           (16, 112, 112))
     raw = load_clips(video, clip_len=16, size=112, clips=2, normalize=False)  # [k, T, H, W, 3] uint8
     session = ort.InferenceSession(str(tmp_path / "r2018.onnx"), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"frames": raw.numpy()})
+    (got,) = session.run(None, {"rgb_uint8": raw.numpy()})
     expected = _reference_logits(reference, raw)
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4,
                                atol=1e-4 * expected.abs().max().item())

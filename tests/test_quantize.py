@@ -47,7 +47,7 @@ def test_int8_export_measures_every_candidate_and_keeps_an_eligible_one(int8_exp
     props = {p.key: p.value for p in onnx.load(str(int8_export.path)).metadata_props}
     assert json.loads(props["vidfast.int8"])["chosen"] == report.chosen
     ops = {n.op_type for n in onnx.load(str(int8_export.path)).graph.node}
-    assert ops & {"QuantizeLinear", "QLinearConv"}  # quantised, and the frames graph still in front
+    assert ops & {"QuantizeLinear", "QLinearConv"}  # quantised, and the preprocessing graph still in front
     assert "Resize" in ops
 
 
@@ -87,7 +87,8 @@ def test_eval_onnx_writes_the_same_report_as_the_checkpoint(files: dict) -> None
     assert by_ckpt.exit_code == 0 and by_onnx.exit_code == 0, by_onnx.stderr
     a, b = (json.loads((runs / d / "report.json").read_text()) for d in ("ev_ckpt", "ev_onnx"))
     assert b["onnx"] == str(files["fp32"]) and b["precision"].startswith("fp32 on ") and a["onnx"] is None
-    # the frames graph gets the clip-sized frames rounded to uint8: the same predictions, not the same bits
+    # the preprocessing graph gets the clip-sized frames rounded to uint8: the same predictions, not the same
+    # bits
     assert (a["num_videos"], a["confusion"]) == (b["num_videos"], b["confusion"])
     both = run_cli("eval", files["manifest"], "-c", files["ckpt"], "--onnx", files["fp32"], *common)
     assert both.exit_code == 1 and "either --checkpoint" in both.stderr

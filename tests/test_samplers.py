@@ -25,7 +25,7 @@ def sample_temporal(num_frames: int, cfg: TemporalConfig,
 
 
 def test_random_crop_stays_inside_and_steps() -> None:
-    cfg = TemporalConfig(mode="random", clip_len=8, step=2)
+    cfg = TemporalConfig(mode="random", clip_len=8, frame_step=2)
     rng = np.random.default_rng(0)
     starts = set()
     for _ in range(200):
@@ -41,7 +41,7 @@ def test_loop_padding_for_short_videos() -> None:
         sample_temporal(5, TemporalConfig(mode="center", clip_len=8))[0], [0, 1, 2, 3, 4, 0, 1, 2]
     )
     np.testing.assert_array_equal(
-        sample_temporal(5, TemporalConfig(mode="center", clip_len=4, step=2))[0], [0, 2, 4, 0]
+        sample_temporal(5, TemporalConfig(mode="center", clip_len=4, frame_step=2))[0], [0, 2, 4, 0]
     )
     np.testing.assert_array_equal(loop_pad(np.array([3]), 3), [3, 3, 3])
 

@@ -221,7 +221,7 @@ def _frame_folder(folder: Path, n: int, size: tuple[int, int] = (20, 16)) -> Non
         Image.new("RGB", size, (i * 10, 0, 0)).save(folder / f"image_{i:05d}.jpg")
 
 
-def test_frames_source_with_3d_resnets_json(tmp_path: Path) -> None:
+def test_frame_folders_json_source(tmp_path: Path) -> None:
     root = tmp_path / "jpg"
     _frame_folder(root / "Archery" / "v_Archery_g01_c01", 5)
     _frame_folder(root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01", 7)
@@ -243,7 +243,7 @@ def test_frames_source_with_3d_resnets_json(tmp_path: Path) -> None:
     }
     ann = tmp_path / "ucf101_01.json"
     ann.write_text(json.dumps(data))
-    m = _index("frames", root, tmp_path / "f.csv", annotations=ann)
+    m = _index("frame_folders_json", root, tmp_path / "f.csv", annotations=ann)
     assert m.class_names == ["ApplyEyeMakeup", "Archery"]
     rows = _by_name(m)
     assert (rows["v_Archery_g01_c01"].num_frames, rows["v_Archery_g01_c01"].fps) == (5, 0.0)
@@ -257,7 +257,7 @@ def test_frames_source_with_3d_resnets_json(tmp_path: Path) -> None:
         "v_Archery_g04_c01": "missing"}
     ann.write_text(json.dumps({"database": {}}))
     with pytest.raises(DataError, match="'labels'"):
-        list_source("frames", root, ann)
+        list_source("frame_folders_json", root, ann)
 
 
 def test_folder_source_and_errors(tmp_path: Path) -> None:

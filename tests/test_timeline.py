@@ -61,10 +61,10 @@ def gray_video(tmp_path_factory) -> Path:
 
 
 def test_window_plan_aligns_to_clips_and_frame_steps() -> None:
-    plan = plan_windows(clip_len=8, step=2, fps=25, window="1s", stride="0.5s")
+    plan = plan_windows(clip_len=8, frame_step=2, fps=25, window="1s", stride="0.5s")
     assert (plan.clips, plan.samples, plan.frames) == (2, 16, 32)  # 25 frames -> 2 clips of 16 frames
     assert (plan.stride, plan.stride_frames) == (6, 12)  # 12.5 frames -> 6 steps of 2
-    default = plan_windows(clip_len=8, step=2, fps=25)
+    default = plan_windows(clip_len=8, frame_step=2, fps=25)
     assert (default.frames, default.stride_frames) == (16, 16)
     assert plan_windows(8, 2, 25, window="48f", stride="1").stride == 1  # at least one frame step
     assert plan_windows(8, 2, 25, window="3").clips == 1  # at least one clip

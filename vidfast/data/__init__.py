@@ -12,7 +12,7 @@ from vidfast.data.dataset import ClipDataset
 from vidfast.data.decoders import (
     DaliVideo,
     Decord2Video,
-    FramesVideo,
+    FrameFolderVideo,
     PyAVVideo,
     TorchCodecVideo,
     Video,
@@ -65,7 +65,7 @@ __all__ = [
     "CubicPuzzle",
     "DaliVideo",
     "Decord2Video",
-    "FramesVideo",
+    "FrameFolderVideo",
     "Manifest",
     "ManifestColumns",
     "ManifestRow",

@@ -420,13 +420,13 @@ def build_manifest(
 ) -> Manifest:
     """Index a dataset on disk into the manifest CSV ``out``; return it (as :func:`read_manifest` reads it).
 
-    ``source``: one of ``folder``, ``ucf101``, ``hmdb51``, ``kinetics``, ``activitynet``, ``frames`` (see
-    :mod:`vidfast.data.sources`); ``split``: the official split 1-3 (UCF-101, HMDB-51); ``val_fraction`` /
-    ``fraction``: see :func:`hold_out_val` / :func:`keep_fraction` (the fraction is taken before probing,
-    the validation rows are drawn from the usable training rows after it). Files are probed in ``workers``
-    processes with a progress display; results are cached beside ``out`` so a second or interrupted run
-    re-probes only new or changed files. Bad files never stop indexing: they become ``status=bad`` rows with
-    a reason.
+    ``source``: one of ``folder``, ``ucf101``, ``hmdb51``, ``kinetics``, ``activitynet``,
+    ``frame_folders_json`` (see :mod:`vidfast.data.sources`); ``split``: the official split 1-3 (UCF-101,
+    HMDB-51); ``val_fraction`` / ``fraction``: see :func:`hold_out_val` / :func:`keep_fraction` (the fraction
+    is taken before probing, the validation rows are drawn from the usable training rows after it). Files are
+    probed in ``workers`` processes with a progress display; results are cached beside ``out`` so a second or
+    interrupted run re-probes only new or changed files. Bad files never stop indexing: they become
+    ``status=bad`` rows with a reason.
     """
     out = Path(out)
     listing = list_source(source, root, annotations, split)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from vidfast.data.decoders import list_frames, open_container, stream_rate
+from vidfast.data.decoders import list_frame_images, open_container, stream_rate
 from vidfast.errors import DataError
 from vidfast.progress import Progress
 from vidfast.video_index import is_frame_packet
@@ -56,8 +56,8 @@ def _message(exc: BaseException) -> str:
 
 
 def probe_path(path: str | os.PathLike[str]) -> ProbeResult:
-    """Probe a video file, or a frame folder (:func:`~vidfast.data.decoders.list_frames`); never raises for a
-    bad input."""
+    """Probe a video file, or a frame folder (:func:`~vidfast.data.decoders.list_frame_images`); never raises
+    for a bad input."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -187,7 +187,7 @@ def probe_frame_folder(folder: Path) -> ProbeResult:
     """Probe a folder of pre-extracted frames: counts them, decodes the first and the last; ``fps`` is 0."""
     from PIL import Image, UnidentifiedImageError
 
-    files = list_frames(folder)
+    files = list_frame_images(folder)
     if not files:
         return ProbeResult.bad("no frames", "no .jpg/.jpeg/.png frames in the folder")
     sizes = []

@@ -1,11 +1,12 @@
 """Clip samplers: frame indices (temporal) and crop boxes (spatial) for :func:`vidfast.ops.cube_crop`.
 
-Temporal modes follow Hara et al. (CVPR 2018): ``random`` (training crop of ``clip_len`` frames every ``step``
-frames, loop-padded for short videos), ``center``, ``uniform`` (``clips`` evenly spaced clips) and ``sliding``
-(consecutive windows covering the whole video, for video-level evaluation). Spatial modes: ``multiscale`` (a
-square of side ``scale * short side`` at one of 4 corners or the center, scales ``1, 2^-1/4, ..., 2^-1``),
-``random_resized`` (random area and aspect ratio), ``center`` (central square of the short side), each with
-an optional horizontal flip; every box is resized to ``size`` x ``size`` by ``cube_crop``.
+Temporal modes follow Hara et al. (CVPR 2018): ``random`` (training crop of ``clip_len`` frames every
+``frame_step`` frames, loop-padded for short videos), ``center``, ``uniform`` (``clips`` evenly spaced clips)
+and ``sliding`` (consecutive windows covering the whole video, for video-level evaluation). Spatial modes:
+``multiscale`` (a square of side ``scale * short side`` at one of 4 corners or the center, scales
+``1, 2^-1/4, ..., 2^-1``), ``random_resized`` (random area and aspect ratio), ``center`` (central square of
+the short side), each with an optional horizontal flip; every box is resized to ``size`` x ``size`` by
+``cube_crop``.
 
 Keyframe snapping (``keyframe_snap``, random mode, when the decoder knows the keyframes): a random clip that
 starts mid-GOP costs decoding the frames from the keyframe before it, thrown away. With ``keyframe_snap = r``
@@ -37,13 +38,14 @@ def _default_scales() -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """How frames are picked: ``clip_len`` frames ``step`` apart; ``clips`` clips for ``uniform``; window
-    ``stride`` (frames between window starts, default one window span) for ``sliding``; ``keyframe_snap``:
-    how far (frames) a ``random`` start may move to a keyframe (0: off; see the module docstring)."""
+    """How frames are picked: ``clip_len`` frames ``frame_step`` apart; ``clips`` clips for ``uniform``;
+    window ``stride`` (frames between window starts, default one window span) for ``sliding``;
+    ``keyframe_snap``: how far (frames) a ``random`` start may move to a keyframe (0: off; see the module
+    docstring)."""
 
     mode: str = "random"
     clip_len: int = 16
-    step: int = 1
+    frame_step: int = 1
     clips: int = 1
     stride: int | None = None
     keyframe_snap: int = 0
@@ -51,7 +53,7 @@ class TemporalConfig:
     def __post_init__(self) -> None:
         if self.mode not in TEMPORAL_MODES:
             raise ValueError(f"sampling must be one of {TEMPORAL_MODES}, got {self.mode!r}")
-        for name in ("clip_len", "step", "clips"):
+        for name in ("clip_len", "frame_step", "clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stride is not None and self.stride < 1:
@@ -61,8 +63,8 @@ class TemporalConfig:
 
     @property
     def span(self) -> int:
-        """Frames covered by one clip: ``(clip_len - 1) * step + 1``."""
-        return (self.clip_len - 1) * self.step + 1
+        """Frames covered by one clip: ``(clip_len - 1) * frame_step + 1``."""
+        return (self.clip_len - 1) * self.frame_step + 1
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,9 @@ def loop_pad(indices: np.ndarray, length: int) -> np.ndarray:
 
 
 def clip_at(start: int, num_frames: int, cfg: TemporalConfig) -> np.ndarray:
-    """Indices ``[clip_len]`` of the clip starting at ``start``: every ``step``-th frame inside the video,
-    loop-padded when the video ends first."""
-    return loop_pad(np.arange(start, min(start + cfg.span, num_frames), cfg.step), cfg.clip_len)
+    """Indices ``[clip_len]`` of the clip starting at ``start``: every ``frame_step``-th frame inside the
+    video, loop-padded when the video ends first."""
+    return loop_pad(np.arange(start, min(start + cfg.span, num_frames), cfg.frame_step), cfg.clip_len)
 
 
 def snap_to_keyframe(start: int, last: int, key_frames: np.ndarray, reach: int,

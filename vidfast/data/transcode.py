@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidfast.data import probe
-from vidfast.data.decoders import list_frames, open_container, stream_rate
+from vidfast.data.decoders import list_frame_images, open_container, stream_rate
 from vidfast.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from vidfast.data.video_io import CODECS, VideoWriter
 from vidfast.errors import DataError
@@ -82,7 +82,7 @@ def _folder_frames(job: TranscodeJob) -> tuple[Iterator, float]:
     from PIL import Image
 
     def frames() -> Iterator:
-        for file in list_frames(job.src):
+        for file in list_frame_images(job.src):
             with Image.open(file) as image:
                 yield av.VideoFrame.from_ndarray(np.asarray(image.convert("RGB")), format="rgb24")
 

@@ -19,7 +19,7 @@ from vidfast.errors import DataError, VidfastError
 #: onnxruntime input type string -> numpy dtype the model is fed
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 DEFAULT_MAX_BATCH = 16
-#: float32 bytes of cropped frames a chunk of raw video frames may expand to inside a frames graph
+#: float32 bytes of cropped frames a chunk of raw video frames may expand to inside a preprocessing graph
 FRAMES_CHUNK_BYTES = 2**28
 
 
@@ -154,30 +154,33 @@ class OnnxClassifier:
 
     def _predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Outputs ``[N, C]`` of uint8 frames ``[N, T, H, W, 3]`` of any size, whatever input the graph
-        takes: a frames graph that crops gets them as they are; otherwise the evaluation crop runs first
-        in the frames graph of :mod:`vidfast.deploy.preprocess` (for a fixed-size frames graph with identity
-        normalisation, rounded back to uint8)."""
+        takes: a preprocessing graph that crops gets them as they are; otherwise the evaluation crop runs
+        first in the preprocessing graph of :mod:`vidfast.deploy.preprocess` (for a fixed-size preprocessing
+        graph with identity normalisation, rounded back to uint8)."""
+        from vidfast.deploy.preprocess import RGB_INPUT
+
         if self.metadata.any_frame_size:
             return self.predict(frames)
-        (clip,) = self._crop_session().run(None, {"frames": np.ascontiguousarray(frames)})
+        (clip,) = self._crop_session().run(None, {RGB_INPUT: np.ascontiguousarray(frames)})
         if self.metadata.preprocess:
             clip = np.clip(np.rint(clip), 0, 255).astype(np.uint8).transpose(0, 2, 3, 4, 1)
         return self.predict(clip)
 
     def _crop_session(self):
         if self._crop is None:
-            from vidfast.deploy.preprocess import frames_graph
+            from vidfast.deploy.preprocess import preprocess_graph
 
             conv = self.metadata.input_convention
-            # a fixed-size frames graph normalises itself: the crop then only resizes (x / 255 - 0) * 255
+            # a fixed-size preprocessing graph normalises itself: the crop only resizes (x / 255 - 0) * 255
             mean, std = ((0.0,) * 3, (1 / 255,) * 3) if self.metadata.preprocess else (conv.unit_mean,
                                                                                        conv.unit_std)
-            graph = frames_graph(self.metadata.clip, mean, std).SerializeToString()
+            graph = preprocess_graph(self.metadata.clip, mean, std).SerializeToString()
             self._crop = make_session(graph, "cpu", self.threads)
         return self._crop
 
 
-def _clip_frames(path: str | Path, clip_len: int, step: int, clips: int) -> tuple[np.ndarray, np.ndarray]:
+def _clip_frames(path: str | Path, clip_len: int, frame_step: int,
+                 clips: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct frames ``uint8 [K, H, W, 3]`` of ``clips`` evenly spaced clips of ``path`` and each
     clip's rows into them, ``int [clips, clip_len]``."""
     from vidfast.deploy.video import VideoFile, uniform_clip_indices
@@ -189,11 +192,11 @@ def _clip_frames(path: str | Path, clip_len: int, step: int, clips: int) -> tupl
             from vidfast.data.decoders import open_video
         except ImportError as exc:
             raise DataError(f"{path}: frame folders are read by the training install ({exc})") from None
-        with open_video(str(path), "frames") as video:
-            wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, step))
+        with open_video(str(path), "frame_folder") as video:
+            wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, frame_step))
             return video.get_frames(wanted).numpy(), inverse
     with VideoFile(path) as video:
-        wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, step))
+        wanted, inverse = _plan(uniform_clip_indices(video.num_frames, clips, clip_len, frame_step))
         return video.frames(wanted), inverse
 
 

@@ -5,11 +5,12 @@ Keys (all strings, as ONNX ``metadata_props`` require): ``vidfast.arch``, ``vidf
 :mod:`vidfast.conventions`: ``vidfast.convention`` (its name), ``vidfast.value_scale`` ("1.0" or "255.0";
 absent in older exports: 1) and ``vidfast.mean`` / ``vidfast.std`` (``"m0,m1,m2"``, in value units),
 ``vidfast.clip`` (``"T,H,W"``), ``vidfast.frame_step``, ``vidfast.input`` ("clip":
-float ``[N, 3, T, H, W]``; "frames": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing),
-``vidfast.crop`` (frames graphs: "center": frames of any ``H, W``, the graph takes the central square of the
-short side and resizes it bilinearly, half-pixel centres, no antialiasing, to the clip's ``H, W``, as the
-evaluation crop does (:mod:`vidfast.deploy.preprocess`); "none", or absent in older exports: the frames must
-be the clip's size already), ``vidfast.precision`` ("fp32", "fp16" or "int8": statically quantised),
+float ``[N, 3, T, H, W]``; "rgb_uint8": uint8 ``[N, T, H, W, 3]`` with in-graph preprocessing; "frames" in
+exports made before it was renamed, read as "rgb_uint8"),
+``vidfast.crop`` (preprocessing graphs: "center": frames of any ``H, W``, the graph takes the central square
+of the short side and resizes it bilinearly, half-pixel centres, no antialiasing, to the clip's ``H, W``, as
+the evaluation crop does (:mod:`vidfast.deploy.preprocess`); "none", or absent in older exports: the frames
+must be the clip's size already), ``vidfast.precision`` ("fp32", "fp16" or "int8": statically quantised),
 ``vidfast.version`` and ``vidfast.sampling`` (a sentence for clients: which frames make a clip).
 """
 
@@ -25,7 +26,9 @@ from vidfast.errors import VidfastError
 
 PREFIX = "vidfast."
 TASKS = ("classify", "features", "puzzle")
-INPUT_FORMATS = ("clip", "frames")
+INPUT_FORMATS = ("clip", "rgb_uint8")
+#: ``vidfast.input`` values of older exports -> their name now
+RENAMED_INPUT_FORMATS = {"frames": "rgb_uint8"}
 CROPS = ("none", "center")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -67,7 +70,7 @@ class ModelMetadata:
     @property
     def preprocess(self) -> bool:
         """Whether the graph takes uint8 frames and normalises them itself."""
-        return self.input_format == "frames"
+        return self.input_format == "rgb_uint8"
 
     @property
     def any_frame_size(self) -> bool:
@@ -128,7 +131,7 @@ class ModelMetadata:
                 task=props.get(PREFIX + "task", "classify"),
                 class_names=[str(n) for n in names],
                 frame_step=int(props.get(PREFIX + "frame_step", "1")),
-                input_format=props.get(PREFIX + "input", "clip"),
+                input_format=_renamed(props.get(PREFIX + "input", "clip")),
                 precision=props.get(PREFIX + "precision", "fp32"),
                 version=props.get(PREFIX + "version", ""),
                 value_scale=float(props.get(PREFIX + "value_scale", "1.0")),
@@ -137,6 +140,10 @@ class ModelMetadata:
             )
         except ValueError as exc:
             raise VidfastError(f"{source} has malformed vidfast metadata: {exc}") from None
+
+
+def _renamed(input_format: str) -> str:
+    return RENAMED_INPUT_FORMATS.get(input_format, input_format)
 
 
 def _join(values: tuple) -> str:

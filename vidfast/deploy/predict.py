@@ -74,8 +74,8 @@ class RuntimePlan:
 class OnnxEnsemble:
     """An exported model behind the evaluation interface of :class:`vidfast.scoring.ScoreEnsemble`
     (``specs``, ``clip_probs``, ``check_classes``, ``class_names``, ``plan``), so that ``vidfast eval --onnx``
-    scores the clips the evaluation decodes for a checkpoint. A frames graph gets the decoded clip-sized
-    frames rounded to uint8 (as a client that resizes frames itself feeds it)."""
+    scores the clips the evaluation decodes for a checkpoint. A preprocessing graph gets the decoded
+    clip-sized frames rounded to uint8 (as a client that resizes frames itself feeds it)."""
 
     def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto") -> None:
         from vidfast.deploy import OnnxClassifier

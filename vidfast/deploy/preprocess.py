@@ -1,4 +1,5 @@
-"""The frames graph: raw uint8 frames of any size -> the network's normalised clip, as plain ONNX nodes.
+"""The preprocessing graph: raw uint8 frames of any size (input ``rgb_uint8``) -> the network's normalised
+clip, as plain ONNX nodes.
 
 It does what the evaluation crop of the training pipeline does (``uniform_clips`` / ``center_clip`` through
 ``cube_crop``): the central square of the short side, ``s = min(H, W)`` at ``((H - s) // 2, (W - s) // 2)``,
@@ -9,9 +10,9 @@ with float32 constants rounded from double (:func:`vidfast.conventions.normalisi
 resampling weights' float rounding differs from ``cube_crop`` (its ``in / out`` scale vs onnxruntime's
 ``out / in``): about 1e-5 of a normalised value.
 
-``vidfast export --with-preprocess`` prepends it to the network (:func:`prepend_frames_graph`); the
-torch-free runtime runs it alone in front of graphs that take float clips (:func:`frames_graph`). Needs the
-``onnx`` package, not torch.
+``vidfast export --with-preprocess`` prepends it to the network (:func:`prepend_preprocess_graph`); the
+torch-free runtime runs it alone in front of graphs that take float clips (:func:`preprocess_graph`). Needs
+the ``onnx`` package, not torch.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ import numpy as np
 
 from vidfast.conventions import normalising_affine
 
-FRAMES_INPUT = "frames"
+RGB_INPUT = "rgb_uint8"
 CLIP_OUTPUT = "clip"
-#: first opset whose ``Resize`` takes ``sizes`` (the frames graph's lowest)
+#: first opset whose ``Resize`` takes ``sizes`` (the preprocessing graph's lowest)
 MIN_OPSET = 11
 _PREFIX = "vidfast_preprocess/"
 
 
 def _nodes_and_constants(clip: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
-                         frames: str, out: str):
-    """Nodes and initializers that turn ``frames`` uint8 ``[N, T, H, W, 3]`` into ``out`` float
+                         rgb: str, out: str):
+    """Nodes and initializers that turn ``rgb`` uint8 ``[N, T, H, W, 3]`` into ``out`` float
     ``[N, 3, T, h, w]``; names of intermediate values carry :data:`_PREFIX`."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,7 +53,7 @@ def _nodes_and_constants(clip: tuple[int, int, int], mean: Sequence[float], std:
         return helper.make_node(op, inputs, [output], name=output, **attrs)
 
     nodes = [
-        node("Shape", [frames], p + "shape"),  # [N, T, H, W, 3]
+        node("Shape", [rgb], p + "shape"),  # [N, T, H, W, 3]
         node("Slice", [p + "shape", c["i2"], c["i3"]], p + "H"),
         node("Slice", [p + "shape", c["i3"], c["i4"]], p + "W"),
         node("Min", [p + "H", p + "W"], p + "side"),
@@ -62,7 +63,7 @@ def _nodes_and_constants(clip: tuple[int, int, int], mean: Sequence[float], std:
         node("Div", [p + "W_margin", c["two"]], p + "x0"),
         node("Concat", [p + "y0", p + "x0"], p + "starts", axis=0),
         node("Add", [p + "starts", p + "side"], p + "ends"),
-        node("Slice", [frames, p + "starts", p + "ends", c["axes_hw"]], p + "square"),  # [N, T, s, s, 3]
+        node("Slice", [rgb, p + "starts", p + "ends", c["axes_hw"]], p + "square"),  # [N, T, s, s, 3]
         node("Transpose", [p + "square"], p + "square_chw", perm=[0, 1, 4, 2, 3]),  # [N, T, 3, s, s]
         node("Concat", [c["minus1_3"], p + "side", p + "side"], p + "images_shape", axis=0),
         node("Reshape", [p + "square_chw", p + "images_shape"], p + "images_u8"),  # [N * T, 3, s, s]
@@ -81,19 +82,19 @@ def _nodes_and_constants(clip: tuple[int, int, int], mean: Sequence[float], std:
     return nodes, initializers
 
 
-def frames_graph(clip: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
+def preprocess_graph(clip: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
                  opset: int = 18, ir_version: int | None = None):
-    """A standalone ``onnx.ModelProto``: input ``frames`` uint8 ``[N, T, H, W, 3]`` (any N, H, W; T the
+    """A standalone ``onnx.ModelProto``: input ``rgb_uint8`` uint8 ``[N, T, H, W, 3]`` (any N, H, W; T the
     clip's) -> output ``clip`` float ``[N, 3, T, h, w]`` (``clip = (T, h, w)``; ``mean``/``std`` unit
     values, see :attr:`vidfast.conventions.Convention.unit_mean`)."""
     from onnx import TensorProto, helper
 
     if opset < MIN_OPSET:
-        raise ValueError(f"the frames graph needs opset {MIN_OPSET} or newer, got {opset}")
+        raise ValueError(f"the preprocessing graph needs opset {MIN_OPSET} or newer, got {opset}")
     t, h, w = clip
-    nodes, initializers = _nodes_and_constants(clip, mean, std, FRAMES_INPUT, CLIP_OUTPUT)
+    nodes, initializers = _nodes_and_constants(clip, mean, std, RGB_INPUT, CLIP_OUTPUT)
     graph = helper.make_graph(
-        nodes, "vidfast_frames", [_frames_input(t)],
+        nodes, "vidfast_preprocess", [_rgb_input(t)],
         [helper.make_tensor_value_info(CLIP_OUTPUT, TensorProto.FLOAT, ["batch", 3, t, h, w])],
         initializer=initializers,
     )
@@ -103,15 +104,15 @@ def frames_graph(clip: tuple[int, int, int], mean: Sequence[float], std: Sequenc
     return model
 
 
-def _frames_input(t: int, batch: int | str = "batch"):
+def _rgb_input(t: int, batch: int | str = "batch"):
     from onnx import TensorProto, helper
 
-    return helper.make_tensor_value_info(FRAMES_INPUT, TensorProto.UINT8, [batch, t, "height", "width", 3])
+    return helper.make_tensor_value_info(RGB_INPUT, TensorProto.UINT8, [batch, t, "height", "width", 3])
 
 
-def prepend_frames_graph(model, mean: Sequence[float], std: Sequence[float]) -> None:
+def prepend_preprocess_graph(model, mean: Sequence[float], std: Sequence[float]) -> None:
     """Make ``model`` (an ``onnx.ModelProto`` whose one input is a float ``[N, 3, T, h, w]`` clip with a
-    static ``T, h, w``) take ``frames`` uint8 ``[N, T, H, W, 3]`` of any ``H, W`` instead, in place."""
+    static ``T, h, w``) take ``rgb_uint8`` uint8 ``[N, T, H, W, 3]`` of any ``H, W`` instead, in place."""
     graph = model.graph
     (clip_input,) = graph.input
     shape = clip_input.type.tensor_type.shape.dim
@@ -122,10 +123,10 @@ def prepend_frames_graph(model, mean: Sequence[float], std: Sequence[float]) -> 
     if opset < MIN_OPSET:
         raise ValueError(f"in-graph preprocessing needs opset {MIN_OPSET} or newer, got {opset}")
     clip = (dims[2], dims[3], dims[4])
-    nodes, initializers = _nodes_and_constants(clip, mean, std, FRAMES_INPUT, clip_input.name)
+    nodes, initializers = _nodes_and_constants(clip, mean, std, RGB_INPUT, clip_input.name)
     old_nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + old_nodes)
     graph.initializer.extend(initializers)
     del graph.input[:]
-    graph.input.append(_frames_input(clip[0], shape[0].dim_param or shape[0].dim_value))
+    graph.input.append(_rgb_input(clip[0], shape[0].dim_param or shape[0].dim_value))

@@ -1,8 +1,8 @@
 """Sequential frame reading from any source PyAV opens: a file, a file still being written, an ``rtsp://`` or
 ``http://`` URL, a pipe (``"-"`` is stdin) or a readable binary file object. numpy + PyAV only (no torch).
 
-A thread decodes every frame (FFmpeg's own decode threads on top), converts every ``step``-th one to RGB at
-the size that covers the model's ``H x W`` with swscale (:func:`vidfast.deploy.video.rgb_frames`)
+A thread decodes every frame (FFmpeg's own decode threads on top), converts every ``frame_step``-th one to
+RGB at the size that covers the model's ``H x W`` with swscale (:func:`vidfast.deploy.video.rgb_frames`)
 and center-crops it in numpy, which is the evaluation crop of the training pipeline (central square of the
 short side at the crop size) up to the interpolation. The frames go through a bounded :class:`FrameRing`:
 for a file the decoder waits for the consumer, in real-time (``live``) mode it never waits and the oldest
@@ -191,8 +191,8 @@ def _message(exc: BaseException) -> str:
 
 
 class FrameReader:
-    """Decodes ``source`` in a background thread into :class:`SampledFrame` s of every ``step``-th frame at
-    ``size`` ``(H, W)``; iterate it (once) in the consumer. ``live``: real-time mode (a full ring drops the
+    """Decodes ``source`` in a background thread into :class:`SampledFrame` s of every ``frame_step``-th frame
+    at ``size`` ``(H, W)``; iterate it (once) in the consumer. ``live``: real-time mode (a full ring drops the
     oldest frame; a local file is followed while it is written). ``capacity``: frames the ring holds.
     ``timeout``: seconds without a frame (or to open) before :class:`StreamError`. ``format``: the container
     format when it cannot be probed (e.g. ``"mpegts"`` on a pipe). ``decode_threads``: FFmpeg decode threads
@@ -202,15 +202,16 @@ class FrameReader:
     stalls, breaks mid-way, or ends well before the duration its container states (a truncated file).
     """
 
-    def __init__(self, source: Source, size: tuple[int, int], step: int = 1, live: bool = False,
+    def __init__(self, source: Source, size: tuple[int, int], frame_step: int = 1, live: bool = False,
                  capacity: int = 64, timeout: float = DEFAULT_TIMEOUT, format: str | None = None,
                  decode_threads: int = 0) -> None:
-        if step < 1:
-            raise ValueError(f"step must be >= 1, got {step}")
+        if frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.source, self.name = source, source_name(source)
-        self.size, self.step, self.live, self.timeout = (int(size[0]), int(size[1])), step, live, timeout
+        self.size, self.frame_step = (int(size[0]), int(size[1])), frame_step
+        self.live, self.timeout = live, timeout
         self.format, self.decode_threads = format, decode_threads
         self.ring = FrameRing(capacity, drop_oldest=live)
         self.info: StreamInfo | None = None
@@ -322,7 +323,7 @@ class FrameReader:
                     self.lost += round(gap * fps) - 1
                 last_time = t
                 self.end_time = t + 1 / fps
-                if n % self.step:
+                if n % self.frame_step:
                     continue
                 width, height = resize_for(frame.width, frame.height, out_h, out_w)
                 rgb = next(rgb_frames([frame], reformatter, width, height))

@@ -103,11 +103,11 @@ def parse_span(text: str | int | float | None) -> tuple[float, str] | None:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Windows of ``clips`` clips of ``clip_len`` frames every ``step`` source frames, starting every
-    ``stride`` converted frames (``stride * step`` source frames)."""
+    """Windows of ``clips`` clips of ``clip_len`` frames every ``frame_step`` source frames, starting every
+    ``stride`` converted frames (``stride * frame_step`` source frames)."""
 
     clip_len: int
-    step: int
+    frame_step: int
     clips: int
     stride: int
 
@@ -119,18 +119,18 @@ class WindowPlan:
     @property
     def frames(self) -> int:
         """Source frames a window covers."""
-        return self.samples * self.step
+        return self.samples * self.frame_step
 
     @property
     def stride_frames(self) -> int:
         """Source frames between window starts."""
-        return self.stride * self.step
+        return self.stride * self.frame_step
 
 
-def plan_windows(clip_len: int, step: int, fps: float, window: str | None = None,
+def plan_windows(clip_len: int, frame_step: int, fps: float, window: str | None = None,
                  stride: str | None = None) -> WindowPlan:
     """Align a window (default: one clip) to whole clips and a stride (default: the window) to whole frame
-    steps, at the source's ``fps`` for lengths in seconds (nearest, at least one clip / one step)."""
+    steps, at the source's ``fps`` for lengths in seconds (nearest, at least one clip / one frame step)."""
 
     def frames(span: tuple[float, str] | None, default: int) -> float:
         if span is None:
@@ -138,10 +138,10 @@ def plan_windows(clip_len: int, step: int, fps: float, window: str | None = None
         value, unit = span
         return value * fps if unit == "s" else value
 
-    clip_frames = clip_len * step
+    clip_frames = clip_len * frame_step
     clips = max(1, round(frames(parse_span(window), clip_frames) / clip_frames))
-    stride_samples = max(1, round(frames(parse_span(stride), clips * clip_frames) / step))
-    return WindowPlan(clip_len, step, clips, stride_samples)
+    stride_samples = max(1, round(frames(parse_span(stride), clips * clip_frames) / frame_step))
+    return WindowPlan(clip_len, frame_step, clips, stride_samples)
 
 
 @dataclass(frozen=True)
@@ -267,15 +267,15 @@ class Timeline:
 
     def __iter__(self) -> Iterator[WindowResult]:
         t, h, w = self.scorer.clip
-        step = self.scorer.frame_step
+        frame_step = self.scorer.frame_step
         # a file's ring only needs to keep the decoder ahead; a live one holds the last window and stride
         # (the plan is known once the frame rate is; until then this bound is enough for either)
-        reader = FrameReader(self.source, (h, w), step=step, live=self.live, capacity=4 * t,
+        reader = FrameReader(self.source, (h, w), frame_step=frame_step, live=self.live, capacity=4 * t,
                              timeout=self.timeout, format=self.format, decode_threads=self.decode_threads)
         started = time.perf_counter()
         try:
             self.info = reader.start()
-            self.plan = plan_windows(t, step, self.info.fps, self.window, self.stride)
+            self.plan = plan_windows(t, frame_step, self.info.fps, self.window, self.stride)
             if self.live:
                 reader.ring.capacity = self.plan.samples + self.plan.stride
             self.stats.ring_capacity = reader.ring.capacity
@@ -296,7 +296,7 @@ class Timeline:
         tail: deque[SampledFrame] = deque(maxlen=plan.samples)  # the last window's worth, for the end
         ready: list[tuple[list[SampledFrame], float | None]] = []  # frames, end when not a whole window
         recent: deque[np.ndarray] = deque(maxlen=self.smooth)
-        next_start = 0  # in converted frames (source frame // step)
+        next_start = 0  # in converted frames (source frame // frame_step)
         covered = 0  # converted frames up to which a window has been formed
 
         def flush() -> Iterator[WindowResult]:
@@ -323,11 +323,11 @@ class Timeline:
 
         try:
             for frame in reader:
-                sample = frame.index // plan.step
+                sample = frame.index // plan.frame_step
                 self.stats.media_seconds = reader.end_time
-                if pending and sample != pending[-1].index // plan.step + 1:
+                if pending and sample != pending[-1].index // plan.frame_step + 1:
                     pending.clear()  # frames were dropped: the window being formed is lost
-                if tail and sample != tail[-1].index // plan.step + 1:
+                if tail and sample != tail[-1].index // plan.frame_step + 1:
                     tail.clear()
                 tail.append(frame)
                 if sample > next_start and not pending:
@@ -341,7 +341,7 @@ class Timeline:
                     ready.append((list(pending), None))
                     covered = sample + 1
                     next_start += plan.stride
-                    while pending and pending[0].index // plan.step < next_start:
+                    while pending and pending[0].index // plan.frame_step < next_start:
                         pending.popleft()
                     if len(ready) >= self.batch:
                         yield from flush()
@@ -349,7 +349,7 @@ class Timeline:
             yield from flush()  # the windows before the failure are kept
             raise
         self.stats.media_seconds = reader.end_time
-        if tail and tail[-1].index // plan.step + 1 > covered:
+        if tail and tail[-1].index // plan.frame_step + 1 > covered:
             frames = list(tail)
             if covered == 0:  # shorter than a window: loop-padded
                 frames = [frames[i % len(frames)] for i in range(plan.samples)]

@@ -34,16 +34,17 @@ def rgb_frames(frames: Iterable, reformatter=None, width: int | None = None,
         yield reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
 
 
-def uniform_clip_indices(num_frames: int, clips: int, clip_len: int, step: int = 1) -> np.ndarray:
+def uniform_clip_indices(num_frames: int, clips: int, clip_len: int, frame_step: int = 1) -> np.ndarray:
     """Frame indices ``int64 [clips, clip_len]`` of ``clips`` evenly spaced clips of ``clip_len`` frames
-    ``step`` apart: the evaluation's ``uniform_clips`` (starts rounded from ``linspace(0, last)``, a clip
-    repeated from its start when the video ends first)."""
-    if num_frames < 1 or clips < 1 or clip_len < 1 or step < 1:
-        raise ValueError(f"need positive num_frames, clips, clip_len and step, got {num_frames}, {clips}, "
-                         f"{clip_len}, {step}")
-    span = (clip_len - 1) * step + 1
+    ``frame_step`` apart: the evaluation's ``uniform_clips`` (starts rounded from ``linspace(0, last)``, a
+    clip repeated from its start when the video ends first)."""
+    if num_frames < 1 or clips < 1 or clip_len < 1 or frame_step < 1:
+        raise ValueError(f"need positive num_frames, clips, clip_len and frame_step, got {num_frames}, "
+                         f"{clips}, {clip_len}, {frame_step}")
+    span = (clip_len - 1) * frame_step + 1
     starts = np.round(np.linspace(0, max(num_frames - span, 0), clips)).astype(np.int64)
-    return np.stack([np.resize(np.arange(s, min(s + span, num_frames), step), clip_len) for s in starts])
+    return np.stack([np.resize(np.arange(s, min(s + span, num_frames), frame_step), clip_len)
+                     for s in starts])
 
 
 class VideoFile:

@@ -34,7 +34,7 @@ from vidfast.engine.distributed import DistInfo
 from vidfast.engine.loaders import run_loader
 from vidfast.engine.optim import Schedule, build_optimizer
 from vidfast.engine.plan import PlanMismatch, RunPlan
-from vidfast.engine.precision import plan_run_precision
+from vidfast.engine.run_precision import plan_run_precision
 from vidfast.engine.signals import StopRequest
 from vidfast.engine.tasks import Task, make_task
 from vidfast.errors import DataError

@@ -103,17 +103,17 @@ class Task(Protocol):
 
 
 class ClassifyTask:
-    """Supervised clip classification of ``clip_len`` frames ``step`` apart, ``size`` square: training clips
-    by the clip policy ``policy`` (with ``options``), validation clips by ``val_policy``."""
+    """Supervised clip classification of ``clip_len`` frames ``frame_step`` apart, ``size`` square: training
+    clips by the clip policy ``policy`` (with ``options``), validation clips by ``val_policy``."""
 
     name = "classify"
     monitored = "clip accuracy"
 
-    def __init__(self, label_smoothing: float = 0.0, clip_len: int = 16, step: int = 1, size: int = 112,
+    def __init__(self, label_smoothing: float = 0.0, clip_len: int = 16, frame_step: int = 1, size: int = 112,
                  policy: str = "random", val_policy: str = "center",
                  options: Mapping[str, Any] | None = None):
         self.label_smoothing = label_smoothing
-        self.geometry = {"clip_len": clip_len, "step": step, "size": size}
+        self.geometry = {"clip_len": clip_len, "frame_step": frame_step, "size": size}
         self.policies = {True: (policy, dict(options or {})), False: (val_policy, {})}
 
     @classmethod

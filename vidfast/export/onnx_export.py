@@ -32,7 +32,7 @@ from vidfast import __version__, conventions
 from vidfast.conventions import Convention, Override
 from vidfast.data.samplers import center_box
 from vidfast.deploy.metadata import ModelMetadata, write_metadata
-from vidfast.deploy.preprocess import MIN_OPSET, prepend_frames_graph
+from vidfast.deploy.preprocess import MIN_OPSET, RGB_INPUT, prepend_preprocess_graph
 from vidfast.errors import CheckpointError, VidfastError
 from vidfast.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityReport, check_parity, random_inputs
 from vidfast.export.quantize import DEFAULT_CALIBRATION_CLIPS, QuantReport, calibration_clips, quantize_int8
@@ -368,7 +368,7 @@ def export_onnx(
     ``[N, F]`` for a puzzle backbone; ``perm`` / ``rot`` for the full puzzle network with ``puzzle_full``,
     which takes ``pieces`` ``[N, P, 3, t, h, w]``). ``batch``: "dynamic" or a fixed size. ``clip``:
     ``(T, H, W)`` or "TxHxW", default from the checkpoint's data settings, else the model card.
-    ``with_preprocess``: the input is ``frames`` uint8 ``[N, T, H, W, 3]`` normalised in-graph with the
+    ``with_preprocess``: the input is ``rgb_uint8`` uint8 ``[N, T, H, W, 3]`` normalised in-graph with the
     input convention (the checkpoint's, recorded or told by its layout, ``convention`` on top; refused when
     it contradicts the file unless forced; for a module, its card's). ``fp16``:
     half-precision weights and compute; with ``fp32_io`` the graph still takes and returns float32.
@@ -403,7 +403,7 @@ def export_onnx(
         task=source.task,
         class_names=list(class_names if class_names is not None else source.class_names),
         frame_step=int(frame_step or data.get("frame_step") or 1),
-        input_format="frames" if with_preprocess else "clip",
+        input_format="rgb_uint8" if with_preprocess else "clip",
         crop="center" if with_preprocess else "none",
         precision="int8" if int8 else "fp16" if fp16 else "fp32",
         version=__version__,
@@ -429,9 +429,9 @@ def export_onnx(
     compute = torch.float16 if fp16 else torch.float32
     io_dtype = torch.float32 if fp32_io else compute
     graph = ExportGraph(exported_net.to(compute), None, compute, io_dtype).eval()
-    example = example.to(torch.float32 if with_preprocess else io_dtype)  # the frames graph feeds float32
+    example = example.to(torch.float32 if with_preprocess else io_dtype)  # preprocessing feeds float32
     net_input = "pieces" if meta.task == "puzzle" else "clip"
-    input_name = "frames" if with_preprocess else net_input
+    input_name = RGB_INPUT if with_preprocess else net_input
     output_names = {"puzzle": ["perm", "rot"], "features": ["features"]}.get(meta.task, ["logits"])
     try:
         proto = _trace_to_onnx(graph, example, chosen, opset, dynamic, net_input, output_names)
@@ -445,7 +445,7 @@ def export_onnx(
                                   calibration_count, calibration_split, seed)
         proto, quantization = quantize_int8(proto, clips)
     if with_preprocess:
-        prepend_frames_graph(proto, conv.unit_mean, conv.unit_std)
+        prepend_preprocess_graph(proto, conv.unit_mean, conv.unit_std)
     write_metadata(proto, meta)
     if quantization is not None:
         proto.metadata_props.add(key="vidfast.int8", value=quantization.to_json())

@@ -32,7 +32,7 @@ class ParityReport:
     top1_agreement: float
     tolerance: float
     skipped: str | None = None
-    #: frame sizes ``TxHxW`` fed to a frames graph (empty for clip graphs)
+    #: frame sizes ``TxHxW`` fed to a preprocessing graph (empty for clip graphs)
     frame_sizes: tuple[str, ...] = ()
 
     @property

@@ -6,7 +6,6 @@ Importing this package registers every model; build one with ``create_model(name
 
 from vidfast.models import c3d, densenet, r2plus1d, resnet, tv_resnet  # noqa: F401  (register the families)
 from vidfast.models.base import VideoClassifier
-from vidfast.models.checkpoint import load_checkpoint, read_checkpoint
 from vidfast.models.finetune import finetune_param_groups
 from vidfast.models.identify import FileIdentity, convert_checkpoint, identify
 from vidfast.models.inflate import inflate_from_2d
@@ -20,6 +19,7 @@ from vidfast.models.registry import (
     model_options,
     register_model,
 )
+from vidfast.models.weights import load_checkpoint, read_checkpoint
 
 __all__ = [
     "FileIdentity",

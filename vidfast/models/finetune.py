@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from vidfast.models.checkpoint import WRAPPER_PREFIXES, strip_prefixes
+from vidfast.models.weights import WRAPPER_PREFIXES, strip_prefixes
 
 _CONTAINER_PREFIXES = (*WRAPPER_PREFIXES, "features.")
 

@@ -27,7 +27,8 @@ from torch import nn
 from vidfast import conventions
 from vidfast.conventions import Convention, Override
 from vidfast.errors import CheckpointError
-from vidfast.models.checkpoint import (
+from vidfast.models.registry import is_model, model_card, model_family
+from vidfast.models.weights import (
     classifier_rows,
     extract_state_dict,
     infer_model_kwargs,
@@ -36,7 +37,6 @@ from vidfast.models.checkpoint import (
     parse_arch,
     read_checkpoint,
 )
-from vidfast.models.registry import is_model, model_card, model_family
 
 log = logging.getLogger(__name__)
 

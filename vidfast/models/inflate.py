@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from vidfast.errors import CheckpointError
-from vidfast.models.checkpoint import extract_state_dict
+from vidfast.models.weights import extract_state_dict
 
 
 def inflate_kernel(weight_2d: Tensor, t: int, time_dim: int) -> Tensor:

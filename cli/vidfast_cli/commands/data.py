@@ -31,14 +31,16 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 @app.command("index")
 def index(
-    source: Annotated[str, typer.Argument(help="folder, ucf101, hmdb51, kinetics, activitynet or frames.")],
+    source: Annotated[
+        str, typer.Argument(help="folder, ucf101, hmdb51, kinetics, activitynet or frame_folders_json.")
+    ],
     root: Annotated[Path, typer.Argument(help="Dataset root folder (videos or JPEG frame folders).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write.")],
     annotations: Annotated[
         Path | None,
         typer.Option("--annotations", help="Official annotations: ucf101 the ucfTrainTestlist folder, "
                      "hmdb51 testTrainMulti_7030_splits, kinetics the CSV (or a folder of CSVs), activitynet "
-                     "the JSON, frames the 3D-ResNets JSON."),
+                     "the JSON, frame_folders_json the 3D-ResNets JSON."),
     ] = None,
     split: Annotated[int, typer.Option("--split", help="Official split 1-3 (ucf101, hmdb51).")] = 1,
     fraction: Annotated[

@@ -75,7 +75,7 @@ def export(
     ] = True,
     convention: Any = None,
 ) -> None:
-    """Export a checkpoint to ONNX: input `clip` float [N,3,T,H,W] (or `frames` with --with-preprocess),
+    """Export a checkpoint to ONNX: input `clip` float [N,3,T,H,W] (or `rgb_uint8` with --with-preprocess),
     output `logits` [N,classes]; arch, class names, input convention (value scale, mean, std), clip size
     and frame step travel as metadata. A puzzle checkpoint exports its backbone (output `features`) unless
     --puzzle-full."""

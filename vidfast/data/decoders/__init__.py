@@ -23,14 +23,14 @@ from vidfast.data.decoders.base import (
 )
 from vidfast.data.decoders.dali import DaliVideo, dali_decoder, dali_import_error
 from vidfast.data.decoders.decord2 import Decord2Video, decord2_import_error
-from vidfast.data.decoders.frames import FramesVideo, list_frames
+from vidfast.data.decoders.frame_folder import FrameFolderVideo, list_frame_images
 from vidfast.data.decoders.pyav import PyAVVideo, open_container, probe_codec, stream_rate
 from vidfast.data.decoders.torchcodec import TorchCodecVideo, torchcodec_import_error
 
 __all__ = [
-    "BACKENDS", "DecoderBackend", "DaliVideo", "Decord2Video", "Deferred", "FramesVideo", "PyAVVideo",
+    "BACKENDS", "DecoderBackend", "DaliVideo", "Decord2Video", "Deferred", "FrameFolderVideo", "PyAVVideo",
     "TorchCodecVideo", "Video", "backend_priority", "dali_decoder", "dali_import_error", "decode_deferred",
     "decord2_import_error",
-    "defers", "list_frames", "open_container", "open_video", "probe_codec", "read_frames", "register",
+    "defers", "list_frame_images", "open_container", "open_video", "probe_codec", "read_frames", "register",
     "select_backend", "stream_rate", "torchcodec_import_error",
 ]

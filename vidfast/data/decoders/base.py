@@ -1,6 +1,6 @@
 """The decoder interface and registry: :class:`Video`, :class:`DecoderBackend`, ``register``, ``open_video``.
 
-A backend module (``pyav.py``, ``frames.py``, ``dali.py``) defines its :class:`Video` class and calls
+A backend module (``pyav.py``, ``frame_folder.py``, ``dali.py``) defines its :class:`Video` class and calls
 ``register(DecoderBackend(...))`` once; ``vidfast/data/decoders/__init__.py`` imports it (one line). A
 backend may *defer* decoding: in a DataLoader worker its video returns a :class:`Deferred` (a picklable
 request) instead of frames, and the loader hands the batch's requests to ``DecoderBackend.decode_deferred``

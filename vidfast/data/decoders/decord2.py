@@ -101,7 +101,7 @@ def open_decord2(path: Path, threads: int | None = None) -> Decord2Video | PyAVV
 
 def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     if path.is_dir():
-        return "the path is a folder (frame folders are read by the 'frames' backend)"
+        return "the path is a folder (frame folders are read by the 'frame_folder' backend)"
     return decord2_import_error()
 
 

@@ -69,7 +69,7 @@ class TorchCodecVideo(ClosingVideo):
 
 def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     if path.is_dir():
-        return "the path is a folder (frame folders are read by the 'frames' backend)"
+        return "the path is a folder (frame folders are read by the 'frame_folder' backend)"
     return torchcodec_import_error()
 
 

@@ -1,5 +1,5 @@
-"""Single-clip policies: ``clip_len`` frames every ``step`` (:mod:`vidfast.data.samplers` geometry) cut to a
-``size x size`` square.
+"""Single-clip policies: ``clip_len`` frames every ``frame_step`` (:mod:`vidfast.data.samplers` geometry)
+cut to a ``size x size`` square.
 
 One class, :class:`ClipSampling`, covers the four temporal modes; the constructors name the usual ones:
 :func:`training_clips` (a random clip, multiscale corner or random-resized crop, flip), :func:`uniform_clips`
@@ -52,12 +52,13 @@ class ClipSampling(ClipPolicy):
         return ClipParams.plain(frames, np.asarray(boxes), np.asarray(flips))
 
 
-def training_clips(clip_len: int = 16, step: int = 1, size: int = 112, output: ClipOutput = ClipOutput(),
-                   keyframe_snap: int = 0, **spatial: object) -> ClipSampling:
+def training_clips(clip_len: int = 16, frame_step: int = 1, size: int = 112,
+                   output: ClipOutput = ClipOutput(), keyframe_snap: int = 0,
+                   **spatial: object) -> ClipSampling:
     """A random clip (its start snapped to a keyframe within ``keyframe_snap`` frames, see
     :mod:`vidfast.data.samplers`) with a random crop (``spatial``: :class:`SpatialConfig` fields; multiscale
     by default)."""
-    return ClipSampling(TemporalConfig("random", clip_len, step, keyframe_snap=keyframe_snap),
+    return ClipSampling(TemporalConfig("random", clip_len, frame_step, keyframe_snap=keyframe_snap),
                         SpatialConfig(size=size, **spatial), output)
 
 
@@ -65,19 +66,19 @@ def _evaluation(temporal: TemporalConfig, size: int, output: ClipOutput) -> Clip
     return ClipSampling(temporal, SpatialConfig(mode="center", size=size, hflip=False), output)
 
 
-def uniform_clips(clips: int, clip_len: int = 16, step: int = 1, size: int = 112,
+def uniform_clips(clips: int, clip_len: int = 16, frame_step: int = 1, size: int = 112,
                   output: ClipOutput = ClipOutput()) -> ClipSampling:
     """``clips`` evenly spaced clips, central square crop."""
-    return _evaluation(TemporalConfig("uniform", clip_len, step, clips=clips), size, output)
+    return _evaluation(TemporalConfig("uniform", clip_len, frame_step, clips=clips), size, output)
 
 
-def sliding_windows(clip_len: int = 16, step: int = 1, size: int = 112, stride: int | None = None,
+def sliding_windows(clip_len: int = 16, frame_step: int = 1, size: int = 112, stride: int | None = None,
                     output: ClipOutput = ClipOutput()) -> ClipSampling:
     """Windows every ``stride`` frames (default: one span) covering the whole video, central square crop."""
-    return _evaluation(TemporalConfig("sliding", clip_len, step, stride=stride), size, output)
+    return _evaluation(TemporalConfig("sliding", clip_len, frame_step, stride=stride), size, output)
 
 
-def clip_policy(sampling: str = "random", clip_len: int = 16, step: int = 1, size: int = 112,
+def clip_policy(sampling: str = "random", clip_len: int = 16, frame_step: int = 1, size: int = 112,
                 clips: int = 1, stride: int | None = None, spatial: str | None = None,
                 output: ClipOutput = ClipOutput(), keyframe_snap: int = 0,
                 **spatial_options: object) -> ClipSampling:
@@ -90,7 +91,7 @@ def clip_policy(sampling: str = "random", clip_len: int = 16, step: int = 1, siz
         spatial_options.setdefault("hflip", False)
     if "scales" in spatial_options:
         spatial_options["scales"] = tuple(spatial_options["scales"])  # type: ignore[arg-type]
-    return ClipSampling(TemporalConfig(sampling, clip_len, step, clips, stride, keyframe_snap),
+    return ClipSampling(TemporalConfig(sampling, clip_len, frame_step, clips, stride, keyframe_snap),
                         SpatialConfig(mode=spatial, size=size, **spatial_options), output)  # type: ignore[arg-type]
 
 

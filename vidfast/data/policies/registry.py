@@ -1,7 +1,7 @@
 """Clip policies by name, as decoders and sources are named: a run config, evaluation and prediction name
 the policy they take (``create_policy``), and a new policy is one module that calls ``register_policy``.
 
-A factory takes the clip geometry a run or checkpoint sets (``clip_len`` frames ``step`` apart, ``size``
+A factory takes the clip geometry a run or checkpoint sets (``clip_len`` frames ``frame_step`` apart, ``size``
 square), the ``output`` (normalisation, dtype, layout) and its own keyword options, and returns a
 :class:`~vidfast.data.policies.ClipPolicy`.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from vidfast.data.policies.base import ClipOutput, ClipPolicy
 
-#: ``factory(clip_len=, step=, size=, output=, **options) -> ClipPolicy``
+#: ``factory(clip_len=, frame_step=, size=, output=, **options) -> ClipPolicy``
 PolicyFactory = Callable[..., ClipPolicy]
 
 #: policy name -> factory
@@ -29,7 +29,7 @@ def register_policy(name: str, factory: PolicyFactory) -> PolicyFactory:
     return factory
 
 
-def create_policy(name: str, clip_len: int = 16, step: int = 1, size: int = 112,
+def create_policy(name: str, clip_len: int = 16, frame_step: int = 1, size: int = 112,
                   output: ClipOutput = ClipOutput(), **options: Any) -> ClipPolicy:
     """The policy called ``name`` for this geometry and output, with its ``options``. ValueError for an
     unknown name, TypeError for an option the policy does not take."""
@@ -37,4 +37,4 @@ def create_policy(name: str, clip_len: int = 16, step: int = 1, size: int = 112,
         factory = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown clip policy {name!r} (known: {', '.join(sorted(POLICIES))})") from None
-    return factory(clip_len=clip_len, step=step, size=size, output=output, **options)
+    return factory(clip_len=clip_len, frame_step=frame_step, size=size, output=output, **options)

@@ -4,7 +4,7 @@ Adding a layout: a module here whose listing function carries ``@register_source
 line below.
 """
 
-from vidfast.data.sources import activitynet, folder, frames, hmdb51, kinetics, ucf101  # noqa: F401
+from vidfast.data.sources import activitynet, folder, frame_folders_json, hmdb51, kinetics, ucf101  # noqa: F401
 from vidfast.data.sources.base import (
     SOURCES,
     SUBSETS,

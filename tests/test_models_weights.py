@@ -1,4 +1,4 @@
-"""Checkpoint reading/loading (vidfast and reference-code formats, puzzle checkpoints, safety), 2D->3D
+"""Weight-file reading/loading (vidfast and reference-code formats, puzzle checkpoints, safety), 2D->3D
 inflation and fine-tuning parameter groups."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from vidfast.models import (
     load_checkpoint,
     read_checkpoint,
 )
-from vidfast.models.checkpoint import infer_model_kwargs, parse_arch
 from vidfast.models.inflate import inflate_kernel
+from vidfast.models.weights import infer_model_kwargs, parse_arch
 
 CLIP = (2, 3, 8, 32, 32)
 

@@ -1,4 +1,5 @@
-"""The ``frames`` layout: the CVPR 2018 code's frame folders with its JSON annotation file."""
+"""The ``frame_folders_json`` layout: the CVPR 2018 code's (3D-ResNets) frame folders with its JSON annotation
+file."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from vidfast.data.sources.base import (
 from vidfast.errors import DataError
 
 
-@register_source("frames")
-def list_frames(root: Path, annotations: Path | None = None, split: int = 1) -> Listing:
+@register_source("frame_folders_json")
+def list_frame_folders_json(root: Path, annotations: Path | None = None, split: int = 1) -> Listing:
     """JPEG frame folders ``ROOT/<label>/<id>/image_00001.jpg`` with the CVPR 2018 code's JSON (``labels``,
     ``database{id: {subset, annotations{label}}}``); unlabelled (test) videos live in ``ROOT/test/<id>``."""
     root = require_dir(root, "dataset root")
     if annotations is None:
-        raise DataError("frames needs --annotations: the 3D-ResNets code's JSON file (e.g. ucf101_01.json)")
+        raise DataError("frame_folders_json needs --annotations: the 3D-ResNets code's JSON file "
+                        "(e.g. ucf101_01.json)")
     data = read_json(annotations, "3D-ResNets annotation file")
     class_names = data.get("labels")
     if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):

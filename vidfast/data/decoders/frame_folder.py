@@ -1,8 +1,9 @@
-"""The ``frames`` backend: a folder of pre-extracted frames read with PIL, and the one frame-folder rule.
+"""The ``frame_folder`` backend: a folder of pre-extracted frames read with PIL, and the one frame-folder
+rule.
 
 A frame folder holds ``.jpg``/``.jpeg``/``.png`` images (any names, e.g. the CVPR 2018 ``image_00001.jpg``),
-taken in natural order (digit runs compare as numbers: ``img_2`` before ``img_10``). :func:`list_frames` is
-that rule; probing, transcoding and this decoder all use it.
+taken in natural order (digit runs compare as numbers: ``img_2`` before ``img_10``).
+:func:`list_frame_images` is that rule; probing, transcoding and this decoder all use it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _natural_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(name))
 
 
-def list_frames(folder: str | os.PathLike[str]) -> list[Path]:
+def list_frame_images(folder: str | os.PathLike[str]) -> list[Path]:
     """The frames of a frame folder: its visible ``.jpg``/``.jpeg``/``.png`` files in natural name order."""
     files = [
         Path(entry.path) for entry in os.scandir(folder)
@@ -37,14 +38,14 @@ def list_frames(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-class FramesVideo(ClosingVideo):
-    """A frame folder (see :func:`list_frames`) read with PIL (fps unknown: 0.0)."""
+class FrameFolderVideo(ClosingVideo):
+    """A frame folder (see :func:`list_frame_images`) read with PIL (fps unknown: 0.0)."""
 
     def __init__(self, path: str | Path) -> None:
         from PIL import Image
 
         self.path = str(path)
-        self._files = [str(p) for p in list_frames(self.path)]
+        self._files = [str(p) for p in list_frame_images(self.path)]
         if not self._files:
             raise DataError(f"no {'/'.join(FRAME_SUFFIXES)} frames in {self.path}")
         self.num_frames = len(self._files)
@@ -81,10 +82,10 @@ class FramesVideo(ClosingVideo):
 def _refusal(path: Path, device: torch.device, deferred: bool) -> str | None:
     if not path.is_dir():
         return "the path is not a frame folder"
-    if not list_frames(path):
+    if not list_frame_images(path):
         return f"the folder holds no {'/'.join(FRAME_SUFFIXES)} frames"
     return None
 
 
-register(DecoderBackend("frames", _refusal, lambda path, device, deferred: FramesVideo(path),
+register(DecoderBackend("frame_folder", _refusal, lambda path, device, deferred: FrameFolderVideo(path),
                         priority=(1, 2)))

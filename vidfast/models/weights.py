@@ -1,4 +1,6 @@
-"""Safe checkpoint reading and loading, for vidfast checkpoints and those of the 3D-ResNets-PyTorch project.
+"""Safe reading and loading of model weight files: vidfast checkpoints and those of the 3D-ResNets-PyTorch
+project and torchvision (training checkpoints, written atomically and resumed, are
+:mod:`vidfast.engine.checkpoint`'s).
 
 Every file goes through ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused
 and never executed. Checkpoints may be a raw state dict or a dict with ``state_dict`` and ``arch``, which is
