@@ -163,7 +163,7 @@ def test_the_config_is_unchanged_by_a_run_and_the_plan_records_what_it_used(mani
 
 def test_an_older_puzzle_checkpoint_resumes_and_is_scored(manifest, tmp_path):
     """A puzzle checkpoint as an older vidfast wrote it (the cubes' geometry in ``puzzle.sampler`` of its
-    config and in its plan's options, the temporal span named ``clip_len``) resumes under today's config of
+    config and in its plan's options, ``source_frames`` named ``clip_len``) resumes under today's config of
     the same run, and ``evaluate_puzzle`` reads its config."""
     from vidfast.engine.evaluate import PuzzleEvalConfig, evaluate_puzzle
 
@@ -171,7 +171,7 @@ def test_an_older_puzzle_checkpoint_resumes_and_is_scored(manifest, tmp_path):
         "epochs": 1,
         "model": {"arch": "resnet10", "widen_factor": 0.25},
         "data": {"manifest": str(manifest), "clip_len": 4, "size": 16, "batch_size": 4, "workers": 0},
-        "puzzle": {"sampler": {"span": 16}},
+        "puzzle": {"sampler": {"source_frames": 16}},
         "runtime": {"run_dir": str(tmp_path / "run"), "progress": "none", "tensorboard": False,
                     "plots": False, "amp": False},
     })
@@ -184,11 +184,11 @@ def test_an_older_puzzle_checkpoint_resumes_and_is_scored(manifest, tmp_path):
     last = tmp_path / "run" / "last.pt"
     ckpt = read_checkpoint(last)
     options = ckpt["plan"]["options"]
-    assert options["span"] == 16 and "cube_len" not in options  # the geometry is the plan's clip_len, size
-    old_sampler = {"cube_len": 4, "out_size": 16, "frame_step": 1, "clip_len": options.pop("span")}
+    assert options["source_frames"] == 16 and "cube_len" not in options  # the plan's clip_len, size
+    old_sampler = {"cube_len": 4, "out_size": 16, "frame_step": 1, "clip_len": options.pop("source_frames")}
     ckpt["plan"]["options"] = {**options, **old_sampler}
     ckpt["config"]["puzzle"]["sampler"] = {**ckpt["config"]["puzzle"]["sampler"], **old_sampler}
-    del ckpt["config"]["puzzle"]["sampler"]["span"]
+    del ckpt["config"]["puzzle"]["sampler"]["source_frames"]
     ckpt["config"]["data"].update(clip_len=16, size=80)  # overridden by the old sampler's
     torch.save(ckpt, last)
     resumed = fit(dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, resume=True)))

@@ -93,18 +93,19 @@ def test_the_puzzle_sampler_section_is_typed_and_the_geometry_is_the_data_sectio
     from vidfast.puzzle import PuzzleConfig, PuzzleOptions
 
     cfg = resolve_config("puzzle", overrides={"data": {"clip_len": 4, "size": 24, "frame_step": 2},
-                                              "puzzle": {"sampler": {"span": "40", "jitter": "no"}}})
-    assert cfg.puzzle.sampler == PuzzleOptions(span=40, jitter=False)
-    assert puzzle_config(cfg) == PuzzleConfig(span=40, jitter=False, cube_len=4, out_size=24, frame_step=2)
+                                              "puzzle": {"sampler": {"source_frames": "40", "jitter": "no"}}})
+    assert cfg.puzzle.sampler == PuzzleOptions(source_frames=40, jitter=False)
+    assert puzzle_config(cfg) == PuzzleConfig(source_frames=40, jitter=False, cube_len=4, out_size=24,
+                                              frame_step=2)
     assert config_from_dict(cfg.to_dict()) == cfg
     for sampler, message in [
         ({"wobble": 1}, r"unknown config key 'puzzle.sampler.wobble'"),
         ({"cube_len": 8}, r"puzzle.sampler.cube_len'.*data.clip_len"),
         ({"out_size": 8}, r"puzzle.sampler.out_size'.*data.size"),
-        ({"clip_len": 32}, r"puzzle.sampler.clip_len'.*renamed puzzle.sampler.span"),
+        ({"clip_len": 32}, r"puzzle.sampler.clip_len'.*renamed puzzle.sampler.source_frames"),
         ({"rotation": "sometimes"}, "puzzle.sampler.rotation"),
         ({"cube_size": 200}, r"puzzle.sampler: need 0 < cube_size"),
-        ({"span": 2}, r"puzzle.sampler: span must be >= 4"),
+        ({"source_frames": 2}, r"puzzle.sampler: source_frames must be >= 4"),
     ]:
         path = tmp_path / "sampler.yaml"
         path.write_text(yaml.safe_dump({"puzzle": {"sampler": sampler}}))
@@ -114,7 +115,7 @@ def test_the_puzzle_sampler_section_is_typed_and_the_geometry_is_the_data_sectio
 
 def test_an_older_puzzle_checkpoint_config_and_plan_are_read_as_this_vidfast_writes_them():
     """A checkpoint of an older vidfast records the cubes' geometry in ``puzzle.sampler`` (over the data
-    section's) and the temporal span as ``clip_len``, in its config and in its plan's options: both are read
+    section's) and ``source_frames`` as ``clip_len``, in its config and in its plan's options: both are read
     as the run they describe."""
     from vidfast.engine.build import puzzle_config
     from vidfast.engine.plan import RunPlan
@@ -125,9 +126,9 @@ def test_an_older_puzzle_checkpoint_config_and_plan_are_read_as_this_vidfast_wri
     old["puzzle"]["sampler"] = {"cube_len": 8, "out_size": 32, "clip_len": 40, "spatial_prob": 1.0}
     cfg = config_from_dict(old)
     assert (cfg.data.clip_len, cfg.data.size) == (8, 32)
-    assert cfg.puzzle.sampler == PuzzleOptions(span=40, spatial_prob=1.0)
+    assert cfg.puzzle.sampler == PuzzleOptions(source_frames=40, spatial_prob=1.0)
     sampler = puzzle_config(cfg)
-    assert (sampler.cube_len, sampler.out_size, sampler.span, sampler.spatial_prob) == (8, 32, 40, 1.0)
+    assert (sampler.cube_len, sampler.out_size, sampler.source_frames) == (8, 32, 40)
     classify = resolve_config("classify").to_dict()
     classify["puzzle"]["sampler"] = {"cube_len": 8}  # not this task's: dropped, the clips stay
     assert config_from_dict(classify).data.clip_len == 16
@@ -137,7 +138,7 @@ def test_an_older_puzzle_checkpoint_config_and_plan_are_read_as_this_vidfast_wri
             "sample_shape": [4, 3, 8, 32, 32], "loader": {},
             "options": {**dataclasses.asdict(sampler.options), "cube_len": 8, "out_size": 32,
                         "frame_step": 1}}
-    plan["options"]["clip_len"] = plan["options"].pop("span")
+    plan["options"]["clip_len"] = plan["options"].pop("source_frames")
     assert RunPlan.from_dict(plan, "old.pt").options == dataclasses.asdict(sampler.options)
 
 

@@ -347,7 +347,7 @@ _MOVED = {
     "puzzle.sampler.cube_len": "the cubes are data.clip_len frames long now",
     "puzzle.sampler.out_size": "the cubes are data.size square now",
     "puzzle.sampler.frame_step": "the cubes' frames are data.frame_step apart now",
-    "puzzle.sampler.clip_len": "renamed puzzle.sampler.span (source frames the four temporal cells span)",
+    "puzzle.sampler.clip_len": "renamed puzzle.sampler.source_frames (frames the four temporal cells split)",
 }
 
 
@@ -469,11 +469,11 @@ _OLD_SAMPLER_GEOMETRY = {"cube_len": "clip_len", "out_size": "size", "frame_step
 
 def upgraded_sampler(sampler: dict[str, Any]) -> dict[str, Any]:
     """The puzzle sampler's choices of an older vidfast (a saved ``puzzle.sampler``, a recorded plan's
-    options) as this one names them: without the cubes' geometry, ``clip_len`` (source frames the temporal
-    cells span) named ``span``."""
+    options) as this one names them: without the cubes' geometry, ``clip_len`` (frames the temporal cells
+    split) named ``source_frames``."""
     upgraded = {k: v for k, v in sampler.items() if k not in _OLD_SAMPLER_GEOMETRY}
     if "clip_len" in upgraded:
-        upgraded["span"] = upgraded.pop("clip_len")
+        upgraded["source_frames"] = upgraded.pop("clip_len")
     return upgraded
 
 
