@@ -183,8 +183,10 @@ def test_an_older_puzzle_checkpoint_resumes_and_is_scored(manifest, tmp_path):
     assert fit(cfg, callbacks=[stop_at_step_2]).status == "interrupted"
     last = tmp_path / "run" / "last.pt"
     ckpt = read_checkpoint(last)
-    options = ckpt["plan"]["options"]
+    plan, options = ckpt["plan"], ckpt["plan"]["options"]
+    assert (plan["clip_len"], plan["size"], plan["sample_shape"]) == (4, 16, [4, 3, 4, 16, 16])
     assert options["source_frames"] == 16 and "cube_len" not in options  # the plan's clip_len, size
+    assert yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text()) == plan
     old_sampler = {"cube_len": 4, "out_size": 16, "frame_step": 1, "clip_len": options.pop("source_frames")}
     ckpt["plan"]["options"] = {**options, **old_sampler}
     ckpt["config"]["puzzle"]["sampler"] = {**ckpt["config"]["puzzle"]["sampler"], **old_sampler}
