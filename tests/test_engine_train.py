@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -158,6 +159,45 @@ def test_the_config_is_unchanged_by_a_run_and_the_plan_records_what_it_used(mani
                         runtime={"plan": str(tmp_path / "run" / "last.pt")})
     with pytest.raises(PlanMismatch, match="has clip_len 8 but this run has 4"):
         fit(other)
+
+
+def test_an_older_puzzle_checkpoint_resumes_and_is_scored(manifest, tmp_path):
+    """A puzzle checkpoint as an older vidfast wrote it (the cubes' geometry in ``puzzle.sampler`` of its
+    config and in its plan's options, ``source_frames`` named ``clip_len``) resumes under today's config of
+    the same run, and ``evaluate_puzzle`` reads its config."""
+    from vidfast.engine.evaluate import PuzzleEvalConfig, evaluate_puzzle
+
+    cfg = resolve_config("puzzle", overrides={
+        "epochs": 1,
+        "model": {"arch": "resnet10", "widen_factor": 0.25},
+        "data": {"manifest": str(manifest), "clip_len": 4, "size": 16, "batch_size": 4, "workers": 0},
+        "puzzle": {"sampler": {"source_frames": 16}},
+        "runtime": {"run_dir": str(tmp_path / "run"), "progress": "none", "tensorboard": False,
+                    "plots": False, "amp": False},
+    })
+
+    def stop_at_step_2(event):
+        if event.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert fit(cfg, callbacks=[stop_at_step_2]).status == "interrupted"
+    last = tmp_path / "run" / "last.pt"
+    ckpt = read_checkpoint(last)
+    plan, options = ckpt["plan"], ckpt["plan"]["options"]
+    assert (plan["clip_len"], plan["size"], plan["sample_shape"]) == (4, 16, [4, 3, 4, 16, 16])
+    assert options["source_frames"] == 16 and "cube_len" not in options  # the plan's clip_len, size
+    assert yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text()) == plan
+    old_sampler = {"cube_len": 4, "out_size": 16, "frame_step": 1, "clip_len": options.pop("source_frames")}
+    ckpt["plan"]["options"] = {**options, **old_sampler}
+    ckpt["config"]["puzzle"]["sampler"] = {**ckpt["config"]["puzzle"]["sampler"], **old_sampler}
+    del ckpt["config"]["puzzle"]["sampler"]["source_frames"]
+    ckpt["config"]["data"].update(clip_len=16, size=80)  # overridden by the old sampler's
+    torch.save(ckpt, last)
+    resumed = fit(dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, resume=True)))
+    assert resumed.status == "completed" and resumed.steps > 2
+    scores = evaluate_puzzle(PuzzleEvalConfig(str(manifest), str(last), "val", puzzles=4, device="cpu"))
+    kinds = ("spatial", "temporal")
+    assert set(scores) == {f"val_{kind}_{what}" for kind in kinds for what in ("acc", "rot_acc")}
 
 
 def test_sigint_saves_a_checkpoint_and_resume_checks_the_run(manifest, tmp_path):
@@ -335,8 +375,7 @@ def test_spatial_cubic_puzzle_is_learnt_end_to_end(tmp_path):
     build_manifest(
         "folder", tmp_path / "videos", tmp_path / "manifest.csv", val_fraction=0.25, progress=False
     )
-    sampler = {"cube_len": 4, "out_size": 24, "spatial_prob": 1.0, "rotation": False, "channel_prob": 0.0,
-               "joint_label": False}
+    sampler = {"spatial_prob": 1.0, "rotation": False, "channel_prob": 0.0, "joint_label": False}
     cfg = resolve_config("puzzle", overrides={
         "epochs": 16,
         "model": {"arch": "resnet10", "widen_factor": 0.25},

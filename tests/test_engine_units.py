@@ -3,6 +3,7 @@ logging."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -11,6 +12,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from vidfast.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state, seed_everything
@@ -81,6 +83,63 @@ def test_config_missing_and_unknown_suffix(tmp_path):
     (tmp_path / "c.json").write_text("{}")
     with pytest.raises(ConfigError, match="yaml"):
         resolve_config("classify", tmp_path / "c.json")
+
+
+def test_the_puzzle_sampler_section_is_typed_and_the_geometry_is_the_data_sections(tmp_path):
+    """``puzzle.sampler`` holds the sampler's choices, checked like every section (an unknown or moved key,
+    a bad value or a contradiction is a ConfigError naming it); the cubes are ``data.clip_len`` frames
+    ``data.frame_step`` apart, ``data.size`` square, derived by ``puzzle_config`` alone."""
+    from vidfast.engine.build import puzzle_config
+    from vidfast.puzzle import PuzzleConfig, PuzzleOptions
+
+    cfg = resolve_config("puzzle", overrides={"data": {"clip_len": 4, "size": 24, "frame_step": 2},
+                                              "puzzle": {"sampler": {"source_frames": "40", "jitter": "no"}}})
+    assert cfg.puzzle.sampler == PuzzleOptions(source_frames=40, jitter=False)
+    assert puzzle_config(cfg) == PuzzleConfig(source_frames=40, jitter=False, cube_len=4, out_size=24,
+                                              frame_step=2)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    for sampler, message in [
+        ({"wobble": 1}, r"unknown config key 'puzzle.sampler.wobble'"),
+        ({"cube_len": 8}, r"puzzle.sampler.cube_len'.*data.clip_len"),
+        ({"out_size": 8}, r"puzzle.sampler.out_size'.*data.size"),
+        ({"clip_len": 32}, r"puzzle.sampler.clip_len'.*renamed puzzle.sampler.source_frames"),
+        ({"rotation": "sometimes"}, "puzzle.sampler.rotation"),
+        ({"cube_size": 200}, r"puzzle.sampler: need 0 < cube_size"),
+        ({"source_frames": 2}, r"puzzle.sampler: source_frames must be >= 4"),
+    ]:
+        path = tmp_path / "sampler.yaml"
+        path.write_text(yaml.safe_dump({"puzzle": {"sampler": sampler}}))
+        with pytest.raises(ConfigError, match=message):
+            resolve_config("puzzle", path)
+
+
+def test_an_older_puzzle_checkpoint_config_and_plan_are_read_as_this_vidfast_writes_them():
+    """A checkpoint of an older vidfast records the cubes' geometry in ``puzzle.sampler`` (over the data
+    section's) and ``source_frames`` as ``clip_len``, in its config and in its plan's options: both are read
+    as the run they describe."""
+    from vidfast.engine.build import puzzle_config
+    from vidfast.engine.plan import RunPlan
+    from vidfast.puzzle import PuzzleOptions
+
+    old = resolve_config("puzzle").to_dict()
+    old["data"].update(clip_len=16, size=48)
+    old["puzzle"]["sampler"] = {"cube_len": 8, "out_size": 32, "clip_len": 40, "spatial_prob": 1.0}
+    cfg = config_from_dict(old)
+    assert (cfg.data.clip_len, cfg.data.size) == (8, 32)
+    assert cfg.puzzle.sampler == PuzzleOptions(source_frames=40, spatial_prob=1.0)
+    sampler = puzzle_config(cfg)
+    assert (sampler.cube_len, sampler.out_size, sampler.source_frames) == (8, 32, 40)
+    classify = resolve_config("classify").to_dict()
+    classify["puzzle"]["sampler"] = {"cube_len": 8}  # not this task's: dropped, the clips stay
+    assert config_from_dict(classify).data.clip_len == 16
+
+    plan = {"task": "puzzle", "arch": "resnet18", "model_kwargs": {}, "num_classes": 0, "class_names": [],
+            "convention": {}, "precision": "fp32", "clip_len": 8, "size": 32, "frame_step": 1,
+            "sample_shape": [4, 3, 8, 32, 32], "loader": {},
+            "options": {**dataclasses.asdict(sampler.options), "cube_len": 8, "out_size": 32,
+                        "frame_step": 1}}
+    plan["options"]["clip_len"] = plan["options"].pop("source_frames")
+    assert RunPlan.from_dict(plan, "old.pt").options == dataclasses.asdict(sampler.options)
 
 
 # --- optimizers and schedules -------------------------------------------------------------------------------

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from vidfast.ops import cube_crop
-from vidfast.puzzle import PERMUTATIONS, SPATIAL, TEMPORAL, PuzzleConfig, sample_puzzle, temporal_fits
+from vidfast.puzzle import (
+    PERMUTATIONS,
+    SPATIAL,
+    TEMPORAL,
+    PuzzleConfig,
+    PuzzleOptions,
+    sample_puzzle,
+    temporal_fits,
+)
 
 
 def test_permutation_table() -> None:
@@ -51,14 +59,15 @@ def test_scaled_geometry_stays_inside(shape: tuple[int, int, int]) -> None:
     assert kinds == ({SPATIAL, TEMPORAL} if t >= 16 else {SPATIAL})  # 4 disjoint 4-frame cubes need 16
 
 
-@pytest.mark.parametrize("clip_len", [None, 24, 64])
-def test_short_videos_get_spatial_puzzles_instead_of_wrapped_temporal_ones(clip_len: int | None) -> None:
-    """A temporal puzzle needs four disjoint cubes; shorter videos (or clips) fall back to spatial ones."""
-    cfg = PuzzleConfig(cube_len=8, frame_step=1, clip_len=clip_len, spatial_prob=0.0)
-    assert temporal_fits(32, cfg) == (clip_len != 24) and not temporal_fits(31, cfg)
+@pytest.mark.parametrize("source_frames", [None, 24, 64])
+def test_short_videos_get_spatial_puzzles_instead_of_wrapped_temporal_ones(source_frames: int | None) -> None:
+    """A temporal puzzle needs four disjoint cubes; shorter videos (or source_frames) fall back to spatial
+    ones."""
+    cfg = PuzzleConfig(cube_len=8, frame_step=1, source_frames=source_frames, spatial_prob=0.0)
+    assert temporal_fits(32, cfg) == (source_frames != 24) and not temporal_fits(31, cfg)
     rng = np.random.default_rng(3)
     for num_frames in (5, 20, 31, 32, 33, 48, 100):
-        fits = num_frames >= 32 and (clip_len is None or clip_len >= 32)
+        fits = num_frames >= 32 and (source_frames is None or source_frames >= 32)
         assert temporal_fits(num_frames, cfg) == fits, num_frames
         for _ in range(30):
             p = sample_puzzle(num_frames, 32, 32, cfg, rng)
@@ -93,6 +102,20 @@ def test_labels_and_options() -> None:
         PuzzleConfig(cube_size=120)
     with pytest.raises(ValueError, match="spatial_prob"):
         PuzzleConfig(spatial_prob=1.5)
+    with pytest.raises(ValueError, match="source_frames"):
+        PuzzleConfig(source_frames=3)
+    with pytest.raises(ValueError, match="cube_len"):
+        PuzzleConfig(cube_len=0)
+
+
+def test_the_geometry_joins_the_options_once() -> None:
+    """``PuzzleConfig.of`` puts the cubes' geometry on a config section's choices, and ``options`` gives
+    those back: every field is one or the other."""
+    options = PuzzleOptions(spatial_prob=0.0, source_frames=40, jitter=False, channel_prob=0.0)
+    cfg = PuzzleConfig.of(options, cube_len=4, out_size=24, frame_step=2)
+    assert (cfg.cube_len, cfg.out_size, cfg.frame_step) == (4, 24, 2)
+    assert (cfg.source_frames, cfg.jitter, cfg.spatial_prob) == (40, False, 0.0)
+    assert cfg.options == options and PuzzleConfig().options == PuzzleOptions()
 
 
 def test_reassembly_with_inverse_permutation() -> None:

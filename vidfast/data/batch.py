@@ -37,15 +37,6 @@ class Batch:
         """A batch none of whose videos could be read."""
         return cls((), torch.zeros(0, dtype=torch.long), skipped=skipped)
 
-    @classmethod
-    def of(cls, batch: Batch | Mapping[str, Tensor]) -> Batch:
-        """``batch`` itself, or the batch of a mapping ``{"video": Tensor[N, ...], "label": Tensor[N],
-        **targets}`` (clips held in memory, as the study's learners pass them)."""
-        if isinstance(batch, Batch):
-            return batch
-        rest = dict(batch)
-        return cls((rest.pop("video"),), rest.pop("label"), rest)
-
     @property
     def video(self) -> Tensor | None:
         """The first (usually only) policy's samples, or None when nothing could be read."""

@@ -1,5 +1,5 @@
 """The helpers the tasks build their model with: the input convention, a fine-tune source, the puzzle
-sampler's config, and the runtime flags.
+sampler's config (derived here only), and the runtime flags.
 
 The task-specific parts (which model, which classes) are the task objects' (:mod:`vidfast.engine.tasks`);
 they assemble a :class:`Setup` from the helpers here. The whole run is put together by
@@ -50,18 +50,10 @@ class SourceModel:
 
 
 def puzzle_config(cfg: TrainConfig) -> PuzzleConfig:
-    """The puzzle sampler's config: cube length/side/stride from the data section, ``puzzle.sampler`` on
-    top."""
-    values = {
-        "cube_len": cfg.data.clip_len,
-        "out_size": cfg.data.size,
-        "frame_step": cfg.data.frame_step,
-        **cfg.puzzle.sampler,
-    }
-    try:
-        return PuzzleConfig(**values)
-    except TypeError as exc:
-        raise VidfastError(f"puzzle.sampler: {exc}") from None
+    """The puzzle sampler's config, the one place that derives it: the choices of ``puzzle.sampler``, cubes of
+    ``data.clip_len`` frames ``data.frame_step`` apart, ``data.size`` square."""
+    data = cfg.data
+    return PuzzleConfig.of(cfg.puzzle.sampler, data.clip_len, data.size, data.frame_step)
 
 
 def run_convention(cfg: TrainConfig, source: FileIdentity | Convention = conventions.DEFAULT) -> Convention:

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import tomllib
 
 from vidfast.errors import VidfastError
+from vidfast.puzzle.sampler import PuzzleOptions
 
 Task = Literal["classify", "puzzle"]
 PUZZLE_CUBE_SIZE = 80  # default data.size of the puzzle task: Kim et al.'s 80x80 cubes
@@ -161,15 +162,16 @@ class OptimConfig:
 @dataclass(frozen=True)
 class PuzzleTaskConfig:
     """Cubic-puzzle pretext task: loss = ``permutation_weight`` * perm CE + ``rotation_weight`` * rotation CE
-    (``permutation_weight`` 0: rotation prediction alone, 3DRotNet-style, on the same cubes). ``sampler``
-    overrides ``vidfast.puzzle.PuzzleConfig`` fields; ``hidden`` is the PuzzleNet head width (None = its
-    default)."""
+    (``permutation_weight`` 0: rotation prediction alone, 3DRotNet-style, on the same cubes). ``sampler``:
+    the puzzle sampler's choices (:class:`vidfast.puzzle.PuzzleOptions`; the cubes are ``data.clip_len``
+    frames ``data.frame_step`` apart, ``data.size`` square); ``hidden`` is the PuzzleNet head width (None =
+    its default)."""
 
     rotation_weight: float = option(1.0, min=0.0, group=OPTIM_GROUP, help="Weight of the rotation loss added "
                                     "to the permutation loss.")
     permutation_weight: float = field(default=1.0, metadata={"min": 0.0})
     hidden: int | None = None
-    sampler: dict[str, Any] = field(default_factory=dict)
+    sampler: PuzzleOptions = field(default_factory=PuzzleOptions)
 
 
 @dataclass(frozen=True)
@@ -340,7 +342,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 #: sections of older configs whose keys live elsewhere now
-_MOVED = {"data.loader.": "clip options are in data.clips now (hflip, keyframe_snap, options)"}
+_MOVED = {
+    "data.loader.": "clip options are in data.clips now (hflip, keyframe_snap, options)",
+    "puzzle.sampler.cube_len": "the cubes are data.clip_len frames long now",
+    "puzzle.sampler.out_size": "the cubes are data.size square now",
+    "puzzle.sampler.frame_step": "the cubes' frames are data.frame_step apart now",
+    "puzzle.sampler.clip_len": "renamed puzzle.sampler.source_frames (frames the four temporal cells split)",
+}
 
 
 def _merged(current: Any, updates: dict[str, Any], prefix: str) -> Any:
@@ -361,7 +369,10 @@ def _merged(current: Any, updates: dict[str, Any], prefix: str) -> Any:
             changes[name] = _merged(section, value, f"{key}.")
         else:
             changes[name] = _in_bounds(_coerce(value, hints[name], key), fields[name].metadata, key)
-    return dataclasses.replace(current, **changes)
+    try:
+        return dataclasses.replace(current, **changes)
+    except ValueError as exc:  # a section's own checks across its fields
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
 def _in_bounds(value: Any, metadata: Any, key: str) -> Any:
@@ -445,10 +456,38 @@ def resolve_config(
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved with ``TrainConfig.to_dict`` (e.g. from a checkpoint)."""
-    cfg = _merged(TrainConfig(), values, "")
+    """Rebuild a config saved with ``TrainConfig.to_dict`` (e.g. from a checkpoint; one of an older vidfast
+    with the cubes' geometry in ``puzzle.sampler`` is read as :func:`upgraded_puzzle` says)."""
+    cfg = _merged(TrainConfig(), upgraded_puzzle(values), "")
     _validate(cfg)
     return cfg
+
+
+#: entries of an older ``puzzle.sampler`` that the data section holds now
+_OLD_SAMPLER_GEOMETRY = {"cube_len": "clip_len", "out_size": "size", "frame_step": "frame_step"}
+
+
+def upgraded_sampler(sampler: dict[str, Any]) -> dict[str, Any]:
+    """The puzzle sampler's choices of an older vidfast (a saved ``puzzle.sampler``, a recorded plan's
+    options) as this one names them: without the cubes' geometry, ``clip_len`` (frames the temporal cells
+    split) named ``source_frames``."""
+    upgraded = {k: v for k, v in sampler.items() if k not in _OLD_SAMPLER_GEOMETRY}
+    if "clip_len" in upgraded:
+        upgraded["source_frames"] = upgraded.pop("clip_len")
+    return upgraded
+
+
+def upgraded_puzzle(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of an older vidfast as this one writes it: a puzzle run's ``puzzle.sampler.cube_len``,
+    ``out_size`` and ``frame_step`` (which overrode the data section's) become ``data.clip_len``, ``size``
+    and ``frame_step``; the sampler's other entries as :func:`upgraded_sampler` says."""
+    sampler = (values.get("puzzle") or {}).get("sampler")
+    if not isinstance(sampler, dict):
+        return values
+    data = dict(values.get("data") or {})
+    if values.get("task") == "puzzle":
+        data.update({new: sampler[old] for old, new in _OLD_SAMPLER_GEOMETRY.items() if old in sampler})
+    return {**values, "data": data, "puzzle": {**values["puzzle"], "sampler": upgraded_sampler(sampler)}}
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
@@ -496,19 +535,20 @@ def small_run_config(
     epochs: int,
     seed: int,
     init: str | Path | None = None,
-    puzzle: dict[str, Any] | None = None,
+    puzzle: PuzzleTaskConfig | None = None,
     batch_size: int | None = None,
     begin_module: str | None = None,
     runtime: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """The training config of one demo or study run with ``geometry`` and ``recipe``: quiet (no progress,
-    no plots) unless ``runtime`` says otherwise; ``puzzle`` overrides the puzzle section (``sampler`` options
-    on top of the geometry's cubes, ``permutation_weight``...). Classification runs keep horizontal flips
-    off: the synthetic classes are directions and rotation senses, which a flip changes."""
+    no plots) unless ``runtime`` says otherwise. A puzzle run cuts the geometry's cubes (they are its data
+    section's clips) as ``puzzle`` says (default: the defaults of the section). Classification runs keep
+    horizontal flips off: the synthetic classes are directions and rotation senses, which a flip changes."""
+    cubes = task == "puzzle"
     data: dict[str, Any] = {
         "manifest": str(manifest),
-        "clip_len": geometry.clip_len,
-        "size": geometry.size,
+        "clip_len": geometry.cube_len if cubes else geometry.clip_len,
+        "size": geometry.cube_size if cubes else geometry.size,
         "batch_size": batch_size or geometry.batch_size,
         "workers": geometry.workers,
     }
@@ -536,10 +576,8 @@ def small_run_config(
         },
         "finetune": {"checkpoint": None if init is None else str(init), "begin_module": begin_module},
     }
-    if task == "puzzle":
-        extra = dict(puzzle or {})
-        sampler = {"cube_len": geometry.cube_len, "out_size": geometry.cube_size, **extra.pop("sampler", {})}
-        overrides["puzzle"] = {"sampler": sampler, **extra}
-    else:
+    if puzzle is not None:
+        overrides["puzzle"] = dataclasses.asdict(puzzle)
+    if not cubes:
         data["clips"] = {"hflip": False}
     return resolve_config(task, overrides=overrides)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from vidfast.engine.config import upgraded_sampler
 from vidfast.errors import VidfastError
 
 
@@ -31,8 +32,9 @@ class RunPlan:
     ``arch``/``model_kwargs`` build the network (``num_classes`` outputs; a puzzle backbone has 0);
     ``convention`` is :meth:`vidfast.conventions.Convention.to_data`; ``precision`` fp32, bf16 or fp16;
     one sample of the loader is ``sample_shape`` (``[3, T, S, S]``, a puzzle ``[P, 3, t, s, s]``) cut as
-    ``clip_len`` frames ``frame_step`` apart, ``size`` square, with the task's clip ``options``; ``loader``:
-    batch size and what else changes the batches (not the worker count).
+    ``clip_len`` frames ``frame_step`` apart, ``size`` square, with the task's clip ``options`` (a puzzle's:
+    the sampler's choices, :class:`vidfast.puzzle.PuzzleOptions`); ``loader``: batch size and what else
+    changes the batches (not the worker count).
     """
 
     task: str
@@ -60,6 +62,8 @@ class RunPlan:
         if not isinstance(values, dict) or set(values) != set(names):
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise PlanMismatch(f"{source} holds no run plan of this vidfast (entries: {found})")
+        if values["task"] == "puzzle":
+            values = {**values, "options": upgraded_sampler(values["options"])}
         return cls(**values)
 
     def save(self, path: str | Path) -> None:

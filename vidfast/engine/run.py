@@ -90,11 +90,11 @@ class RunParts:
 
 def sample_geometry(cfg: TrainConfig) -> tuple[int, int, int, dict[str, Any]]:
     """``(clip_len, size, frame_step, options)`` of the samples the task cuts: a classifier's clips from the
-    data section and ``data.clips``; the puzzle's cubes from its sampler config
+    data section and ``data.clips``; the puzzle's cubes and sampler choices from its sampler config
     (:func:`~vidfast.engine.build.puzzle_config`, the one place that derives them)."""
     if cfg.task == "puzzle":
         sampler = puzzle_config(cfg)
-        return sampler.cube_len, sampler.out_size, sampler.frame_step, dataclasses.asdict(sampler)
+        return sampler.cube_len, sampler.out_size, sampler.frame_step, dataclasses.asdict(sampler.options)
     return cfg.data.clip_len, cfg.data.size, cfg.data.frame_step, cfg.data.clips.policy_options()
 
 

@@ -93,7 +93,7 @@ class Task(Protocol):
         """The model to train (on the CPU), its classes, parameter groups and input convention."""
         ...
 
-    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
+    def step(self, model: nn.Module, batch: Batch, device: torch.device,
              channels_last: bool) -> StepOutput: ...
 
     def blank_batch(self, size: int = 1) -> Batch:
@@ -168,10 +168,8 @@ class ClassifyTask:
         return Setup(model, class_names, num_classes, groups, convention, arch=arch,
                      model_kwargs=model_kwargs)
 
-    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
-             channels_last: bool) -> StepOutput:
+    def step(self, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool) -> StepOutput:
         """Forward + loss of one batch (call under autocast)."""
-        batch = Batch.of(batch)
         video = to_device(batch.video, device, channels_last)
         label = batch.label.to(device, non_blocking=True)
         return _scored(model(video), label, self.label_smoothing)
@@ -196,8 +194,9 @@ class PuzzleTask:
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> PuzzleTask:
-        """The task of ``cfg``: the puzzle geometry of ``puzzle.sampler`` (clip options in ``data.clips``
-        are a VidfastError: the puzzle takes none)."""
+        """The task of ``cfg``: cubes of the data section's geometry cut as ``puzzle.sampler`` says
+        (:func:`~vidfast.engine.build.puzzle_config`; clip options in ``data.clips`` are a VidfastError: the
+        puzzle takes none)."""
         options = clip_options(cfg)
         if options:
             raise VidfastError(f"data.clips: unexpected options for the puzzle task: {', '.join(options)}")
@@ -231,10 +230,8 @@ class PuzzleTask:
                      checkpoint_extra={"puzzle": puzzle_kwargs}, arch=cfg.model.arch,
                      model_kwargs=cfg.model.model_kwargs())
 
-    def step(self, model: nn.Module, batch: Batch | Mapping[str, Tensor], device: torch.device,
-             channels_last: bool) -> StepOutput:
+    def step(self, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool) -> StepOutput:
         """Forward + loss of one puzzle batch (call under autocast)."""
-        batch = Batch.of(batch)
         video = to_device(batch.video, device, channels_last)
         perm_label = batch.targets["perm_label"].to(device, non_blocking=True)
         out = model(video)

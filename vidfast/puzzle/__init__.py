@@ -5,11 +5,13 @@ from vidfast.puzzle.sampler import (
     SPATIAL,
     TEMPORAL,
     PuzzleConfig,
+    PuzzleOptions,
     PuzzleSample,
     sample_puzzle,
     temporal_fits,
 )
 
 __all__ = [
-    "PERMUTATIONS", "SPATIAL", "TEMPORAL", "PuzzleConfig", "PuzzleSample", "sample_puzzle", "temporal_fits",
+    "PERMUTATIONS", "SPATIAL", "TEMPORAL", "PuzzleConfig", "PuzzleOptions", "PuzzleSample", "sample_puzzle",
+    "temporal_fits",
 ]

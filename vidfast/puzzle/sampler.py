@@ -11,16 +11,18 @@ Geometry is stated in the paper's reference frame (frames resized to ``frame_siz
 of 80 px) and mapped onto the real frame by ``H / frame_size`` and ``W / frame_size``, so a 32x32 test
 clip is cut the same way as a 320x240 video; ``out_size`` is the size the cubes are resized to.
 
-Short videos: a temporal puzzle needs four disjoint cubes, one per quarter of the clip, so each quarter must
-hold a whole cube (``clip_len // 4 >= (cube_len - 1) * frame_step + 1``, with ``clip_len`` at most the video's
-length). Where it does not, wrapped or overlapping cubes would either give the order away (shared frames line
-up) or teach nothing, so such a sample is a *spatial* puzzle instead (``PuzzleSample.fallback`` is True;
-:func:`temporal_fits` tells it ahead of time, e.g. to count the short videos of a manifest). A spatial puzzle
-needs no length: its four cubes share their frames, looped when the video is shorter than a cube.
+Short videos: a temporal puzzle needs four disjoint cubes, one per quarter of its ``source_frames``, so each
+quarter must hold a whole cube (``source_frames // 4 >= (cube_len - 1) * frame_step + 1``, with
+``source_frames`` at most the video's length). Where it does not, wrapped or overlapping cubes would either
+give the order away (shared frames line up) or teach nothing, so such a sample is a *spatial* puzzle instead
+(``PuzzleSample.fallback`` is True; :func:`temporal_fits` tells it ahead of time, e.g. to count the short
+videos of a manifest). A spatial puzzle needs no length: its four cubes share their frames, looped when the
+video is shorter than a cube.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -32,16 +34,17 @@ SPATIAL, TEMPORAL = 0, 1
 
 
 @dataclass(frozen=True)
-class PuzzleConfig:
-    """Every choice of the puzzle sampler (defaults: the notes' values).
+class PuzzleOptions:
+    """The sampler's choices, apart from the cubes' geometry (the config section ``puzzle.sampler``;
+    defaults: the notes' values).
 
     - ``spatial_prob``: probability of a spatial (2x2x1) puzzle, else temporal (1x1x4).
     - ``frame_size``, ``cell_size``, ``cube_size``: reference geometry in pixels (224 / 112 / 80); the random
       offset of a cube inside its cell lies in ``[0, cell_size - cube_size)`` when ``jitter``, else centred.
-    - ``out_size``: side of the output cubes; ``cube_len``: frames per cube; ``frame_step``: frame stride.
-    - ``clip_len``: source frames the 4 temporal cells span (None or more than the video: the whole video); a
-      cube's temporal offset lies in ``[0, clip_len / 4 - cube_len * frame_step]``; a video too short for
-      four disjoint cubes gets a spatial puzzle instead (see the module docstring).
+    - ``source_frames``: consecutive frames of the video a puzzle is cut from, split into its 4 temporal cells
+      (None or more than the video: the whole video); a cube's temporal offset lies in
+      ``[0, source_frames / 4 - cube_len * frame_step]``; a video too short for four disjoint cubes gets a
+      spatial puzzle instead (see the module docstring).
     - ``joint_label``: one 48-way label ``perm + 24 * kind`` (True) or the 24-way permutation index.
     - ``rotation``: rotate every piece by ``k * 90`` degrees, ``k`` uniform in 0..3 (``rot_label`` = k).
     - ``channel_prob``: per-piece probability of copying one random channel into all three.
@@ -51,10 +54,7 @@ class PuzzleConfig:
     frame_size: int = 224
     cell_size: int = 112
     cube_size: int = 80
-    out_size: int = 80
-    cube_len: int = 16
-    frame_step: int = 1
-    clip_len: int | None = None
+    source_frames: int | None = None
     jitter: bool = True
     joint_label: bool = True
     rotation: bool = True
@@ -71,10 +71,35 @@ class PuzzleConfig:
                 f"need 0 < cube_size <= cell_size <= frame_size / 2, got "
                 f"{self.cube_size}, {self.cell_size}, {self.frame_size}"
             )
+        if self.source_frames is not None and self.source_frames < 4:
+            raise ValueError(f"source_frames must be >= 4 (four temporal cells), got {self.source_frames}")
+
+
+@dataclass(frozen=True)
+class PuzzleConfig(PuzzleOptions):
+    """Every choice of the puzzle sampler: the :class:`PuzzleOptions` and the cubes' geometry, ``cube_len``
+    frames ``frame_step`` apart, resized to ``out_size`` square (a run takes them from its data section:
+    :func:`vidfast.engine.build.puzzle_config`)."""
+
+    cube_len: int = 16
+    out_size: int = 80
+    frame_step: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if min(self.out_size, self.cube_len, self.frame_step) < 1:
             raise ValueError("out_size, cube_len and frame_step must be >= 1")
-        if self.clip_len is not None and self.clip_len < 4:
-            raise ValueError(f"clip_len must be >= 4 (four temporal cells), got {self.clip_len}")
+
+    @classmethod
+    def of(cls, options: PuzzleOptions, cube_len: int, out_size: int, frame_step: int) -> PuzzleConfig:
+        """``options`` with the geometry ``cube_len`` x ``out_size`` x ``out_size``, ``frame_step`` apart."""
+        return cls(**dataclasses.asdict(options), cube_len=cube_len, out_size=out_size, frame_step=frame_step)
+
+    @property
+    def options(self) -> PuzzleOptions:
+        """The choices without the geometry."""
+        names = [f.name for f in dataclasses.fields(PuzzleOptions)]
+        return PuzzleOptions(**{name: getattr(self, name) for name in names})
 
     @property
     def cube_span(self) -> int:
@@ -137,22 +162,22 @@ def _boxes(cells: np.ndarray, offsets: np.ndarray, height: int, width: int, cfg:
     return np.stack([y0, x0, np.full_like(y0, h), np.full_like(x0, w)], axis=1)
 
 
-def _clip_len(num_frames: int, cfg: PuzzleConfig) -> int:
-    """Frames the four temporal cells of a ``num_frames`` video span."""
-    return num_frames if cfg.clip_len is None else min(cfg.clip_len, num_frames)
+def _source_frames(num_frames: int, cfg: PuzzleConfig) -> int:
+    """Frames the four temporal cells of a ``num_frames`` video split."""
+    return num_frames if cfg.source_frames is None else min(cfg.source_frames, num_frames)
 
 
 def temporal_fits(num_frames: int, cfg: PuzzleConfig) -> bool:
     """Whether a ``num_frames`` video holds four disjoint temporal cubes (else it gets spatial puzzles)."""
-    return _clip_len(num_frames, cfg) // 4 >= cfg.cube_span
+    return _source_frames(num_frames, cfg) // 4 >= cfg.cube_span
 
 
 def _frames(cells: np.ndarray, rng: np.random.Generator, num_frames: int, cfg: PuzzleConfig) -> np.ndarray:
     """Frame indices ``[n, cube_len]`` for temporal cells ``cells`` ``[n]`` (0..3); indices past the end
     (only a spatial puzzle's single cell of a video shorter than a cube) loop to the start."""
-    clip_len = _clip_len(num_frames, cfg)
-    start = int(rng.integers(0, num_frames - clip_len + 1))
-    cell_len = max(clip_len // 4, 1)
+    source = _source_frames(num_frames, cfg)
+    start = int(rng.integers(0, num_frames - source + 1))
+    cell_len = max(source // 4, 1)
     room = max(cell_len - cfg.cube_span, 0)
     offsets = rng.integers(0, room + 1, size=len(cells)) if cfg.jitter else np.full(len(cells), room // 2)
     firsts = start + cells * cell_len + offsets

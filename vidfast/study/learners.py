@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidfast.data.batch import Batch
 from vidfast.engine.config import Geometry, Recipe
 from vidfast.study.sets import VideoBank
 
@@ -159,7 +160,7 @@ class NetworkLearner:
             starts = rng.integers(0, frames - clip_len + 1, size=len(pick))
             clips = self.labelled.clips(pick, starts, clip_len, convention.unit_mean, convention.unit_std)
             model.train()
-            out = task.step(model, {"video": clips, "label": self.labelled.labels[pick]}, self.device, True)
+            out = task.step(model, Batch((clips,), self.labelled.labels[pick]), self.device, True)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
