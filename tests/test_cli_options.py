@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -83,11 +85,6 @@ def test_a_field_added_to_a_config_section_is_an_option_and_a_config_key(fits, t
     assert result.exit_code != 0 and "runtime.gradient_notes" in str(result.exception)
 
 
-def test_help_text_flows_as_paragraphs():
-    """A command's docstring is wrapped to the terminal, not at the source's line ends."""
-    result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0
-    assert "precision measured fastest among those whose convolutions pass" in result.stdout
 
 
 # --- every command ---------------------------------------------------------------------------------------
@@ -327,3 +324,37 @@ def test_the_walk_fails_on_an_option_whose_value_is_dropped(library, tmp_path, m
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AssertionError, match="--clips"):
         walk_options("eval", library, tmp_path)
+
+
+def test_help_text_flows_as_paragraphs():
+    """A command's docstring is wrapped to the terminal, not at the source's line ends."""
+    result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "precision measured fastest among those whose convolutions pass" in result.stdout
+
+
+def _hard_wraps(command: list[str], application: typer.Typer = app) -> list[str]:
+    """The lines of ``vidfast COMMAND --help`` on a 1000-column terminal that break a sentence: a description
+    line not ending a sentence, or a table row continuing the cell above (only a line break in the source
+    makes one that wide)."""
+    result = runner.invoke(application, [*command, "--help"], env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    description = itertools.takewhile(lambda line: not line.startswith("╭"), lines[2:])
+    text = [line.strip() for line in description]
+    broken = [line for line in text if line and not re.search(r"[.:!?]$", line)]
+    return broken + [line.strip("│ ") for line in lines if re.match(r"│\s{6,}\S", line)]
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["models"], *(n.split() for n in sorted(_commands()))],
+                         ids=lambda command: " ".join(command) or "vidfast")
+def test_no_help_line_breaks_a_sentence(command):
+    assert not _hard_wraps(command)
+
+
+def test_the_wrap_check_finds_a_line_break_in_a_sentence():
+    wrapped = typer.Typer()
+    wrapped.command("report", help="Report the versions\nand the devices.")(lambda: None)
+    wrapped.command("list", help="List the devices:\n\nthe first one\n\nand the others.")(lambda: None)
+    assert _hard_wraps([], wrapped) == ["and the devices."]  # the command list keeps the line break
+    assert _hard_wraps(["list"], wrapped) == ["the first one"]  # a paragraph ending mid-sentence
