@@ -21,9 +21,7 @@ def bench(
         typer.Option("--section", "-s", help="Run only this section (repeatable): cube, loader, train, "
                      "inference."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
-    ] = False,
+    as_json: opt.AsJson = False,
     overrides: Any = None,
 ) -> None:
     """Measure throughput side by side: the cube op vs its PyTorch reference vs a plain copy, the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -18,9 +18,7 @@ DEFAULTS = EvalConfig(run_dir="runs/eval")
 @opt.with_config(EvalConfig, panel="Evaluation", defaults=DEFAULTS)
 def evaluate(
     manifest: opt.ManifestArg,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
-    ] = False,
+    as_json: opt.AsJson = False,
     overrides: Any = None,
     convention: Any = None,
 ) -> None:
