@@ -198,6 +198,7 @@ def with_config(config_type: type, keys: tuple[str, ...] | None = None, panel: s
 def _alias(key: str) -> Any:
     return TRAINING[key].annotation
 
+
 #: ``--json`` of the commands that print a table otherwise
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")]
 ManifestArg = Annotated[
