@@ -22,7 +22,7 @@ from vidfast_cli import options as opt
 from vidfast_cli.app import app
 from vidfast_cli.commands.train import training_command
 
-from vidfast.engine.config import RuntimeConfig, TrainConfig, option, save_config
+from vidfast.engine.config import Geometry, RuntimeConfig, TrainConfig, option, save_config
 
 runner = CliRunner()
 
@@ -324,6 +324,31 @@ def test_the_walk_fails_on_an_option_whose_value_is_dropped(library, tmp_path, m
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AssertionError, match="--clips"):
         walk_options("eval", library, tmp_path)
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    frames: int = option(8, min=1, help="Frames per video (a field added in a test).")
+    geometry: Geometry = Geometry()
+
+
+def test_a_field_added_to_a_commands_config_is_an_option():
+    """Commands other than training take their options from their config's fields the same way: a field
+    with ``option(...)`` and the shared Geometry group appear, parsed, checked and applied."""
+    seen = []
+    sized = typer.Typer()
+
+    @sized.command("run")
+    @opt.with_config(_Sizes)
+    def run(overrides: Any = None) -> None:
+        seen.append(opt.configured(_Sizes(), overrides))
+
+    sized.callback()(lambda: None)
+    shown = runner.invoke(sized, ["run", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "Frames per video (a field added in a test)." in shown and "--batch-size" in shown
+    assert runner.invoke(sized, ["run", "--frames", "3", "--arch", "resnet10"]).exit_code == 0
+    assert seen[-1] == _Sizes(frames=3, geometry=Geometry(arch="resnet10"))
+    assert runner.invoke(sized, ["run", "--frames", "0"]).exit_code == 2  # min=1
 
 
 def test_help_text_flows_as_paragraphs():
