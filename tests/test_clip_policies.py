@@ -3,13 +3,14 @@ take when a config or a call names it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
-from helpers import make_dataset
+from helpers import make_dataset, run_cli
 
 from vidfast.data.policies import POLICIES, ClipOutput, ClipParams, ClipPolicy, create_policy, register_policy
 from vidfast.data.samplers import TemporalConfig, center_box, clip_at
@@ -101,6 +102,22 @@ def test_a_registered_policy_is_taken_by_train_eval_and_predict(tmp_path) -> Non
         expected = loaded.model(clips).softmax(1).mean(0)
     assert [name for name, _ in prediction.top] == [names[i] for i in expected.argsort(descending=True)]
     assert prediction.top[0][1] == pytest.approx(float(expected.max()), abs=1e-5)
+
+    # the same through the command line: --policy on eval and predict
+    ckpt = result.last_checkpoint
+    PLANNED.clear()
+    run = run_cli("eval", manifest, "-c", ckpt, "--policy", "ends", "--split", "train", "--workers", 0,
+                  "--no-amp", "--run-dir", tmp_path / "eval", "--json")
+    assert run.exit_code == 0, run.stderr
+    shown = json.loads(run.stdout)
+    assert shown["num_clips"] == 12 and shown["clips"] == "ends" and len(PLANNED) == 6
+    run = run_cli("predict", paths[0], "-c", ckpt, "--policy", "ends", "--no-amp", "--topk", 2, "--json")
+    assert run.exit_code == 0, run.stderr
+    assert [entry["label"] for entry in json.loads(run.stdout)[0]["labels"]] == [n for n, _ in prediction.top]
+    unknown = run_cli("eval", manifest, "-c", ckpt, "--policy", "nope", "--split", "train", "--workers", 0)
+    assert unknown.exit_code != 0 and "unknown clip policy 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
     with pytest.raises(VidfastError, match="data.clips: unknown clip policy 'nope'"):
         fit(resolve_config("classify", None, {**overrides, "data": {**overrides["data"],
                                                                       "clips": {"policy": "nope"}}}))

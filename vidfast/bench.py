@@ -3,7 +3,8 @@
 Every section measures its variants side by side in one process, so the ratios (``vs`` column, relative to
 the section's first row) are meaningful even on a busy machine; absolute numbers are not. ``quick`` uses tiny
 sizes (a few seconds per section) so that ``vidfast bench --quick`` finishes in well under a minute on 2 CPU
-cores.
+cores. Importing it loads no torch (the sections do), so that the CLI makes its options from
+:class:`BenchConfig`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from vidfast.engine.config import Geometry
+from vidfast.engine.config import Geometry, option
 from vidfast.errors import VidfastError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -50,7 +53,7 @@ class BenchConfig:
     loader_side: int = 128
     min_seconds: float = 2.0
     rounds: int = 5
-    onnx: bool = True
+    onnx: bool = option(True, help="Include onnxruntime inference (exports the model first).")
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -92,6 +95,8 @@ def _section(name: str, unit: str, rates: list[tuple[str, float, str]]) -> list[
 def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]:
     """Puzzle samples/s: the cube op (native kernel when built) vs its PyTorch reference vs a plain copy of
     the source clips (the memory-bandwidth floor of any crop)."""
+    import torch
+
     from vidfast.ops import cube_crop, cube_crop_reference, native_available
 
     g = torch.Generator().manual_seed(0)
@@ -130,6 +135,8 @@ def bench_cube_crop(cfg: BenchConfig, device: torch.device) -> list[BenchResult]
 
 
 def _synchronizer(device: torch.device) -> Callable[[object], object]:
+    import torch
+
     if device.type == "cuda":
         return lambda out: (torch.cuda.synchronize(device), out)[1]
     return lambda out: out
@@ -183,6 +190,8 @@ def _variants(device: torch.device) -> list[tuple[str, str, bool]]:
 
 def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int, channels_last: bool
                      ) -> tuple[nn.Module, torch.Tensor]:
+    import torch
+
     from vidfast.models import create_model
 
     torch.manual_seed(0)
@@ -196,6 +205,8 @@ def _model_and_clips(cfg: BenchConfig, device: torch.device, batch: int, channel
 def _step(model: nn.Module, clips: torch.Tensor, precision: str, train: bool) -> Callable[[], None]:
     """One training step (the engine's classification step, backward, SGD update) or one forward pass of
     ``model`` on ``clips`` under ``precision`` autocast; waits for the device."""
+    import torch
+
     from vidfast.data.batch import Batch
     from vidfast.engine.tasks import ClassifyTask
     from vidfast.runtime import PRECISIONS
@@ -277,6 +288,8 @@ def describe(cfg: BenchConfig) -> str:
 def bench_inference(cfg: BenchConfig, device: torch.device, workdir: Path) -> list[BenchResult]:
     """Clips/s of inference at batch 1 and ``batch_size``: each precision variant, the automatic choice, and
     onnxruntime."""
+    import torch
+
     results = []
     for batch in (1, cfg.geometry.batch_size):
         rates = [(name, rate, note or "PyTorch eager") for name, rate, note in
@@ -292,6 +305,8 @@ def _onnx_rate(
     cfg: BenchConfig, model: nn.Module, clips: torch.Tensor, workdir: Path
 ) -> tuple[str, float, str]:
     """onnxruntime through vidfast.export + vidfast.deploy (exported once per run, batch axis dynamic)."""
+    import torch
+
     try:
         from vidfast.deploy import OnnxClassifier
         from vidfast.export import export_onnx

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vidfast.engine.config import Geometry, Recipe, Task, TrainConfig
+from vidfast.engine.config import SEED, Geometry, Recipe, Task, TrainConfig, option
 from vidfast.errors import VidfastError
 
 #: sub-directories a demo writes under ``out`` (only these are replaced by a rerun)
@@ -44,7 +44,8 @@ class DemoConfig:
     (``vidfast.runtime.precision``); True/False force autocast on/off.
     """
 
-    out: str = "demo_runs"
+    out: str = option("demo_runs", help="Folder for the data and every run directory (a previous demo there "
+                      "is replaced; any other non-empty folder is refused).")
     classes: int = 6
     pool_per_class: int = 40
     labelled_per_class: int = 4
@@ -60,8 +61,8 @@ class DemoConfig:
     pretrain_lr: float = 0.02
     amp: bool | None = None
     eval_clips: int = 4
-    seed: int = 0
-    export: bool = True
+    seed: int = SEED(0)
+    export: bool = option(True, help="Export to ONNX and predict with onnxruntime at the end.")
 
     @classmethod
     def quick(cls, out: str = "demo_runs") -> DemoConfig:

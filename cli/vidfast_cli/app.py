@@ -22,6 +22,9 @@ app = typer.Typer(
 
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+for group in (data.app, models.app):
+    for registered in group.registered_commands:
+        registered.help = paragraphs(registered.callback.__doc__ or "")
 COMMANDS = {
     "pretrain": train.pretrain, "train": train.train, "finetune": train.finetune, "eval": evaluate.evaluate,
     "predict": predict.predict, "export": export.export, "bench": bench.bench, "info": info.info,

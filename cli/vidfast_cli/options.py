@@ -1,13 +1,16 @@
 """Command-line options, each declared once.
 
-The training options are made from the run config's fields (:mod:`vidfast.engine.config`): a field declared
-with ``option(...)`` is an option, with its help, flag, bounds and ``--help`` panel, so an option added there
-appears in ``--help`` and in the config file without touching the CLI. Every such option defaults to None =
-"not given", so the value falls back to the ``--config`` file and then to the field's default;
-:func:`overrides_from_options` turns the given ones into a nested override dict. The other commands take the
-same declarations (``Arch``, ``BatchSize``, :data:`CONVENTION_OPTIONS`, ...).
+A command's options are made from the fields of its config dataclass: a field declared with ``option(...)``
+(or with a shared declaration such as ``vidfast.engine.config.BATCH_SIZE``) is an option, with its help,
+flag, bounds and ``--help`` panel, so an option added there appears in ``--help`` (and, for the training
+commands, in the config file) without touching the CLI. The training commands take :class:`TrainConfig`'s;
+``eval`` and ``predict`` :class:`EvalConfig`'s; ``bench``, ``study`` and ``demo`` their own configs', whose
+``geometry`` (:class:`~vidfast.engine.config.Geometry`) gives the three the same network and clip options.
+Every such option defaults to None = "not given": :func:`overrides_from_options` turns the given ones into a
+nested override dict, which the training commands resolve against the ``--config`` file and the others apply
+to their config with :func:`configured`.
 
-Importing this module loads the config module only (no torch): ``vidfast --help`` answers at once, also in the
+Importing this module loads config modules only (no torch): ``vidfast --help`` answers at once, also in the
 deployment install.
 """
 
@@ -30,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the ``--help`` panel of each config section's options (a field's ``group`` overrides it)
 SECTION_PANELS = {"model": "Model", "data": "Data", "optim": "Optimization", "puzzle": "Optimization",
-                  "runtime": "Runtime", "finetune": "Model"}
+                  "runtime": "Runtime", "finetune": "Model", "geometry": "Network and clips"}
 #: the panels in --help order
 PANELS = ("Model", "Data", "Optimization", "Runtime", "Input convention")
 #: options only some training commands take, by config key prefix (every other option: all of them)
@@ -54,6 +57,21 @@ def _numbers(value: str | None) -> list[float] | None:
         raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _items(item: type) -> Callable[[str | None], tuple[Any, ...] | None]:
+    """The parser of a comma-separated tuple of ``item`` values: ``"2,4,8"`` -> ``(2, 4, 8)``."""
+
+    def parse(value: str | None) -> tuple[Any, ...] | None:
+        if value is None:
+            return None
+        try:
+            return tuple(item(v.strip()) for v in value.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated {item.__name__} values, got {value!r}"
+                                     ) from None
+
+    return parse
+
+
 def _cli_type(tp: Any) -> tuple[Any, dict[str, Any]]:
     """The type Typer parses a config field of type ``tp`` as, and the ``typer.Option`` arguments it needs."""
     if get_origin(tp) in (typing.Union, types.UnionType):
@@ -62,7 +80,12 @@ def _cli_type(tp: Any) -> tuple[Any, dict[str, Any]]:
         return tp, {}
     if get_origin(tp) is list:
         (item,) = get_args(tp)
-        return (list[int], {}) if item is int else (str, {"callback": _numbers, "metavar": "X,Y,Z"})
+        if item in (int, str):
+            return list[item], {}  # type: ignore[valid-type]  (the option is repeated)
+        return str, {"callback": _numbers, "metavar": "X,Y,Z"}
+    if get_origin(tp) is tuple:
+        item = get_args(tp)[0]
+        return str, {"callback": _items(item), "metavar": "A,B,..."}
     if tp in (bool, int, float, str):
         return tp, {}
     raise TypeError(f"no command-line form for a config field of type {tp!r}")
@@ -76,35 +99,44 @@ class ConfigOption:
     key: str
     param: str
     annotation: Any
-    panel: str
+    panel: str | None
+    default: Any = None
 
 
-def config_options(config_type: type = TrainConfig) -> dict[str, ConfigOption]:
+def config_options(config_type: type = TrainConfig, panel: str | None = PANELS[0],
+                   defaults: Any = None) -> dict[str, ConfigOption]:
     """The option of every field of ``config_type`` (and its sections) declared with ``option(...)``, by
-    dotted config key, in declaration order."""
+    dotted config key, in declaration order. ``panel``: the ``--help`` panel of top-level fields (a
+    section's is in :data:`SECTION_PANELS`, a field's ``group`` overrides both); ``defaults``: a
+    ``config_type`` instance whose values (numbers, text, switches) are the options' defaults, shown in
+    ``--help``."""
     found: dict[str, ConfigOption] = {}
 
-    def walk(section_type: type, prefix: str, panel: str | None) -> None:
+    def walk(section_type: type, prefix: str, panel: str | None, instance: Any) -> None:
         hints = typing.get_type_hints(section_type)
         for f in dataclasses.fields(section_type):
             key = f"{prefix}{f.name}"
+            value = None if instance is None else getattr(instance, f.name)
             if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{key}.", panel or SECTION_PANELS.get(f.name))
+                walk(hints[f.name], f"{key}.", SECTION_PANELS.get(f.name, panel), value)
                 continue
             if "help" not in f.metadata:
                 continue
             meta = f.metadata
             tp, extra = _cli_type(hints[f.name])
-            flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+            flags = [meta["flag"] or f"--{f.name.replace('_', '-')}"]
+            flags += [meta["short"]] if meta["short"] else []
             if tp is bool and meta["negatable"]:
-                flag = f"{flag}/--no-{flag[2:]}"
+                flags[0] = f"{flags[0]}/--no-{flags[0][2:]}"
             if tp in (int, float):
                 extra.update({k: meta[k] for k in ("min", "max") if meta[k] is not None})
-            shown = meta["group"] or panel or PANELS[0]
-            option = typer.Option(flag, help=meta["help"], rich_help_panel=shown, **extra)
-            found[key] = ConfigOption(key, key.replace(".", "__"), Annotated[tp | None, option], shown)
+            default = value if isinstance(value, bool | int | float | str) else None
+            shown = meta["group"] or panel
+            option = typer.Option(*flags, help=meta["help"], rich_help_panel=shown, **extra)
+            annotation = Annotated[tp | None, option]
+            found[key] = ConfigOption(key, key.replace(".", "__"), annotation, shown, default)
 
-    walk(config_type, "", None)
+    walk(config_type, "", panel, defaults)
     return found
 
 
@@ -140,23 +172,35 @@ def overrides_from_options(given: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def configured(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the config dataclass ``cfg`` with the nested ``overrides`` applied (``dataclasses.replace``
+    at every level; the values are already parsed and checked against the options' bounds)."""
+    changes = {
+        name: configured(getattr(cfg, name), value) if isinstance(value, dict)
+        and dataclasses.is_dataclass(getattr(cfg, name)) else value
+        for name, value in overrides.items()
+    }
+    return dataclasses.replace(cfg, **changes)
+
+
+def with_config(config_type: type, keys: tuple[str, ...] | None = None, panel: str | None = None,
+                defaults: Any = None) -> Callable[[F], F]:
+    """Decorator adding the options of ``config_type``'s fields (:func:`config_options`; ``keys``: only
+    these dotted keys) to a Typer command, which receives the given ones as ``overrides``, a nested dict to
+    apply to its config with :func:`configured`: e.g. ``@with_config(BenchConfig) def bench(quick,
+    overrides): cfg = configured(BenchConfig.quick() if quick else BenchConfig(), overrides)``."""
+    options = config_options(config_type, panel, defaults)
+    taken = options.values() if keys is None else [options[key] for key in keys]
+    return with_options({o.param: o.annotation for o in taken}, "overrides",
+                        lambda **given: overrides_from_options(given), {o.param: o.default for o in taken})
+
+
 def _alias(key: str) -> Any:
     return TRAINING[key].annotation
 
 
-# the declarations the other commands share
-Arch = _alias("model.arch")
-WidenFactor = _alias("model.widen_factor")
-ClipLen = _alias("data.clip_len")
-Size = _alias("data.size")
-FrameStep = _alias("data.frame_step")
-BatchSize = _alias("data.batch_size")
-Workers = _alias("data.workers")
-Device = _alias("runtime.device")
-Amp = _alias("runtime.amp")
-ChannelsLast = _alias("runtime.channels_last")
-Seed = _alias("runtime.seed")
-
+#: ``--json`` of the commands that print a table otherwise
+AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")]
 ManifestArg = Annotated[
     Path,
     typer.Argument(help="Manifest CSV written by `vidfast data index` (only rows with status ok are used)."),
@@ -188,10 +232,11 @@ def convention_override(preset: str | None = None, mean: list[float] | None = No
 
 
 def with_options(
-    options: dict[str, Any], name: str = "given", combine: Callable[..., Any] = dict
+    options: dict[str, Any], name: str = "given", combine: Callable[..., Any] = dict,
+    defaults: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
-    """Decorator adding ``options`` (parameter name -> ``Annotated`` option type, default None) to a Typer
-    command.
+    """Decorator adding ``options`` (parameter name -> ``Annotated`` option type; default None, or as
+    ``defaults`` says) to a Typer command.
 
     The command function declares its own parameters plus ``given: dict``; it receives the shared options'
     values in ``given`` (None = not given), e.g. ``@with_options(training_options("train")) def
@@ -203,7 +248,8 @@ def with_options(
         signature = inspect.signature(func, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != name]
         added = [
-            inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+            inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=(defaults or {}).get(param),
+                              annotation=annotation)
             for param, annotation in options.items()
         ]
 

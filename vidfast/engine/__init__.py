@@ -11,7 +11,7 @@ from typing import Any
 
 _MODULES = {
     "ClassificationReport": "vidfast.engine.metrics",
-    "EvalConfig": "vidfast.engine.evaluate",
+    "EvalConfig": "vidfast.engine.config",
     "RunParts": "vidfast.engine.run",
     "RunPlan": "vidfast.engine.plan",
     "RunResult": "vidfast.engine.trainer",

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import tomllib
 
+from vidfast.conventions import Override
 from vidfast.errors import VidfastError
 from vidfast.puzzle.sampler import PuzzleOptions
 
@@ -26,33 +27,79 @@ Task = Literal["classify", "puzzle"]
 PUZZLE_CUBE_SIZE = 80  # default data.size of the puzzle task: Kim et al.'s 80x80 cubes
 #: ``--help`` panels of options outside their section's own
 MODEL_GROUP, OPTIM_GROUP, CONVENTION_GROUP = "Model", "Optimization", "Input convention"
+EVAL_GROUP = "Evaluation"
 
 
 class ConfigError(VidfastError):
     """A config file or value that cannot be used."""
 
 
+@dataclass(frozen=True)
+class Option:
+    """A command-line option, declared once for the config fields of every command that takes it (each
+    field with its own default): ``vidfast_cli`` makes the options from the fields.
+
+    ``help``: one paragraph; ``flag``: the option's name (default ``--`` + the field name with dashes);
+    ``short``: a one-letter alias (``-c``); ``min``/``max``: bounds, checked in config files too; ``group``:
+    the ``--help`` panel (default: the section's); ``negatable``: a bool option also has its ``--no-``
+    form."""
+
+    help: str
+    flag: str | None = None
+    short: str | None = None
+    min: float | None = None
+    max: float | None = None
+    group: str | None = None
+    negatable: bool = True
+
+    def __call__(self, default: Any = dataclasses.MISSING, *,
+                 default_factory: Any = dataclasses.MISSING) -> Any:
+        """A config field with this option and ``default`` (or ``default_factory``)."""
+        return field(default=default, default_factory=default_factory, metadata=dataclasses.asdict(self))
+
+
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
            min: float | None = None, max: float | None = None, group: str | None = None,
            negatable: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field that is also a command-line option of the training commands (``vidfast_cli`` makes
-    the options from these fields: the field is the one declaration).
+    """A config field that is also a command-line option of one config (:class:`Option` declares one that
+    several configs share)."""
+    declared = Option(help, flag=flag, min=min, max=max, group=group, negatable=negatable)
+    return declared(default, default_factory=default_factory)
 
-    ``help``: one paragraph; ``flag``: the option's name (default ``--`` + the field name with dashes);
-    ``min``/``max``: bounds, checked in config files too; ``group``: the ``--help`` panel (default: the
-    section's); ``negatable``: a bool option also has its ``--no-`` form."""
-    metadata = {"help": help, "flag": flag, "min": min, "max": max, "group": group, "negatable": negatable}
-    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+# the options several commands take, each declared once (their fields below, and in EvalConfig, Geometry,
+# the study's, the demo's and the bench's configs)
+ARCH = Option("Backbone architecture from the model registry, e.g. resnet18, r2plus1d_18, c3d.")
+WIDEN_FACTOR = Option("Scale every channel width of the ResNet families (0.25 = tiny).", min=0.0)
+CLIP_LEN = Option("Frames per training clip (T).", min=1)
+SIZE = Option("Side of the square spatial crop in pixels.", min=1)
+FRAME_STEP = Option("Temporal stride between sampled frames.", min=1)
+BATCH_SIZE = Option("Clips per batch (per process under torchrun).", min=1)
+WORKERS = Option("Data-loading worker processes (0 = load in the main process).", min=0)
+DEVICE = Option("cpu, cuda (fails without a GPU) or auto.")
+AMP = Option("Force mixed precision on (bf16 autocast on CPU; bf16, or fp16 + GradScaler, on CUDA) or off. "
+             "Default: measured - each convolution is checked against fp32 in each precision (failures run "
+             "in fp32), then a few steps are timed and the fastest is used (cached; recorded in "
+             "RUN/plan.yaml).")
+CHANNELS_LAST = Option("channels_last_3d memory format for model and inputs.")
+SEED = Option("Random seed of the run.")
+CHECKPOINTS = Option("Classifier checkpoint; repeat it to average the softmax scores of several models "
+                     "(score ensemble).", flag="--checkpoint", short="-c")
+ONNX = Option("Model written by `vidfast export` (fp32 or --int8) instead of checkpoints, run in onnxruntime "
+              "(class names, clip size and normalization come from its metadata); --device auto times "
+              "onnxruntime and OpenVINO on it and keeps the faster.")
+CLIPS = Option("Evenly spaced clips per video whose scores are averaged.", min=1)
+POLICY = Option("A registered clip policy (vidfast.data.policies: random, center, uniform, sliding, or one "
+                "of your own) that takes each video's clips instead of --clips evenly spaced ones; its "
+                "scores are averaged.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build. ``kwargs`` go to ``create_model`` as they are (e.g. ``{"dropout": 0.5}``)."""
 
-    arch: str = option("resnet18", help="Backbone architecture from the model registry, e.g. resnet18, "
-                       "r2plus1d_18, c3d.")
-    widen_factor: float | None = option(None, min=0.0, help="Scale every channel width of the ResNet "
-                                        "families (0.25 = tiny).")
+    arch: str = ARCH("resnet18")
+    widen_factor: float | None = WIDEN_FACTOR(None)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -108,11 +155,11 @@ class DataConfig:
     override the input convention (default: vidfast's, or a fine-tuned checkpoint's own)."""
 
     manifest: str = ""
-    clip_len: int = option(16, min=1, help="Frames per training clip (T).")
-    size: int = option(112, min=1, help="Side of the square spatial crop in pixels.")
-    frame_step: int = option(1, min=1, help="Temporal stride between sampled frames.")
-    batch_size: int = option(8, min=1, help="Clips per batch (per process under torchrun).")
-    workers: int = option(2, min=0, help="Data-loading worker processes (0 = load in the main process).")
+    clip_len: int = CLIP_LEN(16)
+    size: int = SIZE(112)
+    frame_step: int = FRAME_STEP(1)
+    batch_size: int = BATCH_SIZE(8)
+    workers: int = WORKERS(2)
     backend: str = "auto"
     train_split: str = "train"
     val_split: str = "val"
@@ -180,18 +227,15 @@ class RuntimeConfig:
     autocast may use (auto: bf16 on CPU, bf16 or fp16 on CUDA); ``precision``: the precision to reuse instead
     of measuring one (``RUN/plan.yaml`` records what a run used)."""
 
-    device: str = option("auto", help="cpu, cuda (fails without a GPU) or auto.")
-    amp: bool | None = option(None, help="Force mixed precision on (bf16 autocast on CPU; bf16, or fp16 + "
-                              "GradScaler, on CUDA) or off. Default: measured - each convolution is checked "
-                              "against fp32 in each precision (failures run in fp32), then a few steps are "
-                              "timed and the fastest is used (cached; recorded in RUN/plan.yaml).")
+    device: str = DEVICE("auto")
+    amp: bool | None = AMP(None)
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] | None = None
-    channels_last: bool = option(True, help="channels_last_3d memory format for model and inputs.")
+    channels_last: bool = CHANNELS_LAST(True)
     compile: bool = option(False, help="torch.compile the model (slow first steps).")
     cudnn_benchmark: bool = True
     deterministic: bool = option(False, help="Deterministic algorithms (exactly reproducible runs, slower).")
-    seed: int = option(0, help="Random seed of the run.")
+    seed: int = SEED(0)
     run_dir: str = option("runs/run", help="Run directory: checkpoints, config.yaml, plan.yaml, metrics.csv, "
                           "TensorBoard logs, plots.")
     resume: bool = option(False, help="Continue the run in --run-dir exactly from its last.pt (with the plan "
@@ -504,15 +548,15 @@ class Geometry:
     ``cube_size`` x ``cube_size``, ``batch_size`` clips (or puzzles) a step, loader ``workers``,
     ``device``."""
 
-    arch: str = "resnet18"
-    widen_factor: float = 0.25
-    clip_len: int = 16
-    size: int = 48
+    arch: str = ARCH("resnet18")
+    widen_factor: float = WIDEN_FACTOR(0.25)
+    clip_len: int = CLIP_LEN(16)
+    size: int = SIZE(48)
     cube_len: int = 8
     cube_size: int = 32
-    batch_size: int = 8
-    workers: int = 1
-    device: str = "auto"
+    batch_size: int = BATCH_SIZE(8)
+    workers: int = WORKERS(1)
+    device: str = DEVICE("auto")
 
 
 @dataclass(frozen=True)
@@ -581,3 +625,33 @@ def small_run_config(
     if not cubes:
         data["clips"] = {"hflip": False}
     return resolve_config(task, overrides=overrides)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``vidfast eval`` scores (:func:`vidfast.engine.evaluate.evaluate`); ``vidfast predict`` takes its
+    model and clip options too. ``clip_len``, ``size``, ``frame_step`` and ``convention`` override the
+    checkpoint's. ``policy``: a registered clip policy (:func:`vidfast.data.policies.create_policy`) taking
+    the clips instead of ``clips`` evenly spaced ones or the ``sliding`` windows; ``onnx``: the exported
+    model evaluated instead of ``checkpoints`` (recorded in the report)."""
+
+    manifest: str = ""
+    checkpoints: list[str] = CHECKPOINTS(default_factory=list)
+    onnx: str | None = ONNX(None)
+    split: str = option("test", group=EVAL_GROUP, help="Manifest split to evaluate: train, val or test.")
+    clips: int = CLIPS(10)
+    sliding: bool = option(False, group=EVAL_GROUP, help="Score every non-overlapping window of each video "
+                           "instead of --clips evenly spaced clips.")
+    policy: str | None = POLICY(None)
+    batch_size: int = BATCH_SIZE(16)
+    workers: int = WORKERS(2)
+    device: str = DEVICE("auto")
+    amp: bool | None = AMP(None)
+    channels_last: bool = CHANNELS_LAST(True)
+    backend: str = "auto"
+    clip_len: int | None = CLIP_LEN(None)
+    size: int | None = SIZE(None)
+    frame_step: int | None = FRAME_STEP(None)
+    run_dir: str | None = option(None, group=EVAL_GROUP, help="Where report.json, confusion.png and "
+                                 "predictions.csv go.")
+    convention: Override = Override()

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vidfast.conventions import Override
 from vidfast.data.loader import LoaderConfig, make_loader
+from vidfast.engine.config import EvalConfig
 from vidfast.engine.distributed import all_gather_object
 from vidfast.engine.metrics import ClassificationReport, classification_report, plot_confusion, video_scores
 from vidfast.errors import DataError
@@ -29,33 +29,6 @@ from vidfast.ranks import current_rank
 from vidfast.scoring import ScoreEnsemble, ensemble_policies
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalConfig:
-    """Options of ``vidfast eval``; ``clip_len``, ``size``, ``frame_step`` and ``convention`` override the
-    checkpoint's. ``policy``: a registered clip policy (:func:`vidfast.data.policies.create_policy`) taking
-    the clips instead of ``clips`` evenly spaced ones or the ``sliding`` windows."""
-
-    manifest: str
-    checkpoints: list[str]
-    split: str = "test"
-    clips: int = 10
-    sliding: bool = False
-    policy: str | None = None
-    batch_size: int = 16
-    workers: int = 2
-    device: str = "auto"
-    amp: bool | None = None
-    channels_last: bool = True
-    backend: str = "auto"
-    clip_len: int | None = None
-    size: int | None = None
-    frame_step: int | None = None
-    run_dir: str | None = None
-    convention: Override = Override()
-    #: the exported model evaluated instead of ``checkpoints`` (recorded in the report)
-    onnx: str | None = None
 
 
 def _select_rows(manifest, split: str) -> tuple[list, list]:

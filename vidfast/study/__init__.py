@@ -3,6 +3,7 @@ Cubic Puzzle pretraining) in miniature, with tuned baselines, rows that isolate 
 supervised pretraining, random init with the pretraining's compute, linear probes), controls for the rotation
 shortcut in the synthetic data, and paired intervals.
 
+- :mod:`~vidfast.study.config`: the study's sizes (``StudyConfig``; torch-free, for the CLI's options);
 - :mod:`~vidfast.study.sets`: the pool / labelled / test sets, the draws, the videos held in memory;
 - :mod:`~vidfast.study.cache`: the one cache every finished piece of work goes through (a study resumes);
 - :mod:`~vidfast.study.learners`: model selection on validation and the final fit of a cell;
@@ -10,25 +11,35 @@ shortcut in the synthetic data, and paired intervals.
 - :mod:`~vidfast.study.runner`: pretrainings and cells (``run_study``);
 - :mod:`~vidfast.study.stats`: paired bootstrap intervals;
 - :mod:`~vidfast.study.report`: ``report.md``, the plot, the verdict.
+
+The names below load their modules when first used: importing ``vidfast.study.config`` loads no torch.
 """
 
-from vidfast.study.rows import ABLATION_ROWS, ENSEMBLES, ROWS, Row
-from vidfast.study.runner import StudyConfig, run_study
-from vidfast.study.sets import Sets, holdout_split, labelled_subset, read_sets, synthesize_sets
-from vidfast.study.stats import Gap, paired_bootstrap
+from __future__ import annotations
 
-__all__ = [
-    "ABLATION_ROWS",
-    "ENSEMBLES",
-    "ROWS",
-    "Gap",
-    "Row",
-    "Sets",
-    "StudyConfig",
-    "holdout_split",
-    "labelled_subset",
-    "paired_bootstrap",
-    "read_sets",
-    "run_study",
-    "synthesize_sets",
-]
+import importlib
+from typing import Any
+
+_MODULES = {
+    "ABLATION_ROWS": "vidfast.study.rows",
+    "ENSEMBLES": "vidfast.study.rows",
+    "ROWS": "vidfast.study.rows",
+    "Gap": "vidfast.study.stats",
+    "Row": "vidfast.study.rows",
+    "Sets": "vidfast.study.sets",
+    "StudyConfig": "vidfast.study.config",
+    "holdout_split": "vidfast.study.sets",
+    "labelled_subset": "vidfast.study.sets",
+    "paired_bootstrap": "vidfast.study.stats",
+    "read_sets": "vidfast.study.sets",
+    "run_study": "vidfast.study.runner",
+    "synthesize_sets": "vidfast.study.sets",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module 'vidfast.study' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[name]), name)

@@ -16,7 +16,7 @@ network (a linear probe).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,18 +26,8 @@ from torch import Tensor, nn
 
 from vidfast.data.batch import Batch
 from vidfast.engine.config import Geometry, Recipe
+from vidfast.study.config import Selection
 from vidfast.study.sets import VideoBank
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The selection procedure: the rate grid ``lrs`` (at most 3 values), the budget of ``steps`` of every
-    selection run, validation every ``val_every`` steps, ``warmup`` steps of linear warmup."""
-
-    lrs: tuple[float, ...]
-    steps: int
-    val_every: int
-    warmup: int = 5
 
 
 class Learner(Protocol):

@@ -18,101 +18,19 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vidfast.engine.config import Geometry, Recipe
+from vidfast.engine.config import Recipe
 from vidfast.errors import VidfastError
 from vidfast.study.cache import Cache
-from vidfast.study.learners import NetworkLearner, ProbeLearner, Selection, curves, select
-from vidfast.study.rows import ABLATION_ROWS, ENSEMBLES, LONG, ROWS, Row
+from vidfast.study.config import Selection, StudyConfig
+from vidfast.study.learners import NetworkLearner, ProbeLearner, curves, select
+from vidfast.study.rows import ENSEMBLES, LONG, Row
 from vidfast.study.sets import Sets, holdout_split, labelled_subset, load_bank, read_sets, synthesize_sets
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Sizes of the study; :meth:`quick` for tests.
-
-    ``catalogues``: the synthetic data sets to run (``aligned``, ``control``), each ``classes`` x
-    (``pool_per_class``, ``labelled_per_class``, ``test_per_class``) videos of ``frames`` frames at
-    ``video_size`` pixels, or ``pool`` / ``labelled`` / ``test``: manifests of the user's own data (their
-    ``train`` rows, ``train`` rows and ``test`` rows; all three or none), run as the one catalogue ``own``.
-    ``ks``: labelled videos per class of a cell; ``seeds``: pretrainings per pretrained row, each reused by
-    the cells of its seed at every k (a cell's seed also draws its labelled subset and its training order).
-    ``pretrain_epochs`` of the pool per pretraining; ``pretrain_recipes``: the candidates, one chosen per
-    row by the pretext's validation loss (held-out pool videos) after a pilot pretraining of
-    ``recipe_epochs`` (at most ``pretrain_epochs``) on seed 0 with each. ``selection``: rate grid and step
-    budget of the fine-tunes, ``probe_selection`` of the linear probes. ``eval_clips`` clips per video
-    (validation and test); ``bootstrap`` resamples of the paired intervals. ``jobs``: catalogues run at
-    once, each in its own process with an equal share of the CPU's cores (0: one per catalogue, at most
-    one per core).
-
-    The default size (about an hour on 2 CPU cores, the two catalogues side by side) is chosen so that the
-    classes can be learnt: on clips of 8x32x32 from 32-pixel videos no row, the supervised
-    upper bound included, left chance (``bench/results/study-cpu-2core-2026-12-03``).
-    """
-
-    out: str = "study_runs"
-    pool: str | None = None
-    labelled: str | None = None
-    test: str | None = None
-    catalogues: tuple[str, ...] = ("aligned", "control")
-    classes: int = 4
-    pool_per_class: int = 32
-    labelled_per_class: int = 16
-    test_per_class: int = 75
-    frames: int = 32
-    video_size: int = 64
-    ks: tuple[int, ...] = (2, 4, 8)
-    seeds: int = 3
-    ablation: bool = False
-    geometry: Geometry = Geometry(clip_len=16, size=48, cube_len=8, cube_size=32, batch_size=8, workers=0)
-    pretrain_epochs: int = 30
-    pretrain_recipes: tuple[Recipe, ...] = (Recipe("sgd", 0.02), Recipe("adamw", 0.001))
-    recipe_epochs: int = 5
-    selection: Selection = Selection(lrs=(0.01, 0.03, 0.1), steps=64, val_every=8)
-    probe_selection: Selection = Selection(lrs=(0.01, 0.1, 1.0), steps=100, val_every=10)
-    eval_clips: int = 2
-    pretext_puzzles: int = 200
-    bootstrap: int = 4000
-    jobs: int = 0
-    seed: int = 0
-
-    @classmethod
-    def quick(cls, out: str = "study_runs") -> StudyConfig:
-        """Seconds per run: 2 classes, tiny videos and clips, 2 seeds, 2 pretraining epochs after 1-epoch
-        recipe pilots, 4-step selection runs (a smoke test; its accuracies mean nothing)."""
-        return cls(
-            out=out,
-            classes=2,
-            pool_per_class=8,
-            labelled_per_class=4,
-            test_per_class=3,
-            frames=16,
-            video_size=32,
-            ks=(2, 4),
-            seeds=2,
-            geometry=Geometry(clip_len=4, size=32, cube_len=2, cube_size=16, batch_size=4, workers=0),
-            pretrain_epochs=2,
-            recipe_epochs=1,
-            selection=Selection(lrs=(0.01, 0.05), steps=4, val_every=2, warmup=1),
-            probe_selection=Selection(lrs=(0.1, 1.0), steps=4, val_every=2),
-            eval_clips=1,
-            pretext_puzzles=4,
-            bootstrap=200,
-        )
-
-    def rows(self) -> tuple[Row, ...]:
-        return (*ROWS, *ABLATION_ROWS) if self.ablation else ROWS
-
-    def own_data(self) -> bool:
-        given = [self.pool, self.labelled, self.test]
-        if any(given) and not all(given):
-            raise VidfastError("--pool, --labelled and --test go together (your own data), or none of them")
-        return all(given)
 
 
 def _check(cfg: StudyConfig) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from vidfast.bench import BenchConfig
 from vidfast_cli import options as opt
 
 
+@opt.with_config(BenchConfig)
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny sizes (resnet18 x0.25, 8x32x32 clips): under a minute "
@@ -19,20 +21,8 @@ def bench(
         typer.Option("--section", "-s", help="Run only this section (repeatable): cube, loader, train, "
                      "inference."),
     ] = None,
-    arch: opt.Arch = None,
-    widen_factor: opt.WidenFactor = None,
-    clip_len: opt.ClipLen = None,
-    size: opt.Size = None,
-    batch_size: opt.BatchSize = None,
-    workers: opt.Workers = None,
-    device: opt.Device = None,
-    onnx: Annotated[
-        bool, typer.Option("--onnx/--no-onnx", help="Include onnxruntime inference (exports the model "
-                           "first).")
-    ] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
-    ] = False,
+    as_json: opt.AsJson = False,
+    overrides: Any = None,
 ) -> None:
     """Measure throughput side by side: the cube op vs its PyTorch reference vs a plain copy, the
     classification and puzzle loaders, a training step and inference in fp32 NCDHW, fp32 and each autocast
@@ -42,13 +32,9 @@ def bench(
     import dataclasses
     import json
 
-    from vidfast.bench import SECTIONS, BenchConfig, describe, run_bench
+    from vidfast.bench import SECTIONS, describe, run_bench
 
-    cfg = BenchConfig.quick() if quick else BenchConfig()
-    given = {"arch": arch, "widen_factor": widen_factor, "clip_len": clip_len, "size": size,
-             "batch_size": batch_size, "workers": workers, "device": device}
-    geometry = dataclasses.replace(cfg.geometry, **{k: v for k, v in given.items() if v is not None})
-    cfg = dataclasses.replace(cfg, onnx=onnx, geometry=geometry)
+    cfg = opt.configured(BenchConfig.quick() if quick else BenchConfig(), overrides)
     sections = tuple(section) if section else SECTIONS
     if as_json:
         results = run_bench(cfg, sections)

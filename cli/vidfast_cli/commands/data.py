@@ -53,9 +53,9 @@ def index(
     ] = 0.0,
     workers: Workers = None,
 ) -> None:
-    """Probe a dataset on disk and write its manifest (path,label,label_name,split,start,end,num_frames,fps,
-    width,height,status,reason). Probing is parallel, cached beside the manifest and resumable; bad files are
-    kept as status=bad rows and counted by reason."""
+    """Probe a dataset on disk and write its manifest (columns path, label, label_name, split, start, end,
+    num_frames, fps, width, height, status, reason). Probing is parallel, cached beside the manifest and
+    resumable; bad files are kept as status=bad rows and counted by reason."""
     from vidfast.data.manifest import build_manifest, summarize
 
     manifest = build_manifest(source, root, out, annotations=annotations, split=split, fraction=fraction,

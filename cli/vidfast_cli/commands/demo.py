@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from vidfast.demo import DemoConfig
 from vidfast_cli import options as opt
 
 
+@opt.with_config(DemoConfig)
 def demo(
-    out: Annotated[
-        Path, typer.Option("--out", help="Folder for the data and every run directory (a previous demo there "
-                           "is replaced; any other non-empty folder is refused).")
-    ] = Path("demo_runs"),
     quick: Annotated[
         bool, typer.Option("--quick", help="About a minute: 4 classes, 2 epochs, tiny clips (a smoke test; "
                            "its accuracies mean little).")
     ] = False,
-    export: Annotated[
-        bool, typer.Option("--export/--no-export", help="Export to ONNX and predict with onnxruntime at "
-                           "the end.")
-    ] = True,
-    device: opt.Device = None,
-    workers: opt.Workers = None,
-    seed: opt.Seed = None,
+    overrides: Any = None,
 ) -> None:
     """Synthesize a motion dataset in the paper's setting (a large unlabelled pool, a few labelled videos
     per class, held-out videos), pretrain on Space-Time Cubic Puzzles on the pool, fine-tune on the labelled
@@ -34,17 +26,13 @@ def demo(
     accuracy and throughput (about 6 minutes on 2 CPU cores; --quick about one). Numbers are whatever this
     run measures, reported as they are.
     """
-    import dataclasses
-
     from rich.console import Console
     from rich.table import Table
 
-    from vidfast.demo import DemoConfig, format_summary, run_demo
+    from vidfast.demo import format_summary, run_demo
 
-    cfg = DemoConfig.quick(str(out)) if quick else DemoConfig(out=str(out))
-    shape = {"device": device, "workers": workers}
-    geometry = dataclasses.replace(cfg.geometry, **{k: v for k, v in shape.items() if v is not None})
-    cfg = dataclasses.replace(cfg, export=export, geometry=geometry, seed=cfg.seed if seed is None else seed)
+    cfg = opt.configured(DemoConfig.quick() if quick else DemoConfig(), overrides)
+    out = Path(cfg.out)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from vidfast_cli import options as opt
+
 
 def info(
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+    as_json: opt.AsJson = False,
 ) -> None:
     """Report torch/CUDA/cuDNN, which cube_crop kernels are in use (cpu/cuda native or reference) and whether
     DALI, PyAV and onnxruntime are importable."""

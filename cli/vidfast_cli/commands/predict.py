@@ -7,31 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
+from vidfast.engine.config import EvalConfig
 from vidfast_cli import options as opt
 
-_MODEL = "Model"
+#: the options ``vidfast predict`` shares with ``vidfast eval``: the model and how a video's clips are read
+SCORING = ("checkpoints", "onnx", "clips", "policy", "device", "amp", "channels_last")
 _TIMELINE = "Timeline (needs --onnx)"
 
 
 @opt.with_convention_options
+@opt.with_config(EvalConfig, SCORING, panel="Model", defaults=EvalConfig())
 def predict(
     videos: Annotated[list[str], typer.Argument(
         help="Video files (or JPEG frame folders) to classify; with --timeline also URLs (rtsp://, http://) "
              "or - for stdin.")],
-    checkpoint: Annotated[
-        list[Path] | None,
-        typer.Option("--checkpoint", "-c", help="Classifier checkpoint (PyTorch path; repeat it for a score "
-                     "ensemble).", rich_help_panel=_MODEL),
-    ] = None,
-    onnx: Annotated[
-        Path | None,
-        typer.Option("--onnx", help="Model written by `vidfast export` (onnxruntime path; class names, clip "
-                     "size and normalization come from its metadata).", rich_help_panel=_MODEL),
-    ] = None,
     topk: Annotated[int, typer.Option("--topk", min=1, help="Classes to show per video.")] = 5,
-    clips: Annotated[
-        int, typer.Option("--clips", min=1, help="Evenly spaced clips per video whose scores are averaged.")
-    ] = 10,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list: path, labels [{label, score}], error.")
     ] = False,
@@ -71,12 +61,11 @@ def predict(
         str | None, typer.Option("--format", help="Container format of a source that cannot be probed, e.g. "
                                  "mpegts on a pipe.", rich_help_panel=_TIMELINE)
     ] = None,
-    device: opt.Device = None,
-    amp: opt.Amp = None,
-    channels_last: opt.ChannelsLast = None,
+    overrides: Any = None,
     convention: Any = None,
 ) -> None:
-    """Classify whole videos: the softmax scores of CLIPS evenly spaced clips are averaged per video.
+    """Classify whole videos: the softmax scores of CLIPS evenly spaced clips (or of the samples of a clip
+    --policy) are averaged per video.
 
     With --checkpoint the PyTorch model runs with channels_last_3d in the precision measured fastest among
     those whose convolutions pass a check against fp32 on this machine (--amp/--no-amp force it); with
@@ -86,23 +75,26 @@ def predict(
     """
     import json
 
+    cfg = opt.configured(EvalConfig(), overrides)
+    checkpoint = [Path(c) for c in cfg.checkpoints]
+    onnx = None if cfg.onnx is None else Path(cfg.onnx)
     if timeline or render is not None or live:
         from vidfast.conventions import Override
 
+        if cfg.policy is not None:
+            raise typer.BadParameter("--timeline scores windows of the stream: --policy does not apply")
         if convention != Override():
             raise typer.BadParameter("an --onnx model carries its input convention: --preset, --mean, --std "
                                      "and --value-scale do not apply")
-        _timelines(videos, onnx, checkpoint, topk, as_json, device, window=window, stride=stride,
+        _timelines(videos, onnx, checkpoint, topk, as_json, cfg.device, window=window, stride=stride,
                    smooth=smooth, live=live, timeout=timeout, format=container_format, out=timeline_out,
                    render=render)
         return
     from vidfast.deploy.predict import open_scorer, predict_videos
 
-    scorer = open_scorer(checkpoint or [], onnx=onnx, device=device or "auto",
-                         autocast=amp,
-                         channels_last=True if channels_last is None else channels_last,
-                         convention=convention)
-    results = predict_videos(scorer, videos, topk=topk, clips=clips)
+    scorer = open_scorer(checkpoint, onnx=onnx, device=cfg.device, autocast=cfg.amp,
+                         channels_last=cfg.channels_last, convention=convention)
+    results = predict_videos(scorer, videos, topk=topk, clips=cfg.clips, policy=cfg.policy)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
     for result in results:
@@ -115,8 +107,8 @@ def predict(
         raise typer.Exit(code=1)
 
 
-def _timelines(videos: list[str], onnx: Path | None, checkpoint: list[Path] | None, topk: int, as_json: bool,
-               device: str | None, out: Path | None, render: Path | None, **options: Any) -> None:
+def _timelines(videos: list[str], onnx: Path | None, checkpoint: list[Path], topk: int, as_json: bool,
+               device: str, out: Path | None, render: Path | None, **options: Any) -> None:
     """``predict --timeline``: each source's windows as they come (or JSON at the end), then the files."""
     import json
 
@@ -131,7 +123,7 @@ def _timelines(videos: list[str], onnx: Path | None, checkpoint: list[Path] | No
         raise typer.BadParameter("--render draws on one video: give exactly one")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter(f"--timeline-out must end in .csv or .json, got {out}")
-    scorer = OnnxClipScorer(OnnxClassifier(onnx, providers=device or "auto"))
+    scorer = OnnxClipScorer(OnnxClassifier(onnx, providers=device))
     names = scorer.class_names
 
     def show(source: str):
