@@ -313,3 +313,26 @@ def test_frame_count_mismatch_is_logged_counted_and_read_as_the_decoder_counts(
     assert sum("manifest counts 40 frames, the decoder 20" in r.getMessage() for r in caplog.records) == 1
     (read,) = read_clips(row, policy)
     assert torch.equal(batches[0].video[:3], read) and torch.equal(batches[0].video[3], read[-1])
+
+
+def test_a_process_holding_a_loader_whose_workers_ignore_sigterm_exits(manifest: Path) -> None:
+    """Training loaders' workers ignore SIGTERM (the main process saves first); a script that exits while
+    still holding such a loader mid-epoch must not wait for them forever at exit."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, sys\n"
+        "from vidfast.data.loader import LoaderConfig, make_loader\n"
+        "from vidfast.data.policies import clip_policy\n"
+        "loader = make_loader(sys.argv[1], clip_policy(clip_len=4, size=16), LoaderConfig(batch_size=2, "
+        f"workers=2, ignore_signals=({int(signal.SIGTERM)},)))\n"
+        "batches = iter(loader)\n"
+        "next(batches)\n"
+        "print('held', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(manifest)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "held" in done.stdout

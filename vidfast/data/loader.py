@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import multiprocessing
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -309,6 +310,8 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
         if config.ignore_signals
         else None,
     )
+    if config.ignore_signals and workers > 0:
+        _kill_workers_at_exit()
     return VideoLoader(dataset, sampler, loader, manifest.class_names, device, config.empty_batches)
 
 
@@ -316,3 +319,20 @@ def _ignore_signals(signals: tuple[int, ...], worker_id: int) -> None:
     """A worker's ``worker_init_fn``: ignore ``signals``."""
     for signum in signals:
         signal.signal(signum, signal.SIG_IGN)
+
+
+@functools.cache
+def _kill_workers_at_exit() -> None:
+    """Kill the daemonic child processes (loader workers) when the interpreter exits.
+
+    Workers that ignore SIGTERM would otherwise hang the exit of a process that still holds their loader
+    (e.g. a script's ``Trainer`` at module level): multiprocessing's own exit handler terminates daemonic
+    children with SIGTERM and then waits for them. Registered after it, this handler runs before it."""
+    import atexit
+
+    def kill() -> None:
+        for child in multiprocessing.active_children():
+            if child.daemon:
+                child.kill()
+
+    atexit.register(kill)
