@@ -98,8 +98,9 @@ def test_a_field_added_to_a_config_section_is_an_option_and_a_config_key(fits, t
 #: paths are made under tmp_path
 TEXT = {
     "--arch": "resnet10", "--device": "cpu", "--checkpoint-every": "10m", "--ft-begin-module": "layer4",
-    "--preset": "imagenet", "--split": "val", "--policy": "uniform", "--window": "2s", "--stride": "1s",
-    "--format": "mpegts", "--batch": "4", "--clip": "8x32x32", "--exporter": "torchscript",
+    "--preset": "imagenet", "--split": "val", "--policy": "uniform", "--val-policy": "uniform",
+    "--window": "2s", "--stride": "1s", "--format": "mpegts", "--batch": "4", "--clip": "8x32x32",
+    "--exporter": "torchscript",
     "--calibration-split": "val", "--catalogues": "control", "--ks": "2,5", "--size": "48x48",
     "--codec": "vp9", "--catalogue": "control", "--gravity": "random", "--family": "torchvision",
 }

@@ -127,8 +127,10 @@ class ClipConfig:
                                        "expected start is unchanged), so that decoding wastes no frames; 16 "
                                        "suits `vidfast data transcode` output (a keyframe every 16 frames). "
                                        "Default: 0 (off).")
-    policy: str | None = None
-    val_policy: str | None = None
+    policy: str | None = option(None, help="Registered clip policy (vidfast.data.policies) of the training "
+                                "clips. Default: random (random clips, multi-scale corner crops, flips).")
+    val_policy: str | None = option(None, help="Registered clip policy of the validation clips. Default: "
+                                    "center (the center clip and crop).")
     options: dict[str, Any] = field(default_factory=dict)
 
     def policy_options(self) -> dict[str, Any]:
