@@ -100,7 +100,7 @@ TEXT = {
     "--arch": "resnet10", "--device": "cpu", "--checkpoint-every": "10m", "--ft-begin-module": "layer4",
     "--preset": "imagenet", "--split": "val", "--policy": "uniform", "--val-policy": "uniform",
     "--window": "2s", "--stride": "1s", "--format": "mpegts", "--batch": "4", "--clip": "8x32x32",
-    "--exporter": "torchscript",
+    "--exporter": "torchscript", "--backend": "pyav",
     "--calibration-split": "val", "--catalogues": "control", "--ks": "2,5", "--size": "48x48",
     "--codec": "vp9", "--catalogue": "control", "--gravity": "random", "--family": "torchvision",
 }

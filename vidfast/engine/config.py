@@ -76,6 +76,8 @@ SIZE = Option("Side of the square spatial crop in pixels.", min=1)
 FRAME_STEP = Option("Temporal stride between sampled frames.", min=1)
 BATCH_SIZE = Option("Clips per batch (per process under torchrun).", min=1)
 WORKERS = Option("Data-loading worker processes (0 = load in the main process).", min=0)
+BACKEND = Option("Video decoder (vidfast.data.decoders): auto (for each video, the fastest measured on this "
+                 "machine among those that can read it), pyav, decord2, torchcodec, dali or frame_folder.")
 DEVICE = Option("cpu, cuda (fails without a GPU) or auto.")
 AMP = Option("Force mixed precision on (bf16 autocast on CPU; bf16, or fp16 + GradScaler, on CUDA) or off. "
              "Default: measured - each convolution is checked against fp32 in each precision (failures run "
@@ -162,7 +164,7 @@ class DataConfig:
     frame_step: int = FRAME_STEP(1)
     batch_size: int = BATCH_SIZE(8)
     workers: int = WORKERS(2)
-    backend: str = "auto"
+    backend: str = BACKEND("auto")
     train_split: str = "train"
     val_split: str = "val"
     clips: ClipConfig = field(default_factory=ClipConfig)
@@ -650,7 +652,7 @@ class EvalConfig:
     device: str = DEVICE("auto")
     amp: bool | None = AMP(None)
     channels_last: bool = CHANNELS_LAST(True)
-    backend: str = "auto"
+    backend: str = BACKEND("auto")
     clip_len: int | None = CLIP_LEN(None)
     size: int | None = SIZE(None)
     frame_step: int | None = FRAME_STEP(None)
