@@ -76,7 +76,8 @@ class StudyConfig:
     eval_clips: int = 2
     pretext_puzzles: int = 200
     bootstrap: int = 4000
-    jobs: int = 0
+    jobs: int = option(0, min=0, help="Catalogues run at once, each in its own process with an equal share "
+                       "of the cores (0: one per catalogue, at most one per core).")
     seed: int = SEED(0)
 
     @classmethod
