@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     # neutral: import nothing of vidfast but each other
     "vidfast": 0, "vidfast._ext": 0, "vidfast.info": 0, "vidfast.errors": 0, "vidfast.conventions": 0,
     "vidfast.devices": 0, "vidfast.ranks": 0, "vidfast.progress": 0, "vidfast.video_index": 0,
+    "vidfast.lazy": 0,
     "vidfast.ops": 1, "vidfast.runtime": 1, "vidfast.puzzle": 1,
     "vidfast.models": 2, "vidfast.data": 2,
     "vidfast.scoring": 3,

@@ -6,8 +6,7 @@ does, for its options, also in the deployment install) loads neither torch nor t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vidfast.lazy import lazy_names
 
 _MODULES = {
     "ClassificationReport": "vidfast.engine.metrics",
@@ -32,8 +31,4 @@ _MODULES = {
 
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'vidfast.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[name]), name)
+__getattr__ = lazy_names("vidfast.engine", _MODULES)

@@ -17,8 +17,7 @@ The names below load their modules when first used: importing ``vidfast.study.co
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vidfast.lazy import lazy_names
 
 _MODULES = {
     "ABLATION_ROWS": "vidfast.study.rows",
@@ -38,8 +37,4 @@ _MODULES = {
 
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'vidfast.study' has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[name]), name)
+__getattr__ = lazy_names("vidfast.study", _MODULES)
