@@ -104,7 +104,6 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.info, self.device = parts.info, parts.device
         self.task, self.setup, self.model, self.net = parts.task, parts.setup, parts.model, parts.net
-        self.clip_shape = tuple(parts.plan.sample_shape)
         self.amp_dtype = parts.precision.dtype
         self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
         self.has_val = parts.val_loader is not None
