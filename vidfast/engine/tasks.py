@@ -65,12 +65,6 @@ def _scored(logits: Tensor, label: Tensor, label_smoothing: float) -> StepOutput
     return StepOutput(loss=loss, correct=correct, count=label.numel())
 
 
-def clip_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The clip options of ``data.clips`` that are given: ``policy``, ``val_policy`` and the training
-    policy's options."""
-    return cfg.data.clips.policy_options()
-
-
 class Task(Protocol):
     """A training task: ``monitored`` names the accuracy ``best.pt`` is chosen by."""
 
@@ -119,7 +113,7 @@ class ClassifyTask:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> ClassifyTask:
         """The task of ``cfg``; VidfastError naming ``data.clips`` for an unknown policy or option."""
-        options = clip_options(cfg)
+        options = cfg.data.clips.policy_options()
         data = cfg.data
         task = cls(cfg.optim.label_smoothing, data.clip_len, data.frame_step, data.size,
                    options.pop("policy", "random"), options.pop("val_policy", "center"), options)
@@ -197,7 +191,7 @@ class PuzzleTask:
         """The task of ``cfg``: cubes of the data section's geometry cut as ``puzzle.sampler`` says
         (:func:`~vidfast.engine.build.puzzle_config`; clip options in ``data.clips`` are a VidfastError: the
         puzzle takes none)."""
-        options = clip_options(cfg)
+        options = cfg.data.clips.policy_options()
         if options:
             raise VidfastError(f"data.clips: unexpected options for the puzzle task: {', '.join(options)}")
         return cls(cfg.puzzle.rotation_weight, cfg.optim.label_smoothing, cfg.puzzle.permutation_weight,
