@@ -30,12 +30,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vidfast demo --out demo_runs
 
-# The suite runs as two pytest processes (files a-m, then n-z). In one process, the test after ~680 others (the
-# study's quick run) had the test process killed by SIGSEGV while its main thread only waited; each half passes
-# on its own. Root cause open: bisect the a-m files followed by tests/test_study.py in one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(wildcard tests/test_[a-m]*.py)
-	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py)
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=mean,ops -q

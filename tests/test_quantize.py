@@ -4,6 +4,8 @@ choice, and ``vidfast eval --onnx`` with the same report as ``--checkpoint``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -75,6 +77,24 @@ def test_openvino_session_and_the_measured_choice(files: dict) -> None:
     auto = OnnxClassifier(files["fp32"])
     assert set(auto.runtime_seconds) == {"CPUExecutionProvider", "OpenVINO"}
     assert auto.provider == min(auto.runtime_seconds, key=auto.runtime_seconds.__getitem__)
+
+
+@needs_openvino
+def test_openvino_sessions_freed_in_any_order_leave_signals_deliverable(files: dict) -> None:
+    """Two sessions freed first-made-first, then a signal with a Python handler: the process must live. With a
+    Core per session, OpenVINO's CPU plugin (on CPUs with AMX) left the main thread on an unmapped signal
+    stack, and the kernel killed the process at the next handled signal (in the suite: a pool's SIGCHLD)."""
+    script = (
+        "import os, signal, sys\n"
+        "from vidfast.deploy.openvino import OpenVinoSession\n"
+        "first, second = OpenVinoSession(sys.argv[1]), OpenVinoSession(sys.argv[1])\n"
+        "del first, second\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print('handled'))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(files["fp32"])], capture_output=True, text=True,
+                          timeout=300)
+    assert (done.returncode, done.stdout.strip()) == (0, "handled"), done.stderr[-500:]
 
 
 def test_eval_onnx_writes_the_same_report_as_the_checkpoint(files: dict) -> None:

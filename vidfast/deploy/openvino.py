@@ -10,6 +10,7 @@ bf16 on CPUs with AMX).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
 from collections.abc import Callable
@@ -43,6 +44,18 @@ class _Arg:
     type: str
 
 
+@functools.cache
+def _core():
+    """The process's one ``openvino.Core``, kept for its whole life. Each Core loads a CPU plugin of its own,
+    which gives the thread that loaded it a signal stack (big enough for AMX state) and, once destroyed, puts
+    back the stack it found there. Cores destroyed in another order than made left the thread on an unmapped
+    stack, and the next signal with a handler killed the process (SIGSEGV from the kernel): in vidfast, the
+    SIGCHLD of a later worker pool."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVinoSession:
     """An ONNX model compiled by OpenVINO for the CPU: ``get_inputs()``, ``get_outputs()``,
     ``get_providers()`` (``["OpenVINO"]``) and ``run(None, {name: array})`` as onnxruntime has them."""
@@ -50,9 +63,7 @@ class OpenVinoSession:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         if not openvino_available():
             raise BackendUnavailable('openvino is not installed (pip install "vidfast[openvino]")')
-        import openvino as ov
-
-        core = ov.Core()
+        core = _core()
         try:
             model = core.read_model(str(path))
             self._compiled = core.compile_model(model, "CPU", {
