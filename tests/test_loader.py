@@ -157,6 +157,24 @@ def test_rank_sharding() -> None:
         current_rank(True)
 
 
+def test_a_ranks_workers_start_from_the_fork_server_and_give_the_same_batches(
+    manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under DDP, workers forked from the rank could inherit a lock that another of its threads held and hang
+    (CPython gh-112275): they start from a fork server instead, and read the rank's shard as before."""
+    import vidfast.data.loader as loader_module
+
+    assert _loader(manifest, batch_size=3, workers=2).loader.multiprocessing_context is None  # one process
+    monkeypatch.setattr(loader_module, "current_rank", lambda distributed=None: Rank(1, 2))
+    rank_loader = _loader(manifest, batch_size=3, workers=2)
+    assert rank_loader.loader.multiprocessing_context.get_start_method() == "forkserver"
+    in_process = _epoch(_loader(manifest, batch_size=3, workers=0), 2)
+    from_workers = _epoch(rank_loader, 2)
+    assert len(in_process) == len(from_workers) > 0
+    for a, b in zip(in_process, from_workers, strict=True):
+        assert torch.equal(a.video_index, b.video_index) and torch.equal(a.video, b.video)
+
+
 def test_multi_clip_evaluation(manifest: Path) -> None:
     uniform = _loader(manifest, sampling="uniform", clips=3, spatial="center", hflip=False, batch_size=5,
                       workers=0)

@@ -293,7 +293,8 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
                           deferred=defers(config.backend, device), seed=config.seed,
                           per_video=config.per_video)
     shuffle = split == "train" if config.shuffle is None else config.shuffle
-    sampler = EpochSampler(len(dataset), shuffle, config.seed, current_rank(config.distributed),
+    rank = current_rank(config.distributed)
+    sampler = EpochSampler(len(dataset), shuffle, config.seed, rank,
                            pad=config.pad_shards and not config.per_video)
     workers = config.workers
     loader = torch.utils.data.DataLoader(
@@ -306,6 +307,7 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
         drop_last=config.drop_last,
         persistent_workers=workers > 0,
         prefetch_factor=config.prefetch_factor if workers > 0 else None,
+        multiprocessing_context=_fork_server() if workers > 0 and rank.world_size > 1 else None,
         worker_init_fn=functools.partial(_ignore_signals, tuple(config.ignore_signals))
         if config.ignore_signals
         else None,
@@ -313,6 +315,21 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
     if config.ignore_signals and workers > 0:
         _kill_workers_at_exit()
     return VideoLoader(dataset, sampler, loader, manifest.class_names, device, config.empty_batches)
+
+
+@functools.cache
+def _fork_server() -> multiprocessing.context.BaseContext:
+    """Where the workers of a distributed rank start: a fork server, a process with no threads but its own.
+
+    A rank runs threads besides its main one (the process group's among them). A worker forked while one of
+    them held CPython's thread-list lock inherits the lock held, and on CPython before 3.11.10 / 3.10.15
+    (gh-112275) hangs in ``fork`` itself, its rank waiting for it forever: 3 of 27 two-rank test runs here
+    (Python 3.11.7), each at the first validation, the child blocked on that lock in
+    ``PyOS_AfterFork_Child``. Forked from the server, a worker inherits no other thread's lock. The server
+    imports this module (and so torch) once, before it forks any worker."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _ignore_signals(signals: tuple[int, ...], worker_id: int) -> None:
