@@ -10,6 +10,7 @@ never for a fixed time. Model: ``resnet10`` x0.125 on 4x16x16 clips of the bar v
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -73,8 +74,28 @@ def _finish(proc: subprocess.Popen, markers: Path, name: str = "job") -> int:
     try:
         return proc.wait(timeout=DEADLINE_S)
     except subprocess.TimeoutExpired:
+        below = _descendants(proc.pid)  # the ranks run in sessions of their own: killpg alone orphans them
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError((markers / f"{name}.out").read_text()[-3000:]) from None
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"{name} still running after {DEADLINE_S} s; its output ends: "
+                             + (markers / f"{name}.out").read_text()[-3000:]) from None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, theirs, ...), read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def _wait_for(paths: list[Path], procs: list[subprocess.Popen]) -> None:
