@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vidfast.deploy.session import make_session, usable_cores
 from vidfast.errors import BackendUnavailable, VidfastError
+
+if TYPE_CHECKING:
+    import openvino
 
 PROVIDER = "OpenVINO"
 #: OpenVINO element type name -> onnxruntime's input type string
@@ -45,7 +49,7 @@ class _Arg:
 
 
 @functools.cache
-def _core():
+def _core() -> openvino.Core:
     """The process's one ``openvino.Core``, kept for its whole life. Each Core loads a CPU plugin of its own,
     which gives the thread that loaded it a signal stack (big enough for AMX state) and, once destroyed, puts
     back the stack it found there. Cores destroyed in another order than made left the thread on an unmapped
