@@ -5,6 +5,7 @@ agreeing on the clips they take."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +355,92 @@ def test_a_process_holding_a_loader_whose_workers_ignore_sigterm_exits(manifest:
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held" in done.stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found.update(below)
+        todo += below
+    return found
+
+
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    """The processes of ``pids`` still running (not zombies) after up to ``seconds``."""
+    import time
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + seconds
+    while (left := {p for p in pids if running(p)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_a_killed_ranks_fork_server_and_workers_end_with_it(manifest: Path) -> None:
+    """A rank killed outright (SIGKILL, the OOM killer) runs no cleanup: its fork server and workers must end
+    by themselves. torch's watch looks at a worker's parent, the server, which its children keep alive."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import vidfast.data.loader as loader_module\n"
+        "from vidfast.data.policies import clip_policy\n"
+        "from vidfast.ranks import Rank\n"
+        "loader_module.current_rank = lambda distributed=None: Rank(0, 2)\n"
+        "loader = loader_module.make_loader(sys.argv[1], clip_policy(clip_len=4, size=16), "
+        "loader_module.LoaderConfig(batch_size=2, workers=2))\n"
+        "batches = iter(loader)\n"
+        "next(batches)\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    rank = subprocess.Popen([sys.executable, "-c", script, str(manifest)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert rank.stdout.readline().strip() == "held"
+        below = _descendants(rank.pid)
+        assert len(below) >= 3  # the fork server and the two workers
+    finally:
+        rank.send_signal(signal.SIGKILL)
+        rank.wait(timeout=60)
+    left = _wait_gone(below, 30)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running after their rank was killed: {sorted(left)}"
+
+
+@pytest.mark.parametrize("watch", ["pidfd", "polling"])
+def test_exit_after_ends_the_process_when_the_watched_one_ends(watch: str) -> None:
+    """``_exit_after`` with a pidfd, and by polling where there is none (kernels before 5.3)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, subprocess, sys, threading, time\n"
+        "import vidfast.data.loader as loader_module\n"
+        "if sys.argv[1] == 'polling':\n"
+        "    del os.pidfd_open\n"
+        "watched = subprocess.Popen(['sleep', '0.5'])\n"
+        "threading.Thread(target=loader_module._exit_after, args=(watched.pid,), daemon=True).start()\n"
+        "watched.wait()\n"
+        "time.sleep(30)\n"
+        "print('outlived it', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, watch], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]

@@ -22,7 +22,11 @@ import functools
 import logging
 import math
 import multiprocessing
+import os
+import select
 import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -297,6 +301,7 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
     sampler = EpochSampler(len(dataset), shuffle, config.seed, rank,
                            pad=config.pad_shards and not config.per_video)
     workers = config.workers
+    served = workers > 0 and rank.world_size > 1  # workers start from the fork server (see _fork_server)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -307,10 +312,9 @@ def make_loader(manifest: Any, policy: ClipPolicy | Sequence[ClipPolicy],
         drop_last=config.drop_last,
         persistent_workers=workers > 0,
         prefetch_factor=config.prefetch_factor if workers > 0 else None,
-        multiprocessing_context=_fork_server() if workers > 0 and rank.world_size > 1 else None,
-        worker_init_fn=functools.partial(_ignore_signals, tuple(config.ignore_signals))
-        if config.ignore_signals
-        else None,
+        multiprocessing_context=_fork_server() if served else None,
+        worker_init_fn=functools.partial(_init_worker, tuple(config.ignore_signals),
+                                         os.getpid() if served else None),
     )
     if config.ignore_signals and workers > 0:
         _kill_workers_at_exit()
@@ -332,10 +336,38 @@ def _fork_server() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _ignore_signals(signals: tuple[int, ...], worker_id: int) -> None:
-    """A worker's ``worker_init_fn``: ignore ``signals``."""
+def _init_worker(signals: tuple[int, ...], rank_pid: int | None, worker_id: int) -> None:
+    """A worker's ``worker_init_fn``: ignore ``signals``; with ``rank_pid`` (a worker started from the fork
+    server), end this worker once that process has ended."""
     for signum in signals:
         signal.signal(signum, signal.SIG_IGN)
+    if rank_pid is not None:
+        threading.Thread(target=_exit_after, args=(rank_pid,), name="vidfast-rank-watch", daemon=True).start()
+
+
+def _exit_after(pid: int) -> None:
+    """Exit this process when process ``pid`` ends. torch's own watch ends a worker when its parent ends, and
+    a fork server's child's parent is the server, which lives while any of its children does (each holds the
+    server's keep-alive pipe): a rank killed outright (SIGKILL, the OOM killer) left its server and workers
+    running forever."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or a kernel before 5.3): look once a second
+        while _alive(pid):
+            time.sleep(1.0)
+        os._exit(1)
+    select.select([handle], [], [])  # readable once the process has ended
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @functools.cache
