@@ -363,6 +363,7 @@ def _exit_after(pid: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (a zombie counts until it is reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
