@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_bar_videos
+from helpers import descendants, write_bar_videos
 from typer.testing import CliRunner
 from vidfast_cli.app import app
 
@@ -74,28 +74,13 @@ def _finish(proc: subprocess.Popen, markers: Path, name: str = "job") -> int:
     try:
         return proc.wait(timeout=DEADLINE_S)
     except subprocess.TimeoutExpired:
-        below = _descendants(proc.pid)  # the ranks run in sessions of their own: killpg alone orphans them
+        below = descendants(proc.pid)  # the ranks run in sessions of their own: killpg alone orphans them
         os.killpg(proc.pid, signal.SIGKILL)
         for pid in below:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         raise AssertionError(f"{name} still running after {DEADLINE_S} s; its output ends: "
                              + (markers / f"{name}.out").read_text()[-3000:]) from None
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children, theirs, ...), read from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
-    return found
 
 
 def _wait_for(paths: list[Path], procs: list[subprocess.Popen]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import descendants
 
 from vidfast.data.batch import Batch
 from vidfast.data.loader import EpochSampler, LoaderConfig, make_loader
@@ -357,23 +358,6 @@ def test_a_process_holding_a_loader_whose_workers_ignore_sigterm_exits(manifest:
     assert "held" in done.stdout
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid``, read from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found.update(below)
-        todo += below
-    return found
-
-
 def _wait_gone(pids: set[int], seconds: float) -> set[int]:
     """The processes of ``pids`` still running (not zombies) after up to ``seconds``."""
     import time
@@ -414,7 +398,7 @@ def test_a_killed_ranks_fork_server_and_workers_end_with_it(manifest: Path) -> N
                             stdout=subprocess.PIPE, text=True)
     try:
         assert rank.stdout.readline().strip() == "held"
-        below = _descendants(rank.pid)
+        below = descendants(rank.pid)
         assert len(below) >= 3  # the fork server and the two workers
     finally:
         rank.send_signal(signal.SIGKILL)
